@@ -1,0 +1,40 @@
+"""diffmorph: morph any two images into each other without landmarks, prompts or pretrained weights.
+
+>>> import diffmorph
+>>> result = diffmorph.morph("a.png", "b.png", steps=500)          # doctest: +SKIP
+>>> diffmorph.export(result, "out", formats=["mp4", "gif"])        # doctest: +SKIP
+"""
+
+from diffmorph._version import __version__
+from diffmorph.api import MorphResult, fit_pair, load_maps, morph, prepare_pair, render, resolve_device, save_maps
+from diffmorph.config import MorphConfig
+from diffmorph.errors import (
+    ConfigError,
+    DiffmorphError,
+    FitDivergedError,
+    InputImageError,
+    MapsFileError,
+    OutputError,
+)
+from diffmorph.export import ExportReport, export
+
+__all__ = [
+    "ConfigError",
+    "DiffmorphError",
+    "ExportReport",
+    "FitDivergedError",
+    "InputImageError",
+    "MapsFileError",
+    "MorphConfig",
+    "MorphResult",
+    "OutputError",
+    "__version__",
+    "export",
+    "fit_pair",
+    "load_maps",
+    "morph",
+    "prepare_pair",
+    "render",
+    "resolve_device",
+    "save_maps",
+]

@@ -1,0 +1,199 @@
+"""The high-level Python API: ``morph`` two images, get a typed result, render or save it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffmorph._version import __version__
+from diffmorph.config import MorphConfig
+from diffmorph.errors import ConfigError
+from diffmorph.io.images import (
+    DEFAULT_MAX_PIXELS,
+    Framing,
+    ImageSource,
+    fit_to_frame,
+    from_uint16,
+    load_image,
+    to_tensor,
+    to_uint16,
+)
+from diffmorph.io.mapsfile import MapsFileContents, read_maps_file, write_maps_file
+from diffmorph.io.outputs import replacing
+from diffmorph.optimize import ProgressCallback, fit_maps, scales_of
+from diffmorph.render import Renderer
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for a ``--device`` value.
+
+    "auto" picks CUDA, then Apple MPS, then the CPU.
+
+    Raises:
+        ConfigError: unknown device name, or a device this machine does not have.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} asked for, but Apple MPS is not available here; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+@dataclass
+class MorphResult:
+    """A fitted morph: the maps, the two images they apply to, and how they were made.
+
+    Attributes:
+        maps: ``(16, h, w)`` raw maps (A->B channels 0-7, B->A 8-15), any resolution.
+        image_a: ``(1, 3, H, W)`` A in ``[-1, 1]``.
+        image_b: ``(1, 3, H, W)`` B fitted to A's frame, in ``[-1, 1]``.
+        config: the settings of the fit (frames and fps are the defaults for rendering).
+        losses: the fit's loss at every step.
+        framing: how B was fitted to A's frame.
+        fit_seconds: wall time of the fit.
+    """
+
+    maps: torch.Tensor
+    image_a: torch.Tensor
+    image_b: torch.Tensor
+    config: MorphConfig
+    losses: list[float] = field(default_factory=list)
+    framing: Framing | None = None
+    fit_seconds: float = float("nan")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Output ``(width, height)``: A's own size."""
+        return self.image_a.shape[-1], self.image_a.shape[-2]
+
+    def renderer(self, device: str | torch.device | None = None) -> Renderer:
+        """A :class:`~diffmorph.render.Renderer` on ``device`` (the config's device by default)."""
+        target = device if isinstance(device, torch.device) else resolve_device(device or self.config.device)
+        return Renderer(self.maps, self.image_a, self.image_b, scales_of(self.config), target)
+
+    def fidelity(self) -> dict[str, float]:
+        """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A."""
+        return self.renderer().fidelity()
+
+    def save(self, path: str | Path) -> None:
+        """Write a maps file (see :mod:`diffmorph.io.mapsfile`); it appears at ``path`` only when complete."""
+        with replacing(path) as temp:
+            write_maps_file(temp, self.contents(), __version__)
+
+    def contents(self) -> MapsFileContents:
+        source = self.framing.source_size if self.framing else self.size
+        return MapsFileContents(maps=self.maps.float().cpu(), image_a=to_uint16(self.image_a[0].cpu()),
+                                image_b=to_uint16(self.image_b[0].cpu()),
+                                losses=torch.tensor(self.losses, dtype=torch.float32), config=self.config,
+                                b_source_size=source, fit_seconds=self.fit_seconds)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MorphResult:
+        """Read a maps file written by :meth:`save` or ``diffmorph morph``."""
+        contents = read_maps_file(path)
+        height, width = contents.image_a.shape[-2:]
+        framing = Framing(method=contents.config.fit, source_size=contents.b_source_size,
+                          frame_size=(width, height))
+        return cls(maps=contents.maps, image_a=from_uint16(contents.image_a).unsqueeze(0),
+                   image_b=from_uint16(contents.image_b).unsqueeze(0), config=contents.config,
+                   losses=contents.losses.tolist(), framing=framing, fit_seconds=contents.fit_seconds)
+
+
+def prepare_pair(a: ImageSource, b: ImageSource, config: MorphConfig, *,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor, Framing]:
+    """Decode A and B and fit B to A's frame.
+
+    Returns:
+        A and B as ``(1, 3, H, W)`` tensors in ``[-1, 1]`` at A's size, and how B was fitted.
+    """
+    image_a = load_image(a, background=config.background, max_pixels=max_pixels, label="A")
+    image_b = load_image(b, background=config.background, max_pixels=max_pixels, label="B")
+    height, width = image_a.shape[:2]
+    fitted_b, framing = fit_to_frame(image_b, width, height, config.fit, config.background)
+    return to_tensor(image_a), to_tensor(fitted_b), framing
+
+
+def morph(a: ImageSource, b: ImageSource, config: MorphConfig | None = None, *,
+          progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+          **overrides: object) -> MorphResult:
+    """Fit the maps that morph image ``a`` into image ``b``.
+
+    Args:
+        a, b: paths, PIL images or arrays (see :func:`diffmorph.io.images.load_image`). The morph
+            has A's size; B is fitted to A's frame by ``config.fit``.
+        config: settings; defaults when omitted.
+        progress: optional ``progress(steps_done, loss)`` callback.
+        max_pixels: refuse larger inputs.
+        **overrides: config fields to change, e.g. ``steps=300``.
+
+    Returns:
+        A :class:`MorphResult`.
+
+    Example::
+
+        result = diffmorph.morph("cat.jpg", "dog.jpg", steps=500)
+        frames = list(diffmorph.render(result, frames=30))
+    """
+    config = config or MorphConfig()
+    try:
+        config = replace(config, **overrides).validate()
+    except TypeError as exc:
+        raise ConfigError(f"unknown setting: {exc}") from None
+    resolve_device(config.device)
+    image_a, image_b, framing = prepare_pair(a, b, config, max_pixels=max_pixels)
+    return fit_pair(image_a, image_b, config, framing=framing, progress=progress)
+
+
+def fit_pair(image_a: torch.Tensor, image_b: torch.Tensor, config: MorphConfig, *, framing: Framing | None = None,
+             progress: ProgressCallback | None = None) -> MorphResult:
+    """Fit the maps of a pair already decoded by :func:`prepare_pair`.
+
+    Args:
+        image_a, image_b: ``(1, 3, H, W)`` in ``[-1, 1]``, the same size.
+        config: validated settings.
+    """
+    fitted = fit_maps(image_a, image_b, config, resolve_device(config.device), progress=progress)
+    return MorphResult(maps=fitted.maps, image_a=image_a, image_b=image_b, config=config, losses=fitted.losses,
+                       framing=framing, fit_seconds=fitted.seconds)
+
+
+def render(result: MorphResult, *, frames: int | None = None,
+           device: str | torch.device | None = None) -> Iterator[np.ndarray]:
+    """Yield the morph's frames, A first and B last, as ``(H, W, 3)`` uint8 arrays at A's size.
+
+    Args:
+        frames: how many (the config's ``frames`` by default); at least 2.
+    """
+    count = result.config.frames if frames is None else frames
+    if count < 2:
+        raise ConfigError(f"--frames must be an integer of at least 2 (first and last), got {count}")
+    return result.renderer(device).frames(count)
+
+
+def save_maps(result: MorphResult, path: str | Path) -> None:
+    """Write ``result`` to a maps file; same as ``result.save(path)``."""
+    result.save(path)
+
+
+def load_maps(path: str | Path) -> MorphResult:
+    """Read a maps file; same as ``MorphResult.load(path)``."""
+    return MorphResult.load(path)

@@ -1,0 +1,220 @@
+"""The ``diffmorph`` command: parse flags, build the config, call the library, report in one line each."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+from tqdm import tqdm
+
+from diffmorph._version import __version__
+from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
+from diffmorph.config import FITS, MODES, MorphConfig
+from diffmorph.demo import demo_pair
+from diffmorph.errors import DiffmorphError
+from diffmorph.export import DEFAULT_FORMATS, ExportReport, check_formats, export, output_names
+from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
+from diffmorph.io.outputs import check_output_folder
+from diffmorph.io.writers import FORMATS
+
+_DEFAULTS = MorphConfig()
+_HELP = {
+    "mode": f"method variant: {', '.join(MODES)}",
+    "size": "working resolution of the fit (square); outputs keep the images' own size",
+    "steps": "gradient steps of the fit",
+    "lr": "Adam learning rate",
+    "warp_scale": "warp displacement at map value 1, as a fraction of the image size",
+    "mult_scale": "strength of the colour-factor map",
+    "add_scale": "strength of the colour-offset map",
+    "frames": "frames from A to B, both included",
+    "fps": "frames per second of the animations",
+    "seed": "seed of the network's initial weights (same seed, same morph on a CPU)",
+    "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
+    "fit": "how B is fitted to A's frame when sizes differ: " + ", ".join(FITS),
+    "background": "colour under transparent pixels and of --fit pad borders (name or #rrggbb)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Log:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"diffmorph: {message}", file=sys.stderr)
+
+    def bar(self, total: int, desc: str, unit: str) -> tqdm:
+        return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr, dynamic_ncols=True,
+                    leave=False)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    fields = {f.name: f for f in dataclasses.fields(MorphConfig)}
+    for name in names:
+        default = getattr(_DEFAULTS, name)
+        kind = fields[name].type
+        if name == "mode":
+            parser.add_argument("--mode", choices=MODES, default=None, help=f"{_HELP[name]} (default: {default})")
+        elif name == "fit":
+            parser.add_argument("--fit", choices=FITS, default=None, help=f"{_HELP[name]} (default: {default})")
+        elif name == "add_first":
+            parser.add_argument("--add-first", action="store_true", default=None,
+                                help="add the colour offset before applying the colour factor")
+        else:
+            converter = {"int": int, "float": float, "str": str}[kind]
+            parser.add_argument(_flag(name), type=converter, default=None, metavar=name.split("_")[0].upper(),
+                                help=f"{_HELP[name]} (default: {default})")
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
+                        help="folder for the outputs (created if missing)")
+    parser.add_argument("--format", action="extend", nargs="+", metavar="FORMAT", default=None,
+                        help=f"animations to write, any of {', '.join(FORMATS)}, space- or comma-separated "
+                             f"(default: {' '.join(DEFAULT_FORMATS)})")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="diffmorph", description="Morph two images into each other: no landmarks, prompts or "
+                     "pretrained weights. A small network is fitted to the pair, then discarded.")
+    parser.add_argument("--version", action="version", version=f"diffmorph {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    morph = commands.add_parser("morph", help="fit and render a morph of two images",
+                                description="Fit the maps that turn SRC into DST and write the morph into OUTDIR: "
+                                            "morph.mp4, morph.gif, maps.safetensors, a_to_b.png, b_to_a.png, "
+                                            "maps.png, contact_sheet.png and config.json.")
+    morph.add_argument("source", type=Path, metavar="SRC", help="first image (sets the output size)")
+    morph.add_argument("target", type=Path, metavar="DST", help="last image")
+    _add_output_flags(morph)
+    _add_config_flags(morph, [f.name for f in dataclasses.fields(MorphConfig)])
+    morph.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help=f"refuse larger inputs (default: {DEFAULT_MAX_PIXELS:,})")
+    morph.set_defaults(handler=_cmd_morph)
+
+    render = commands.add_parser("render", help="re-render a maps file without fitting again",
+                                 description="Render the morph stored in MAPSFILE (from diffmorph morph) again, "
+                                             "with other frames, fps or formats.")
+    render.add_argument("maps_file", type=Path, metavar="MAPSFILE", help="maps.safetensors from diffmorph morph")
+    _add_output_flags(render)
+    _add_config_flags(render, ["frames", "fps", "device"])
+    render.set_defaults(handler=_cmd_render)
+
+    demo = commands.add_parser("demo", help="morph a built-in pair of images drawn in code",
+                               description="Morph a built-in sunset into a night sky (drawn in code, nothing "
+                                           "downloaded) and write every output into OUTDIR.")
+    _add_output_flags(demo)
+    _add_config_flags(demo, [f.name for f in dataclasses.fields(MorphConfig) if f.name not in ("fit", "background")])
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def _config_from(args: argparse.Namespace, base: MorphConfig = _DEFAULTS) -> MorphConfig:
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(MorphConfig)
+               if getattr(args, f.name, None) is not None}
+    return dataclasses.replace(base, **changes).validate()
+
+
+def _formats(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.format is None:
+        return DEFAULT_FORMATS
+    return check_formats([part for item in args.format for part in item.split(",") if part])
+
+
+def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse.Namespace, log: _Log,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    config = _config_from(args)
+    device = resolve_device(config.device)
+    formats = _formats(args)
+    check_output_folder(args.output, output_names(formats))
+    image_a, image_b, framing = prepare_pair(source_a, source_b, config, max_pixels=max_pixels)
+    log(framing.describe())
+    with log.bar(config.steps, "fitting", "step") as bar:
+        def progress(done: int, loss: float) -> None:
+            bar.set_postfix_str(f"loss {loss:.5f}", refresh=False)
+            bar.update(done - bar.n)
+
+        result = fit_pair(image_a, image_b, config, framing=framing, progress=progress)
+    log(f"fitted {config.steps} steps at {config.size} x {config.size} on {device} in {result.fit_seconds:.1f} s "
+        f"(final loss {result.losses[-1]:.5f})")
+    return _export(result, args, log, formats)
+
+
+def _export(result: MorphResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
+    frames = getattr(args, "frames", None) or result.config.frames
+    with log.bar(frames, "rendering", "frame") as bar:
+        report = export(result, args.output, formats=formats, frames=args.frames, fps=args.fps,
+                        device=getattr(args, "device", None), on_frame=lambda done: bar.update(done - bar.n))
+    _report(report, args.output, log)
+    return 0
+
+
+def _report(report: ExportReport, folder: Path, log: _Log) -> None:
+    for note in report.notes:
+        log(note)
+    fidelity = report.fidelity
+    log(f"wrote {len(report.files)} outputs to {folder} ({report.frames} frames at {report.fps:g} fps; fidelity "
+        f"A→B {fidelity['a_to_b_psnr']:.1f} dB, B→A {fidelity['b_to_a_psnr']:.1f} dB)")
+
+
+def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
+    return _fit_and_export(args.source, args.target, args, log, max_pixels=args.max_pixels)
+
+
+def _cmd_demo(args: argparse.Namespace, log: _Log) -> int:
+    sunset, night = demo_pair()
+    return _fit_and_export(sunset, night, args, log)
+
+
+def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
+    formats = _formats(args)
+    if args.device is not None:
+        resolve_device(args.device)
+    for name in ("frames", "fps"):
+        value = getattr(args, name)
+        if value is not None:
+            dataclasses.replace(_DEFAULTS, **{name: value}).validate()
+    check_output_folder(args.output, output_names(formats))
+    result = MorphResult.load(args.maps_file)
+    log(f"loaded {args.maps_file}: {result.size[0]} x {result.size[1]}, fitted {len(result.losses)} steps")
+    return _export(result, args, log, formats)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (0 success, 1 a reported error, 2 bad usage, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    log = _Log(args.quiet)
+    try:
+        return args.handler(args, log)
+    except DiffmorphError as exc:
+        print(f"diffmorph: error: {exc}", file=sys.stderr)
+    except torch.OutOfMemoryError:
+        print("diffmorph: error: out of memory on the device; lower --size, use smaller images or --device cpu",
+              file=sys.stderr)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"diffmorph: error: {exc.strerror or exc}{where}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("diffmorph: interrupted; no outputs were written", file=sys.stderr)
+        return 130
+    return 1
+
+
+def run() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Writing a morph's outputs: videos, stills, the maps file and the config, all or nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from diffmorph._version import __version__
+from diffmorph.api import MorphResult, resolve_device
+from diffmorph.errors import ConfigError
+from diffmorph.io.mapsfile import write_maps_file
+from diffmorph.io.outputs import OutputFolder, check_output_folder
+from diffmorph.io.pictures import contact_sheet, maps_picture
+from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, even_size, open_writer
+from diffmorph.optimize import scales_of
+from diffmorph.render import frame_times, to_uint8
+
+DEFAULT_FORMATS = ("mp4", "gif")
+MAPS_FILE = "maps.safetensors"
+STILLS = ("a_to_b.png", "b_to_a.png", "maps.png", "contact_sheet.png", "config.json")
+CONTACT_SHEET_FRAMES = 5
+
+FrameCallback = Callable[[int], None]
+"""Called as ``on_frame(frames_done)`` while rendering."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export` wrote and measured."""
+
+    files: list[Path]
+    frames: int
+    fps: float
+    fidelity: dict[str, float]
+    notes: list[str]
+
+
+def output_names(formats: Sequence[str]) -> list[str]:
+    """Every name :func:`export` writes for ``formats``."""
+    return [OUTPUT_NAMES[kind] for kind in formats] + [MAPS_FILE, *STILLS]
+
+
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """Validate and de-duplicate ``formats``, keeping their order."""
+    unknown = [kind for kind in formats if kind not in FORMATS]
+    if unknown:
+        raise ConfigError(f"unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+    if not formats:
+        raise ConfigError(f"give at least one format from {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(formats))
+
+
+def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
+           frames: int | None = None, fps: float | None = None, device: str | torch.device | None = None,
+           on_frame: FrameCallback | None = None) -> ExportReport:
+    """Render ``result`` and write every output into ``folder``.
+
+    Writes the animations in ``formats`` (``morph.mp4``, ``morph.gif``, ``morph.webp``, ``frames/``),
+    ``maps.safetensors``, ``a_to_b.png`` and ``b_to_a.png`` (the maps fully applied, at A's size),
+    ``maps.png``, ``contact_sheet.png`` and ``config.json``. Frames stream to every writer as they are
+    rendered; files appear only when all are complete.
+
+    Args:
+        frames, fps: override the config's rendering settings (recorded in ``config.json``).
+        device: where to render (the config's device by default).
+        on_frame: optional progress callback.
+
+    Raises:
+        ConfigError, OutputError: bad settings or an unwritable folder, before anything is written.
+    """
+    formats = check_formats(formats)
+    overrides = {key: value for key, value in (("frames", frames), ("fps", fps)) if value is not None}
+    config = replace(result.config, **overrides).validate()
+    result = replace(result, config=config)
+    folder = check_output_folder(folder, output_names(formats))
+    renderer = result.renderer(resolve_device(device) if isinstance(device, str) else device)
+    width, height = result.size
+    notes = []
+    if "mp4" in formats and even_size(width, height) != (width, height):
+        even_w, even_h = even_size(width, height)
+        notes.append(f"morph.mp4 is {even_w} x {even_h}: H.264 in yuv420p needs even sizes, so the last "
+                     f"odd row or column is dropped")
+    if "gif" in formats and config.fps > 50:
+        notes.append("morph.gif plays at 50 frames/s: GIF cannot time frames faster")
+
+    with OutputFolder(folder) as out:
+        # 1. Animations: render each frame once and hand it to every writer.
+        writers: list[FrameWriter] = [open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps)
+                                      for kind in formats]
+        times = frame_times(config.frames)
+        sheet_at = {round(k * (config.frames - 1) / (CONTACT_SHEET_FRAMES - 1)) for k in range(CONTACT_SHEET_FRAMES)}
+        sheet = []
+        try:
+            for index, t in enumerate(times):
+                frame = to_uint8(renderer.frame(t))
+                for writer in writers:
+                    writer.add(frame)
+                if index in sheet_at:
+                    sheet.append((t, frame))
+                if on_frame is not None:
+                    on_frame(index + 1)
+        finally:
+            for writer in writers:
+                writer.close()
+
+        # 2. Stills and the maps file.
+        contact_sheet(sheet).save(out.temp("contact_sheet.png"), format="PNG")
+        a_to_b, b_to_a = renderer.a_to_b(), renderer.b_to_a()
+        Image.fromarray(to_uint8(a_to_b)).save(out.temp("a_to_b.png"), format="PNG")
+        Image.fromarray(to_uint8(b_to_a)).save(out.temp("b_to_a.png"), format="PNG")
+        maps_picture(result.maps, width, height, scales_of(config)).save(out.temp("maps.png"), format="PNG")
+        write_maps_file(out.temp(MAPS_FILE), result.contents(), __version__)
+        fidelity = renderer.fidelity(a_to_b, b_to_a)
+        out.temp("config.json").write_text(json.dumps(_summary(result, fidelity, formats, __version__), indent=2)
+                                           + "\n")
+    return ExportReport(files=out.written, frames=config.frames, fps=config.fps, fidelity=fidelity, notes=notes)
+
+
+def _summary(result: MorphResult, fidelity: dict[str, float], formats: Sequence[str], version: str) -> dict:
+    width, height = result.size
+    return {
+        "diffmorph_version": version,
+        "config": result.config.to_dict(),
+        "size": {"width": width, "height": height},
+        "b_source_size": list(result.framing.source_size) if result.framing else [width, height],
+        "framing": result.framing.describe() if result.framing else None,
+        "formats": list(formats),
+        "fit": {"steps": len(result.losses), "final_loss": result.losses[-1] if result.losses else None,
+                "seconds": result.fit_seconds},
+        "fidelity_db": fidelity,
+    }

@@ -1,0 +1,1 @@
+"""Images in; videos, GIFs, frames, pictures and maps files out."""

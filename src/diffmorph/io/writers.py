@@ -1,0 +1,152 @@
+"""Streaming writers for animations: frames go in one at a time, so memory does not grow with length.
+
+Each writer takes ``(H, W, 3)`` uint8 frames through :meth:`add` and finishes with :meth:`close`.
+Writers only write to the path they are given; the caller names it (a temporary name, see
+:mod:`diffmorph.io.outputs`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+import av
+import numpy as np
+from PIL import Image
+
+FORMATS = ("mp4", "gif", "webp", "frames")
+OUTPUT_NAMES = {"mp4": "morph.mp4", "gif": "morph.gif", "webp": "morph.webp", "frames": "frames"}
+
+
+class FrameWriter(Protocol):
+    def add(self, frame: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Mp4Writer:
+    """H.264 in MP4, yuv420p, BT.709 tagged, ``+faststart``: plays in every browser.
+
+    yuv420p stores colour at half resolution, so H.264 needs even sizes: an odd width or height
+    drops the last column or row (see :func:`even_size`).
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, *, crf: int = 18, preset: str = "fast"):
+        self.width, self.height = even_size(width, height)
+        self._container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(100000))
+        self._stream.width = self.width
+        self._stream.height = self.height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": preset}
+        codec = self._stream.codec_context
+        codec.colorspace = codec.color_primaries = codec.color_trc = 1  # BT.709
+        codec.color_range = 1  # limited ("TV") range, what players assume for H.264
+        self._count = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:self.height, :self.width]), format="rgb24")
+        picture = picture.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+        picture.pts = self._count
+        self._count += 1
+        for packet in self._stream.encode(picture):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """The largest even size that fits: what yuv420p video can hold.
+
+    >>> even_size(513, 512)
+    (512, 512)
+    """
+    return width - width % 2, height - height % 2
+
+
+class PillowAnimationWriter:
+    """Animated GIF (looping) or WebP through Pillow, fed from a background thread.
+
+    Pillow's animated writers consume an iterator of frames; running the save in a thread lets
+    frames stream in as they are rendered, and overlaps encoding with rendering.
+    """
+
+    def __init__(self, path: Path, fps: float, image_format: str):
+        if image_format not in ("GIF", "WEBP"):
+            raise ValueError(f"image_format must be GIF or WEBP, got {image_format!r}")
+        self._path = path
+        self._format = image_format
+        # GIF delays are whole centiseconds and browsers slow delays under 2 cs down to 10 cs, so GIFs
+        # play at most at 50 frames/s.
+        milliseconds = 1000.0 / fps
+        self._duration = max(20, round(milliseconds / 10) * 10) if image_format == "GIF" else round(milliseconds)
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"diffmorph-{image_format.lower()}", daemon=True)
+        self._thread.start()
+
+    def _frames(self) -> Iterator[Image.Image]:
+        while (frame := self._queue.get()) is not None:
+            yield Image.fromarray(frame)
+
+    def _run(self) -> None:
+        try:
+            frames = self._frames()
+            first = next(frames, None)
+            if first is None:
+                return
+            options = {"loop": 0, "duration": self._duration}
+            if self._format == "WEBP":
+                options.update(quality=90, method=4)
+            first.save(self._path, format=self._format, save_all=True, append_images=frames, **options)
+        except BaseException as exc:
+            self._error = exc
+            while self._queue.get() is not None:  # keep the producer from blocking on a full queue
+                pass
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+class PngFramesWriter:
+    """Numbered PNG files ``frame_00000.png`` ... in a folder."""
+
+    def __init__(self, folder: Path):
+        self._folder = folder
+        self._folder.mkdir()
+        self._count = 0
+
+    def add(self, frame: np.ndarray) -> None:
+        Image.fromarray(frame).save(self._folder / f"frame_{self._count:05d}.png", compress_level=4)
+        self._count += 1
+
+    def close(self) -> None:
+        pass
+
+
+def open_writer(kind: str, path: Path, width: int, height: int, fps: float) -> FrameWriter:
+    """A writer for one of :data:`FORMATS` at ``path``."""
+    if kind == "mp4":
+        return Mp4Writer(path, width, height, fps)
+    if kind == "gif":
+        return PillowAnimationWriter(path, fps, "GIF")
+    if kind == "webp":
+        return PillowAnimationWriter(path, fps, "WEBP")
+    if kind == "frames":
+        return PngFramesWriter(path)
+    raise ValueError(f"unknown format {kind!r}; choose from {', '.join(FORMATS)}")

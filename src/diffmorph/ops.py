@@ -1,0 +1,210 @@
+"""Pure tensor functions of the morphing method: grids, the warp, applying maps, the loss.
+
+Conventions (the only place they are defined; every other module relies on them):
+
+- Images are ``(B, C, H, W)`` float tensors with values in ``[-1, 1]``.
+- A *flow* is ``(B, 2, H, W)`` in **pixels**, channel 0 = **dy** (rows), channel 1 = **dx** (columns).
+- :func:`warp` is a dense *backward* warp: ``out[y, x] = img[y - dy, x - dx]``, sampled bilinearly,
+  with coordinates clamped to the image (border replication). This is the semantics of TensorFlow
+  Addons' ``dense_image_warp``, which the original method used, including its channel order.
+- Pixel ``i`` sits at normalized coordinate ``-1 + 2 i / (n - 1)`` (``align_corners=True``), so the
+  first and last pixel centres are exactly ``-1`` and ``1``.
+- Maps of one direction are ``(B, 8, H, W)``: channels 0-2 *mult*, 3-5 *add*, 6-7 *warp* (dy, dx).
+  The network's output stacks two directions, ``(B, 16, h, w)``: A->B then B->A.
+- A coordinate grid (network input) is ``(1, 2, H, W)`` in ``[-1, 1]``, channel 0 = y, channel 1 = x.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MULT_FLOOR = 0.1  # The original's floor on the colour factor: mult can darken to 10 %, never invert.
+
+
+@dataclass(frozen=True)
+class MapScales:
+    """Strengths that turn raw map values into a colour factor, a colour offset and pixels of flow.
+
+    Attributes:
+        warp: flow in pixels is ``warp_map * size * warp`` along each axis (size = H for dy, W for dx).
+        mult: colour factor is ``max(0.1, 1 + mult_map * mult)``.
+        add: colour offset is ``add_map * 2 * add``.
+        add_first: add the offset before applying the factor.
+    """
+
+    warp: float = 0.05
+    mult: float = 0.4
+    add: float = 0.4
+    add_first: bool = False
+
+
+def coordinate_grid(
+    height: int, width: int, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Pixel-centre coordinates in ``[-1, 1]``.
+
+    Returns:
+        ``(1, 2, H, W)``: channel 0 = y, channel 1 = x.
+
+    >>> coordinate_grid(2, 3)[0, 1].tolist()
+    [[-1.0, 0.0, 1.0], [-1.0, 0.0, 1.0]]
+    """
+    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((grid_y, grid_x)).unsqueeze(0)
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp ``image`` by a dense ``flow``: ``out[y, x] = image[y - dy, x - dx]``.
+
+    Args:
+        image: ``(B, C, H, W)``, any values; ``H`` and ``W`` at least 2.
+        flow: ``(B, 2, H, W)`` in pixels, channel 0 = dy, channel 1 = dx. Samples falling outside the
+            image take the nearest border value.
+
+    Returns:
+        ``(B, C, H, W)``, same dtype and device as ``image``.
+
+    >>> img = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 2, 4)
+    >>> flow = torch.zeros(1, 2, 2, 4); flow[:, 1] = 1.0   # content moves 1 px right
+    >>> [round(v, 4) for v in warp(img, flow)[0, 0, 0].tolist()]
+    [0.0, 0.0, 1.0, 2.0]
+    """
+    if image.dim() != 4 or flow.dim() != 4:
+        raise ValueError(f"warp expects (B, C, H, W) image and (B, 2, H, W) flow, got {tuple(image.shape)} "
+                         f"and {tuple(flow.shape)}")
+    batch, _, height, width = image.shape
+    if flow.shape[1] != 2 or flow.shape[2:] != image.shape[2:] or flow.shape[0] not in (1, batch):
+        raise ValueError(f"flow must be ({batch}, 2, {height}, {width}) for an image of shape "
+                         f"{tuple(image.shape)}, got {tuple(flow.shape)}")
+    if height < 2 or width < 2:
+        raise ValueError(f"warp needs at least 2 x 2 pixels, got {height} x {width}")
+    base = coordinate_grid(height, width, device=image.device, dtype=image.dtype)  # (1, 2, H, W) y, x
+    pixels_to_unit = torch.tensor([2.0 / (height - 1), 2.0 / (width - 1)], device=image.device,
+                                  dtype=image.dtype).view(1, 2, 1, 1)
+    source = base - flow * pixels_to_unit  # (B, 2, H, W): where each output pixel samples, y then x
+    # grid_sample's CPU backward crashes the process on NaN coordinates (a diverging fit produces them),
+    # so it gets finite ones and the affected outputs are set to NaN here, where the loss check sees them.
+    invalid = torch.isnan(source).any(dim=1, keepdim=True)  # (B, 1, H, W)
+    grid = torch.nan_to_num(source, nan=0.0).flip(1).permute(0, 2, 3, 1)  # (B, H, W, 2) as x, y
+    if grid.shape[0] != batch:
+        grid = grid.expand(batch, -1, -1, -1)
+        invalid = invalid.expand(batch, -1, -1, -1)
+    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.masked_fill(invalid, float("nan"))
+
+
+def flow_from_warp_map(warp_map: torch.Tensor, scale: float) -> torch.Tensor:
+    """Turn a raw warp map into a flow in pixels of its own resolution.
+
+    Args:
+        warp_map: ``(B, 2, H, W)`` raw network output, channel 0 = y, channel 1 = x.
+        scale: displacement at map value 1 as a fraction of the image's extent on that axis.
+
+    Returns:
+        ``(B, 2, H, W)`` flow in pixels: ``dy = map_y * H * scale``, ``dx = map_x * W * scale``.
+    """
+    height, width = warp_map.shape[-2:]
+    size = torch.tensor([height, width], device=warp_map.device, dtype=warp_map.dtype).view(1, 2, 1, 1)
+    return warp_map * size * scale
+
+
+def apply_maps(image: torch.Tensor, maps: torch.Tensor, scales: MapScales) -> torch.Tensor:
+    """Apply one direction's maps to an image: colour change, then the warp.
+
+    ``warp(image * max(0.1, 1 + mult * s_mult) + add * 2 * s_add, flow)``, or with ``add_first``
+    ``warp((image + add * 2 * s_add) * max(0.1, 1 + mult * s_mult), flow)``. The result is not clipped.
+
+    Args:
+        image: ``(B, 3, H, W)`` in ``[-1, 1]``.
+        maps: ``(B, 8, H, W)``: mult (0-2), add (3-5), warp (6-7, y then x). Scaling the maps by
+            ``t`` scales every effect, which is how frames between the endpoints are made.
+        scales: the strengths, see :class:`MapScales`.
+
+    Returns:
+        ``(B, 3, H, W)``.
+    """
+    if maps.dim() != 4 or maps.shape[1] != 8 or maps.shape[2:] != image.shape[2:]:
+        raise ValueError(f"maps must be (B, 8, H, W) matching an image of shape {tuple(image.shape)}, "
+                         f"got {tuple(maps.shape)}")
+    factor = torch.clamp(1.0 + maps[:, 0:3] * scales.mult, min=MULT_FLOOR)
+    offset = maps[:, 3:6] * (2.0 * scales.add)
+    coloured = (image + offset) * factor if scales.add_first else image * factor + offset
+    return warp(coloured, flow_from_warp_map(maps[:, 6:8], scales.warp))
+
+
+def resize(image: torch.Tensor, height: int, width: int, *, antialias: bool = False) -> torch.Tensor:
+    """Bilinear resize with half-pixel centres (TensorFlow's ``tf.image.resize`` default).
+
+    Args:
+        image: ``(B, C, h, w)``.
+        antialias: low-pass before downscaling; the original method did not.
+
+    Returns:
+        ``(B, C, height, width)``; the input itself when the size already matches.
+    """
+    if image.shape[-2:] == (height, width):
+        return image
+    return F.interpolate(image, size=(height, width), mode="bilinear", align_corners=False,
+                         antialias=antialias)
+
+
+def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor,
+               scales: MapScales) -> torch.Tensor:
+    """The classic objective of a fit.
+
+    ``MSE(M, warp(warp(M, flow_AB), flow_BA)) + 0.3 MSE(apply(A, maps_AB), B) + 0.3 MSE(apply(B, maps_BA), A)``:
+    both directions reproduce the other image, and warping forth and back returns the network input
+    ``M`` (the warp-consistency term, which keeps the two flows inverse to each other).
+
+    Args:
+        net_input: ``(1, 8, S, S)`` network input ``M``: coordinate grid, ``0.1 A``, ``0.1 B``.
+        a, b: ``(1, 3, S, S)`` images in ``[-1, 1]``.
+        maps: ``(1, 16, S, S)`` both directions' maps at the working resolution.
+
+    Returns:
+        A scalar tensor.
+    """
+    maps_ab, maps_ba = maps[:, :8], maps[:, 8:]
+    flow_ab = flow_from_warp_map(maps_ab[:, 6:8], scales.warp)
+    flow_ba = flow_from_warp_map(maps_ba[:, 6:8], scales.warp)
+    round_trip = warp(warp(net_input, flow_ab), flow_ba)
+    consistency = F.mse_loss(round_trip, net_input)
+    fidelity_ab = F.mse_loss(apply_maps(a, maps_ab, scales), b)
+    fidelity_ba = F.mse_loss(apply_maps(b, maps_ba, scales), a)
+    return consistency + 0.3 * fidelity_ab + 0.3 * fidelity_ba
+
+
+def blend_frame(a: torch.Tensor, b: torch.Tensor, maps_ab: torch.Tensor, maps_ba: torch.Tensor, t: float,
+                scales: MapScales) -> torch.Tensor:
+    """One in-between frame at time ``t`` in ``[0, 1]``.
+
+    ``A' = clip(apply(A, t maps_AB))``, ``B' = clip(apply(B, (1 - t) maps_BA))``,
+    ``frame = (1 - t) A' + t B'``. At ``t = 0`` this is ``A``; at ``t = 1`` it is ``B``.
+
+    Args:
+        a, b: ``(B, 3, H, W)`` in ``[-1, 1]``.
+        maps_ab, maps_ba: ``(B, 8, H, W)`` at the same resolution as the images.
+
+    Returns:
+        ``(B, 3, H, W)`` in ``[-1, 1]``.
+    """
+    a_moved = apply_maps(a, maps_ab * t, scales).clamp(-1.0, 1.0)
+    b_moved = apply_maps(b, maps_ba * (1.0 - t), scales).clamp(-1.0, 1.0)
+    return a_moved * (1.0 - t) + b_moved * t
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two images in ``[-1, 1]`` (peak-to-peak range 2).
+
+    >>> round(psnr(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.02)), 2)
+    40.0
+    """
+    mse = F.mse_loss(x.double(), y.double()).item()
+    if mse == 0.0:
+        return float("inf")
+    return 10.0 * torch.log10(torch.tensor(4.0 / mse, dtype=torch.float64)).item()

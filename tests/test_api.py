@@ -1,0 +1,101 @@
+import json
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import diffmorph
+from diffmorph.errors import ConfigError, OutputError
+from synthetic import blobs
+
+FAST = {"steps": 4, "size": 32, "frames": 5, "device": "cpu"}
+
+
+def test_morph_returns_a_typed_result_at_a_native_size():
+    a, b = blobs(30, 44, seed=1), blobs(30, 44, seed=2)
+    calls = []
+    result = diffmorph.morph(a, b, progress=lambda done, loss: calls.append(done), **FAST)
+    assert isinstance(result, diffmorph.MorphResult)
+    assert result.size == (44, 30)
+    assert result.maps.shape == (16, 84, 84)
+    assert len(result.losses) == 4 and calls == [1, 2, 3, 4]
+    assert result.config.steps == 4 and result.config.mode == "classic"
+    assert set(result.fidelity()) == {"a_to_b_psnr", "b_to_a_psnr"}
+
+
+def test_b_of_another_size_is_fitted_to_a_frame():
+    a = Image.fromarray(blobs(30, 40, seed=1))
+    b = Image.fromarray(blobs(64, 48, seed=2))
+    for fit in ("crop", "pad", "stretch"):
+        result = diffmorph.morph(a, b, fit=fit, **FAST)
+        assert result.image_b.shape == (1, 3, 30, 40)
+        assert result.framing.source_size == (48, 64) and result.framing.method == fit
+
+
+def test_bad_settings_are_config_errors():
+    a = blobs(16, 16)
+    with pytest.raises(ConfigError, match="--steps must be a positive integer, got 0"):
+        diffmorph.morph(a, a, steps=0)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        diffmorph.morph(a, a, stepz=3)
+    with pytest.raises(ConfigError, match="unknown mode"):
+        diffmorph.morph(a, a, mode="fancy")
+
+
+@pytest.mark.parametrize(("name", "message"), [("gpu", "unknown device"), ("meta", "unsupported device"),
+                                               ("cuda:7", "CUDA"), ("mps", "MPS")])
+def test_resolve_device_errors(name, message):
+    if name == "cuda:7" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error case needs a machine without it")
+    if name == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS; the error case needs a machine without it")
+    with pytest.raises(ConfigError, match=message):
+        diffmorph.resolve_device(name)
+
+
+def test_resolve_device_auto_and_cpu():
+    assert diffmorph.resolve_device("cpu") == torch.device("cpu")
+    assert diffmorph.resolve_device("auto").type in ("cpu", "cuda", "mps")
+
+
+def test_export_writes_every_output_and_each_reads_back(tmp_path):
+    a, b = blobs(30, 44, seed=1), blobs(30, 44, seed=2)
+    result = diffmorph.morph(a, b, **FAST)
+    report = diffmorph.export(result, tmp_path / "out", formats=["mp4", "gif", "webp", "frames"], frames=6, fps=20)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        "morph.mp4", "morph.gif", "morph.webp", "frames", "maps.safetensors", "a_to_b.png", "b_to_a.png",
+        "maps.png", "contact_sheet.png", "config.json"])
+    assert len(report.files) == 10
+    with av.open(str(out / "morph.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 44, 30)
+        assert sum(1 for _ in container.decode(video=0)) == 6
+    for name in ("morph.gif", "morph.webp"):
+        with Image.open(out / name) as image:
+            assert image.n_frames == 6 and image.size == (44, 30)
+    assert len(list((out / "frames").iterdir())) == 6
+    for name in ("a_to_b.png", "b_to_a.png"):
+        assert Image.open(out / name).size == (44, 30)
+    assert Image.open(out / "maps.png").size[0] > 3 * 256
+    assert Image.open(out / "contact_sheet.png").size[0] > 5 * 44
+    summary = json.loads((out / "config.json").read_text())
+    assert summary["config"]["frames"] == 6 and summary["config"]["fps"] == 20
+    assert summary["size"] == {"width": 44, "height": 30}
+    assert summary["fidelity_db"]["a_to_b_psnr"] == pytest.approx(report.fidelity["a_to_b_psnr"])
+    # The maps file re-renders the same first frame as the exported frames.
+    reloaded = diffmorph.load_maps(out / "maps.safetensors")
+    first = next(diffmorph.render(reloaded, frames=6))
+    assert np.array_equal(first, np.asarray(Image.open(out / "frames" / "frame_00000.png")))
+
+
+def test_export_refuses_bad_formats_and_paths_before_writing(tmp_path):
+    result = diffmorph.morph(blobs(16, 16), blobs(16, 16, seed=3), **FAST)
+    with pytest.raises(ConfigError, match="unknown format 'avi'"):
+        diffmorph.export(result, tmp_path / "out", formats=["avi"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        diffmorph.export(result, tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -1,0 +1,190 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+
+from diffmorph.cli import main
+from synthetic import blobs
+
+FAST = ["--steps", "3", "--size", "32", "--frames", "4", "--device", "cpu"]
+
+
+def run(args, capsys):
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_failure(code, err, outdir: Path):
+    assert code not in (0, None)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "error:" in lines[0] and "Traceback" not in err
+    assert not outdir.exists() or not any(outdir.iterdir())
+
+
+@pytest.mark.parametrize("command", [[], ["morph"], ["render"], ["demo"]])
+def test_help(command, capsys):
+    code, out, _ = run([*command, "--help"], capsys)
+    assert code == 0 and "usage: diffmorph" in out
+
+
+def test_help_lists_every_method_flag(capsys):
+    _, out, _ = run(["morph", "--help"], capsys)
+    for flag in ("--steps", "--lr", "--size", "--warp-scale", "--mult-scale", "--add-scale", "--add-first",
+                 "--frames", "--fps", "--seed", "--device", "--mode", "--format", "--quiet", "--fit"):
+        assert flag in out
+
+
+def test_console_script_and_module_entry_points():
+    script = Path(sys.executable).with_name("diffmorph")
+    commands = [[sys.executable, "-m", "diffmorph", "--version"]]
+    if script.exists():
+        commands.append([str(script), "--version"])
+    for command in commands:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        assert done.returncode == 0 and done.stdout.startswith("diffmorph ")
+
+
+def test_morph_then_render_end_to_end(image_files, tmp_path, capsys):
+    a, b = image_files
+    out = tmp_path / "out"
+    code, _, err = run(["morph", a, b, "-o", out, *FAST, "--format", "mp4,frames"], capsys)
+    assert code == 0, err
+    assert "B matches A's 48 x 40 frame" in err and "wrote 8 outputs" in err
+    with av.open(str(out / "morph.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 4
+        assert container.streams.video[0].codec_context.name == "h264"
+    assert len(list((out / "frames").iterdir())) == 4
+    assert not (out / "morph.gif").exists()
+
+    again = tmp_path / "again"
+    code, _, err = run(["render", out / "maps.safetensors", "-o", again, "--frames", "7", "--format", "gif", "webp",
+                        "-q"], capsys)
+    assert code == 0 and err == ""
+    for name in ("morph.gif", "morph.webp"):
+        with Image.open(again / name) as image:
+            assert image.n_frames == 7 and image.size == (48, 40)
+
+
+def test_inputs_of_different_sizes_are_fitted_and_logged(tmp_path, capsys):
+    a, b = tmp_path / "a.png", tmp_path / "b.jpg"
+    Image.fromarray(blobs(40, 60, seed=1)).save(a)
+    Image.fromarray(blobs(50, 50, seed=2)).save(b)
+    code, _, err = run(["morph", a, b, "-o", tmp_path / "out", *FAST, "--fit", "pad", "--format", "gif"], capsys)
+    assert code == 0
+    assert "B (50 x 50) fitted to A's 60 x 40 frame" in err and "--fit pad" in err
+    assert Image.open(tmp_path / "out" / "morph.gif").size == (60, 40)
+
+
+def test_demo(tmp_path, capsys):
+    code, _, err = run(["demo", "-o", tmp_path / "demo", *FAST, "--format", "mp4"], capsys)
+    assert code == 0, err
+    with av.open(str(tmp_path / "demo" / "morph.mp4")) as container:
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (480, 360)
+
+
+def _truncated(path: Path) -> None:
+    Image.fromarray(blobs(64, 64)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+def _zero_size(path: Path) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 0, 10, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("prepare", "extra", "message"), [
+    (lambda p: None, [], "no such file"),
+    (lambda p: p.write_text("not an image"), [], "not an image"),
+    (_truncated, [], "truncated"),
+    (lambda p: Image.fromarray(blobs(64, 64)).save(p), ["--max-pixels", "1000"], "over the limit"),
+    (_zero_size, [], "zero size"),
+])
+def test_bad_source_images(tmp_path, capsys, image_files, prepare, extra, message):
+    bad = tmp_path / "bad.png"
+    prepare(bad)
+    out = tmp_path / "out"
+    code, _, err = run(["morph", bad, image_files[1], "-o", out, *FAST, *extra], capsys)
+    assert_clean_failure(code, err, out)
+    assert message in err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--steps", "0"], "--steps must be a positive integer"),
+    (["--frames", "0"], "--frames must be"),
+    (["--fps", "-5"], "--fps must be a positive number"),
+    (["--fps", "0"], "--fps must be a positive number"),
+    (["--device", "gpu"], "unknown device"),
+    (["--steps", "abc"], "invalid int value"),
+    (["--format", "avi"], "unknown format"),
+    (["--background", "nope"], "unknown colour"),
+])
+def test_bad_settings(tmp_path, capsys, image_files, flags, message):
+    out = tmp_path / "out"
+    code, _, err = run(["morph", *image_files, "-o", out, *FAST, *flags], capsys)
+    assert_clean_failure(code, err, out)
+    assert message in err
+
+
+def test_output_path_occupied_by_a_file(tmp_path, capsys, image_files):
+    occupied = tmp_path / "taken"
+    occupied.write_text("mine")
+    code, _, err = run(["morph", *image_files, "-o", occupied, *FAST], capsys)
+    assert code == 1 and "is a file" in err and occupied.read_text() == "mine"
+    code, _, err = run(["morph", *image_files, "-o", occupied / "sub", *FAST], capsys)
+    assert_clean_failure(code, err, occupied / "sub")
+
+
+def test_unwritable_output_folder(tmp_path, capsys, image_files):
+    locked = Path("/proc/diffmorph-out")  # writable by nobody, root included
+    code, _, err = run(["morph", *image_files, "-o", locked, *FAST], capsys)
+    assert_clean_failure(code, err, locked)
+    assert "cannot" in err
+
+
+def test_a_diverging_fit_writes_nothing(tmp_path, capsys, image_files):
+    out = tmp_path / "out"
+    code, _, err = run(["morph", *image_files, "-o", out, "--steps", "40", "--size", "32", "--lr", "1e12", "-q"],
+                       capsys)
+    assert_clean_failure(code, err, out)
+    assert "diverged" in err and "lower --lr" in err
+
+
+def test_corrupt_and_incompatible_maps_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    code, _, err = run(["render", corrupt, "-o", out], capsys)
+    assert_clean_failure(code, err, out)
+    assert "corrupt" in err
+
+    future = tmp_path / "future.safetensors"
+    save_file({"maps": __import__("torch").zeros(1)}, str(future),
+              metadata={"format": "diffmorph.maps", "format_version": "2", "diffmorph_version": "2.0"})
+    code, _, err = run(["render", future, "-o", out], capsys)
+    assert_clean_failure(code, err, out)
+    assert "format version 2" in err
+
+    code, _, err = run(["render", tmp_path / "missing.safetensors", "-o", out], capsys)
+    assert_clean_failure(code, err, out)
+
+
+def test_render_refuses_bad_settings_before_loading(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["render", tmp_path / "whatever.safetensors", "-o", out, "--frames", "1"], capsys)
+    assert_clean_failure(code, err, out)
+    assert "--frames must be" in err

@@ -1,0 +1,183 @@
+import pytest
+import torch
+
+from diffmorph.ops import (
+    MapScales,
+    apply_maps,
+    blend_frame,
+    coordinate_grid,
+    flow_from_warp_map,
+    morph_loss,
+    psnr,
+    resize,
+    warp,
+)
+
+# A 3 x 4 image whose value at (y, x) is 10 y + x, so every sample tells where it came from.
+IMAGE = torch.tensor([[0.0, 1.0, 2.0, 3.0],
+                      [10.0, 11.0, 12.0, 13.0],
+                      [20.0, 21.0, 22.0, 23.0]]).view(1, 1, 3, 4)
+
+
+def constant_flow(dy: float, dx: float, height: int = 3, width: int = 4) -> torch.Tensor:
+    return torch.tensor([dy, dx]).view(1, 2, 1, 1).expand(1, 2, height, width).contiguous()
+
+
+class TestWarpGolden:
+    def test_plus_one_pixel_in_x_moves_content_right_with_border_clamp(self):
+        out = warp(IMAGE, constant_flow(0.0, 1.0))
+        expected = torch.tensor([[0.0, 0.0, 1.0, 2.0], [10.0, 10.0, 11.0, 12.0], [20.0, 20.0, 21.0, 22.0]])
+        torch.testing.assert_close(out[0, 0], expected)
+
+    def test_channel_zero_is_y(self):
+        out = warp(IMAGE, constant_flow(1.0, 0.0))
+        expected = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 1.0, 2.0, 3.0], [10.0, 11.0, 12.0, 13.0]])
+        torch.testing.assert_close(out[0, 0], expected)
+
+    def test_half_pixel_is_bilinear(self):
+        out = warp(IMAGE, constant_flow(-0.5, -0.5))  # samples at (y + 0.5, x + 0.5)
+        expected = torch.tensor([[5.5, 6.5, 7.5, 8.0], [15.5, 16.5, 17.5, 18.0], [20.5, 21.5, 22.5, 23.0]])
+        torch.testing.assert_close(out[0, 0], expected)
+
+    def test_far_outside_takes_the_border(self):
+        out = warp(IMAGE, constant_flow(100.0, -100.0))  # samples at (y - 100, x + 100): top-right corner
+        torch.testing.assert_close(out, torch.full_like(IMAGE, 3.0))
+
+    def test_per_pixel_flow(self):
+        flow = torch.zeros(1, 2, 3, 4)
+        flow[0, 1, 1, 2] = 2.0  # only pixel (1, 2) samples from (1, 0)
+        out = warp(IMAGE, flow)
+        expected = IMAGE.clone()
+        expected[0, 0, 1, 2] = 10.0
+        torch.testing.assert_close(out, expected)
+
+
+class TestWarpInvariants:
+    @pytest.mark.parametrize("shape", [(1, 1, 2, 2), (2, 3, 5, 7), (1, 8, 16, 9)])
+    def test_zero_flow_is_identity(self, shape):
+        image = torch.randn(shape)
+        out = warp(image, torch.zeros(shape[0], 2, *shape[2:]))
+        assert out.shape == image.shape
+        torch.testing.assert_close(out, image, atol=1e-5, rtol=0)
+
+    def test_one_flow_broadcasts_over_the_batch(self):
+        image = torch.randn(3, 2, 6, 5)
+        flow = torch.randn(1, 2, 6, 5)
+        torch.testing.assert_close(warp(image, flow), warp(image, flow.expand(3, -1, -1, -1)))
+
+    def test_bad_shapes_raise(self):
+        with pytest.raises(ValueError, match="flow must be"):
+            warp(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4))
+        with pytest.raises(ValueError, match="flow must be"):
+            warp(torch.zeros(1, 3, 4, 4), torch.zeros(1, 2, 4, 5))
+        with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+            warp(torch.zeros(3, 4, 4), torch.zeros(2, 4, 4))
+        with pytest.raises(ValueError, match="at least 2 x 2"):
+            warp(torch.zeros(1, 3, 1, 4), torch.zeros(1, 2, 1, 4))
+
+    def test_gradcheck_float64(self):
+        torch.manual_seed(0)
+        image = torch.randn(1, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+        # Fractional flows keep every sample away from the kinks of bilinear interpolation and the border.
+        flow = (torch.rand(1, 2, 3, 4, dtype=torch.float64) * 0.6 + 0.2).requires_grad_()
+        flow.data[:, :, :, 0] *= -1  # some samples move left, some right
+        assert torch.autograd.gradcheck(warp, (image, flow), eps=1e-6, atol=1e-5)
+
+
+class TestApplyMaps:
+    @pytest.mark.parametrize("add_first", [False, True])
+    def test_neutral_maps_change_nothing(self, add_first):
+        image = torch.rand(2, 3, 8, 6) * 2 - 1
+        out = apply_maps(image, torch.zeros(2, 8, 8, 6), MapScales(add_first=add_first))
+        torch.testing.assert_close(out, image, atol=1e-5, rtol=0)
+
+    def test_formula_by_hand(self):
+        image = torch.full((1, 3, 4, 4), 0.5)
+        maps = torch.zeros(1, 8, 4, 4)
+        maps[:, 0:3] = 1.0  # factor 1 + 1 * 0.4 = 1.4
+        maps[:, 3:6] = 0.25  # offset 0.25 * 2 * 0.4 = 0.2
+        scales = MapScales()
+        torch.testing.assert_close(apply_maps(image, maps, scales), torch.full_like(image, 0.5 * 1.4 + 0.2))
+        first = MapScales(add_first=True)
+        torch.testing.assert_close(apply_maps(image, maps, first), torch.full_like(image, (0.5 + 0.2) * 1.4))
+
+    def test_mult_floor_is_a_tenth(self):
+        image = torch.full((1, 3, 4, 4), 0.5)
+        maps = torch.zeros(1, 8, 4, 4)
+        maps[:, 0:3] = -100.0
+        torch.testing.assert_close(apply_maps(image, maps, MapScales()), torch.full_like(image, 0.05))
+
+    def test_warp_map_scales_with_image_size(self):
+        warp_map = torch.ones(1, 2, 20, 40)
+        flow = flow_from_warp_map(warp_map, 0.05)
+        assert flow[0, 0, 0, 0].item() == pytest.approx(1.0)  # 20 px * 0.05
+        assert flow[0, 1, 0, 0].item() == pytest.approx(2.0)  # 40 px * 0.05
+
+    def test_bad_maps_shape_raises(self):
+        with pytest.raises(ValueError, match="maps must be"):
+            apply_maps(torch.zeros(1, 3, 4, 4), torch.zeros(1, 6, 4, 4), MapScales())
+
+    def test_gradcheck_float64(self):
+        torch.manual_seed(1)
+        image = (torch.rand(1, 3, 3, 4, dtype=torch.float64) * 2 - 1).requires_grad_()
+        maps = (torch.rand(1, 8, 3, 4, dtype=torch.float64) * 0.4 - 0.2)
+        maps[:, 6:8] = torch.rand(1, 2, 3, 4, dtype=torch.float64) * 1.0 + 0.6  # flows of 0.1-0.4 px
+        maps.requires_grad_()
+        assert torch.autograd.gradcheck(lambda i, m: apply_maps(i, m, MapScales()), (image, maps),
+                                        eps=1e-6, atol=1e-5)
+
+
+class TestLossAndFrames:
+    def test_loss_is_zero_for_identical_images_and_neutral_maps(self):
+        a = torch.rand(1, 3, 16, 16) * 2 - 1
+        net_input = torch.cat((coordinate_grid(16, 16), a * 0.1, a * 0.1), dim=1)
+        loss = morph_loss(net_input, a, a, torch.zeros(1, 16, 16, 16), MapScales())
+        assert loss.item() == pytest.approx(0.0, abs=1e-10)
+
+    def test_loss_weights_by_hand(self):
+        a, b = torch.zeros(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.5)
+        net_input = torch.cat((coordinate_grid(8, 8), a, b), dim=1)
+        loss = morph_loss(net_input, a, b, torch.zeros(1, 16, 8, 8), MapScales())
+        assert loss.item() == pytest.approx(0.3 * 0.25 + 0.3 * 0.25)
+
+    def test_endpoints_are_the_inputs(self):
+        a, b = torch.rand(1, 3, 8, 8) * 2 - 1, torch.rand(1, 3, 8, 8) * 2 - 1
+        maps_ab, maps_ba = torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8)
+        torch.testing.assert_close(blend_frame(a, b, maps_ab, maps_ba, 0.0, MapScales()), a, atol=1e-5, rtol=0)
+        torch.testing.assert_close(blend_frame(a, b, maps_ab, maps_ba, 1.0, MapScales()), b, atol=1e-5, rtol=0)
+
+    def test_frames_stay_in_range(self):
+        a, b = torch.ones(1, 3, 8, 8), -torch.ones(1, 3, 8, 8)
+        maps = torch.randn(1, 8, 8, 8) * 5
+        frame = blend_frame(a, b, maps, maps, 0.5, MapScales())
+        assert frame.min() >= -1 and frame.max() <= 1
+
+
+def test_coordinate_grid_corners():
+    grid = coordinate_grid(3, 5)
+    assert grid.shape == (1, 2, 3, 5)
+    assert grid[0, 0, 0, 0] == -1 and grid[0, 0, -1, 0] == 1  # y down the rows
+    assert grid[0, 1, 0, 0] == -1 and grid[0, 1, 0, -1] == 1  # x along the columns
+
+
+def test_resize_half_pixel_centres_match_tensorflow():
+    # tf.image.resize([[0, 1]], [1, 4], "bilinear") gives [0, 0.25, 0.75, 1].
+    out = resize(torch.tensor([[[[0.0, 1.0]]]]), 1, 4)
+    torch.testing.assert_close(out[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
+
+
+def test_psnr():
+    assert psnr(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2)) == float("inf")
+    assert psnr(torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0)) == pytest.approx(0.0)
+
+
+def test_nan_flow_gives_nan_output_and_a_finite_backward():
+    image = torch.rand(1, 3, 4, 4, requires_grad=True)
+    flow = torch.zeros(1, 2, 4, 4)
+    flow[0, :, 1, 2] = float("nan")
+    flow.requires_grad_()
+    out = warp(image, flow)
+    assert torch.isnan(out[0, :, 1, 2]).all()
+    assert torch.isfinite(out[0, :, 0, 0]).all()
+    out.nansum().backward()  # used to crash the process inside grid_sample's backward
+    assert torch.isfinite(image.grad).all()

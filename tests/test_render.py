@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from diffmorph.api import MorphResult, render
+from diffmorph.config import MorphConfig
+from diffmorph.errors import ConfigError
+from diffmorph.io.images import to_tensor
+from diffmorph.render import frame_times, to_uint8
+from synthetic import blobs
+
+
+def result_for(height: int, width: int) -> MorphResult:
+    generator = torch.Generator().manual_seed(0)
+    a = to_tensor(blobs(height, width, seed=1) / 255.0)
+    b = to_tensor(blobs(height, width, seed=2) / 255.0)
+    return MorphResult(maps=torch.randn(16, 84, 84, generator=generator) * 0.3, image_a=a, image_b=b,
+                       config=MorphConfig(frames=7, device="cpu"), losses=[0.1])
+
+
+def test_frame_times():
+    assert frame_times(2) == [0.0, 1.0]
+    assert frame_times(3) == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="at least 2"):
+        frame_times(1)
+
+
+@pytest.mark.parametrize(("height", "width"), [(24, 40), (41, 17)])
+def test_frames_keep_the_native_size_and_exact_endpoints(height, width):
+    result = result_for(height, width)
+    frames = list(render(result))
+    assert len(frames) == 7
+    assert all(f.shape == (height, width, 3) and f.dtype == np.uint8 for f in frames)
+    assert np.array_equal(frames[0], to_uint8(result.image_a))
+    assert np.array_equal(frames[-1], to_uint8(result.image_b))
+    middle = frames[3].astype(int)
+    assert np.abs(middle - frames[0]).mean() > 1 and np.abs(middle - frames[-1]).mean() > 1
+
+
+def test_frames_argument_overrides_the_config():
+    assert len(list(render(result_for(16, 16), frames=3))) == 3
+    with pytest.raises(ConfigError, match="--frames"):
+        render(result_for(16, 16), frames=1)
+
+
+def test_rendering_from_a_maps_file_is_bit_identical(tmp_path):
+    result = result_for(20, 28)
+    result.save(tmp_path / "m.safetensors")
+    again = MorphResult.load(tmp_path / "m.safetensors")
+    for first, second in zip(render(result), render(again), strict=True):
+        assert np.array_equal(first, second)
+
+
+def test_neutral_maps_render_a_cross_dissolve():
+    result = result_for(16, 16)
+    result.maps = torch.zeros(16, 84, 84)
+    middle = list(render(result, frames=3))[1].astype(float)
+    expected = (to_uint8(result.image_a).astype(float) + to_uint8(result.image_b)) / 2
+    assert np.abs(middle - expected).max() <= 1.0
