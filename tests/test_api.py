@@ -8,6 +8,7 @@ from PIL import Image
 
 import diffmorph
 from diffmorph.errors import ConfigError, OutputError
+from diffmorph.renderer import Renderer
 from synthetic import blobs
 
 FAST = {"steps": 4, "size": 32, "frames": 5, "device": "cpu"}
@@ -99,3 +100,22 @@ def test_export_refuses_bad_formats_and_paths_before_writing(tmp_path):
     with pytest.raises(OutputError, match="is a file"):
         diffmorph.export(result, tmp_path / "file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_failure_while_rendering_leaves_no_files(tmp_path, monkeypatch):
+    result = diffmorph.morph(blobs(16, 16), blobs(16, 16, seed=3), **FAST)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("kept")
+    original = Renderer.frame
+    calls = []
+
+    def failing_frame(self, t):
+        calls.append(t)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        return original(self, t)
+
+    monkeypatch.setattr(Renderer, "frame", failing_frame)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        diffmorph.export(result, tmp_path / "out", formats=["mp4", "gif", "webp", "frames"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mine.txt"]

@@ -5,7 +5,7 @@ from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.ops import flow_from_warp_map, psnr, resize
 from diffmorph.optimize import fit_maps, scales_of
-from diffmorph.render import Renderer
+from diffmorph.renderer import Renderer
 from synthetic import shifted_pair
 
 CPU = torch.device("cpu")

@@ -6,7 +6,7 @@ from diffmorph.api import MorphResult, render
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.io.images import to_tensor
-from diffmorph.render import frame_times, to_uint8
+from diffmorph.renderer import frame_times, to_uint8
 from synthetic import blobs
 
 

@@ -25,7 +25,7 @@ from diffmorph.io.images import (
 from diffmorph.io.mapsfile import MapsFileContents, read_maps_file, write_maps_file
 from diffmorph.io.outputs import replacing
 from diffmorph.optimize import ProgressCallback, fit_maps, scales_of
-from diffmorph.render import Renderer
+from diffmorph.renderer import Renderer
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -86,7 +86,7 @@ class MorphResult:
         return self.image_a.shape[-1], self.image_a.shape[-2]
 
     def renderer(self, device: str | torch.device | None = None) -> Renderer:
-        """A :class:`~diffmorph.render.Renderer` on ``device`` (the config's device by default)."""
+        """A :class:`~diffmorph.renderer.Renderer` on ``device`` (the config's device by default)."""
         target = device if isinstance(device, torch.device) else resolve_device(device or self.config.device)
         return Renderer(self.maps, self.image_a, self.image_b, scales_of(self.config), target)
 

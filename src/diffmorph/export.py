@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from diffmorph.io.outputs import OutputFolder, check_output_folder
 from diffmorph.io.pictures import contact_sheet, maps_picture
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, even_size, open_writer
 from diffmorph.optimize import scales_of
-from diffmorph.render import frame_times, to_uint8
+from diffmorph.renderer import frame_times, to_uint8
 
 DEFAULT_FORMATS = ("mp4", "gif")
 MAPS_FILE = "maps.safetensors"
@@ -89,13 +90,17 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         notes.append("morph.gif plays at 50 frames/s: GIF cannot time frames faster")
 
     with OutputFolder(folder) as out:
-        # 1. Animations: render each frame once and hand it to every writer.
-        writers: list[FrameWriter] = [open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps)
-                                      for kind in formats]
+        # 1. Animations: render each frame once and hand it to every writer. The stack closes every
+        #    writer even when rendering or another writer fails.
         times = frame_times(config.frames)
         sheet_at = {round(k * (config.frames - 1) / (CONTACT_SHEET_FRAMES - 1)) for k in range(CONTACT_SHEET_FRAMES)}
         sheet = []
-        try:
+        with ExitStack() as closing:
+            writers: list[FrameWriter] = []
+            for kind in formats:
+                writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps)
+                closing.callback(writer.close)
+                writers.append(writer)
             for index, t in enumerate(times):
                 frame = to_uint8(renderer.frame(t))
                 for writer in writers:
@@ -104,9 +109,6 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
                     sheet.append((t, frame))
                 if on_frame is not None:
                     on_frame(index + 1)
-        finally:
-            for writer in writers:
-                writer.close()
 
         # 2. Stills and the maps file.
         contact_sheet(sheet).save(out.temp("contact_sheet.png"), format="PNG")
