@@ -61,6 +61,15 @@ class TestLoadImage:
         assert Image.open(tmp_path / "g16.png").mode.startswith("I")
         np.testing.assert_allclose(load_image(tmp_path / "g16.png"), 40000 / 65535, atol=1e-6)
 
+    def test_sixteen_bit_rgb(self, tmp_path):
+        levels = np.zeros((8, 8, 3), np.uint16)
+        levels[..., 0], levels[..., 1], levels[..., 2] = 65535, 32768, 0
+        encoder = av.CodecContext.create("png", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = 8, 8, "rgb48be"
+        frame = av.VideoFrame.from_ndarray(levels, format="rgb48le").reformat(format="rgb48be")
+        (tmp_path / "rgb16.png").write_bytes(bytes(encoder.encode(frame)[0]))
+        np.testing.assert_allclose(load_image(tmp_path / "rgb16.png")[0, 0], [1.0, 0.5, 0.0], atol=1 / 255)
+
     @pytest.mark.parametrize(("background", "expected"), [("white", 1.0), ("black", 0.0), ("#808080", 128 / 255)])
     def test_transparency_is_composited_onto_the_background(self, tmp_path, background, expected):
         rgba = np.zeros((8, 8, 4), np.uint8)
