@@ -1,114 +1,152 @@
-"""Time a whole morph (fit, render, encode) at several sizes and print a table.
+"""Time whole morphs as a user runs them and print a table with the machine, date and command.
 
-Each case runs in a fresh subprocess so its peak memory is its own. Images are the built-in demo
-pair drawn at each size (no downloads). Fidelity is the PSNR of A fully mapped to B against B, and
-of B mapped to A against A.
+Each case runs ``python -m diffmorph morph A B -o OUT --format mp4`` in a child process: "wall" is
+that command's whole run (Python start-up, decoding, fit, 100 frames rendered and encoded to H.264,
+stills, maps file), and "peak MB" is the child's own peak resident memory. The fit and render times
+and the fidelity (PSNR of A fully mapped to B against B, and of B mapped to A against A) are read from
+the ``config.json`` it writes. Images are the built-in demo pair drawn at each size, or your own pair
+resized (``--images``). Nothing is downloaded.
 
-    python benchmarks/bench_morph.py                       # 512 and 1024 with default settings
-    python benchmarks/bench_morph.py --sizes 512 1024 2048 --device cuda
-    python benchmarks/bench_morph.py --sizes 1024 --reference   # adds the original schedule: 1000 steps at 1024
+    python benchmarks/bench_morph.py                          # 512, 1024, 2048 and a 3840 x 2160 render
+    python benchmarks/bench_morph.py --sizes 1024 --reference # with the original schedule, side by side
+    python benchmarks/bench_morph.py --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-import torch
+import numpy as np
+from PIL import Image
 
 import diffmorph
 from diffmorph.demo import demo_pair
-from diffmorph.export import export
-from diffmorph.io.images import to_tensor
+from diffmorph.io.images import load_image
+
+# The method's original schedule: 1000 steps of Adam at a constant 2e-4, no clipping, on a 1024 x 1024
+# working size, float32.
+REFERENCE = ["--size", "1024", "--steps", "1000", "--schedule", "constant", "--lr", "2e-4", "--grad-clip", "0",
+             "--precision", "fp32"]
+RENDER_4K = (3840, 2160)
 
 
-def run_case(size: int, device: str, frames: int, overrides: dict) -> dict:
-    """Fit, render and export one square pair of ``size``; return the measurements."""
-    config = dataclasses.replace(diffmorph.MorphConfig(device=device, frames=frames), **overrides).validate()
-    a, b = demo_pair(size, size)
-    image_a, image_b = to_tensor(a), to_tensor(b)
-    target = diffmorph.resolve_device(device)
+def write_pair(folder: Path, width: int, height: int, images: list[str] | None) -> tuple[Path, Path]:
+    if images:
+        pair = [np.asarray(Image.fromarray((load_image(p) * 255).round().astype(np.uint8))
+                           .resize((width, height), Image.Resampling.LANCZOS)) for p in images]
+    else:
+        pair = [(x * 255).round().astype(np.uint8) for x in demo_pair(width, height)]
+    paths = (folder / "a.png", folder / "b.png")
+    for array, path in zip(pair, paths, strict=True):
+        Image.fromarray(array).save(path)
+    return paths
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Run ``command``; return its wall time in seconds and its own peak RSS in MB."""
     started = time.perf_counter()
-    result = diffmorph.fit_pair(image_a, image_b, config)
-    fit_s = time.perf_counter() - started
-
-    renderer = result.renderer(target)
-    started = time.perf_counter()
-    for _ in renderer.frames(frames):
-        pass
-    render_s = time.perf_counter() - started
-
-    with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        report = export(result, folder, formats=["mp4"], device=target)
-        export_s = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    gpu_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if target.type == "cuda" else None
-    return {"size": size, "device": str(target), "steps": config.steps, "work_size": config.size,
-            "fit_s": fit_s, "render_fps": frames / render_s, "export_s": export_s, "total_s": fit_s + export_s,
-            "peak_rss_mb": peak_mb, "gpu_peak_mb": gpu_peak_mb, **report.fidelity}
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(command)}\n{child.stderr.read().decode()}")
+    return wall, usage.ru_maxrss / 1024
 
 
-def machine() -> str:
+def morph_case(label: str, width: int, height: int, flags: list[str], args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        a, b = write_pair(folder, width, height, args.images)
+        command = [sys.executable, "-m", "diffmorph", "morph", str(a), str(b), "-o", str(folder / "out"),
+                   "--format", "mp4", "--frames", str(args.frames), "--device", args.device, "-q", *flags]
+        wall, peak = timed(command)
+        summary = json.loads((folder / "out" / "config.json").read_text())
+    return {"case": label, "size": f"{width}×{height}", "wall": wall, "peak": peak,
+            "fit": summary["fit"]["seconds"], "steps": summary["config"]["steps"],
+            "work": summary["config"]["size"], "frames_s": summary["seconds"]["render_and_encode"],
+            **summary["fidelity_db"]}
+
+
+def render_case(args: argparse.Namespace) -> dict:
+    """Fit a 3840 x 2160 pair with the defaults, then time ``diffmorph render`` of it alone."""
+    width, height = RENDER_4K
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        a, b = write_pair(folder, width, height, args.images)
+        fit = [sys.executable, "-m", "diffmorph", "morph", str(a), str(b), "-o", str(folder / "fit"),
+               "--format", "mp4", "--frames", "2", "--device", args.device, "-q"]
+        timed(fit)
+        command = [sys.executable, "-m", "diffmorph", "render", str(folder / "fit" / "maps.safetensors"),
+                   "-o", str(folder / "out"), "--format", "mp4", "--frames", str(args.frames),
+                   "--device", args.device, "-q"]
+        wall, peak = timed(command)
+        summary = json.loads((folder / "out" / "config.json").read_text())
+    return {"case": "render only", "size": f"{width}×{height}", "wall": wall, "peak": peak, "fit": None,
+            "steps": summary["config"]["steps"], "work": summary["config"]["size"],
+            "frames_s": summary["seconds"]["render_and_encode"], **summary["fidelity_db"]}
+
+
+def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    import torch
+
+    gpu = f", {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
     return (f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
             f"diffmorph {diffmorph.__version__}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048], help="square pair sizes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--steps", type=int, help="override the default steps")
+    parser.add_argument("--images", nargs=2, metavar=("A", "B"), help="your own pair instead of the demo pair")
     parser.add_argument("--reference", action="store_true",
-                        help="also run the original schedule (1000 steps at a 1024 working size) on the largest size")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case as JSON, run in a child
+                        help="also run the original schedule (1000 steps at a 1024 working size, float32) on the "
+                             "largest size")
+    parser.add_argument("--no-4k", dest="render_4k", action="store_false", help="skip the 3840 x 2160 render")
     args = parser.parse_args()
 
-    if args.case:
-        case = json.loads(args.case)
-        print(json.dumps(run_case(case["size"], args.device, args.frames, case["overrides"])))
-        return
-
-    base = {"steps": args.steps} if args.steps else {}
-    cases = [("default", size, base) for size in args.sizes]
-    if args.reference:
-        cases.append(("reference", max(args.sizes), {"steps": 1000, "size": 1024}))
     rows = []
-    for label, size, overrides in cases:
-        child = [sys.executable, __file__, "--device", args.device, "--frames", str(args.frames),
-                 "--case", json.dumps({"size": size, "overrides": overrides})]
-        done = subprocess.run(child, capture_output=True, text=True, check=True)
-        rows.append((label, json.loads(done.stdout.strip().splitlines()[-1])))
-        print(f"  done: {label} {size}", file=sys.stderr)
+    for size in args.sizes:
+        rows.append(morph_case("default", size, size, [], args))
+        print(f"  done: default {size}", file=sys.stderr)
+    if args.reference:
+        size = max(args.sizes)
+        rows.append(morph_case("reference", size, size, REFERENCE, args))
+        print(f"  done: reference {size}", file=sys.stderr)
+    if args.render_4k:
+        rows.append(render_case(args))
+        print("  done: render 4K", file=sys.stderr)
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(args.device)}")
     print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"command: python benchmarks/bench_morph.py {' '.join(sys.argv[1:])}")
+    print(f"pair: {' and '.join(args.images) if args.images else 'built-in demo pair'}; device {args.device}; "
+          f"{args.frames} frames to H.264 MP4")
     print()
-    print(f"| case | pair | device | fit (steps @ size) | fit s | render frames/s | export s ({args.frames} frames, "
-          "MP4 + stills) | total s | peak RSS MB | A→B dB | B→A dB |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for label, r in rows:
-        print(f"| {label} | {r['size']}² | {r['device']} | {r['steps']} @ {r['work_size']} | {r['fit_s']:.1f} | "
-              f"{r['render_fps']:.1f} | {r['export_s']:.1f} | {r['total_s']:.1f} | {r['peak_rss_mb']:.0f} | "
-              f"{r['a_to_b_psnr']:.2f} | {r['b_to_a_psnr']:.2f} |")
+    print("| case | pair | fit: steps @ size | fit s | render + encode s | frames/s | wall s | peak MB | "
+          "A→B dB | B→A dB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        fit = "—" if r["fit"] is None else f"{r['fit']:.1f}"
+        print(f"| {r['case']} | {r['size']} | {r['steps']} @ {r['work']} | {fit} | {r['frames_s']:.1f} | "
+              f"{args.frames / r['frames_s']:.1f} | {r['wall']:.1f} | {r['peak']:.0f} | {r['a_to_b_psnr']:.2f} | "
+              f"{r['b_to_a_psnr']:.2f} |")
 
 
 if __name__ == "__main__":

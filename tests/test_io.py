@@ -15,7 +15,7 @@ from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError, InputImageError, MapsFileError, OutputError
 from diffmorph.io.images import fit_to_frame, from_uint16, load_image, parse_colour, to_tensor, to_uint16
 from diffmorph.io.outputs import OutputFolder, check_output_folder
-from diffmorph.io.writers import Mp4Writer, PillowAnimationWriter, PngFramesWriter, even_size
+from diffmorph.io.writers import GifWriter, Mp4Writer, PillowAnimationWriter, PngFramesWriter, even_size
 from synthetic import blobs
 
 
@@ -202,21 +202,27 @@ class TestWriters:
         error = np.abs(decoded[5].astype(int) - frames[5][:32, :46].astype(int)).mean()
         assert error < 6  # lossy, but the same picture
 
-    @pytest.mark.parametrize(("kind", "fps", "duration"), [("GIF", 45, 20), ("WEBP", 25, 40)])
+    @pytest.mark.parametrize(("kind", "fps", "duration"), [("GIF", 45, 20), ("GIF", 24, 40), ("WEBP", 25, 40)])
     def test_animations_loop_with_every_frame(self, tmp_path, kind, fps, duration):
         path = tmp_path / f"m.{kind.lower()}"
-        writer = PillowAnimationWriter(path, fps, kind)
-        for frame in moving_frames(9):
+        writer = GifWriter(path, fps) if kind == "GIF" else PillowAnimationWriter(path, fps)
+        frames = moving_frames(9)
+        if kind == "GIF":
+            frames.insert(4, frames[4])  # an unchanged frame is still its own frame (libwebp merges them)
+        for frame in frames:
             writer.add(frame)
         writer.close()
         with Image.open(path) as image:
             assert image.format == kind
-            assert image.n_frames == 9
+            assert image.n_frames == len(frames)
             assert image.size == (48, 32)
             assert image.info.get("loop") == 0
             image.seek(1)
             image.load()
             assert image.info.get("duration") == duration
+            image.seek(3)
+            decoded = np.asarray(image.convert("RGB")).astype(int)
+            assert np.abs(decoded - frames[3]).mean() < 4  # palette or lossy, but the same picture
 
     def test_png_frames(self, tmp_path):
         writer = PngFramesWriter(tmp_path / "frames")
@@ -306,3 +312,36 @@ class TestMapsFile:
     def test_missing_file(self, tmp_path):
         with pytest.raises(MapsFileError, match="no such file"):
             MorphResult.load(Path(tmp_path / "nope.safetensors"))
+
+
+class _Failing:
+    def __init__(self):
+        self.added, self.closed = 0, False
+
+    def add(self, frame):
+        self.added += 1
+        if self.added == 2:
+            raise OSError("No space left on device")
+
+    def close(self):
+        self.closed = True
+
+
+def test_background_writer_passes_frames_in_order_and_reports_errors(tmp_path):
+    from diffmorph.io.writers import BackgroundWriter
+
+    frames = moving_frames(5)
+    writer = BackgroundWriter(PngFramesWriter(tmp_path / "frames"), depth=2)
+    for frame in frames:
+        writer.add(frame)
+    writer.close()
+    for index, frame in enumerate(frames):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "frames" / f"frame_{index:05d}.png")), frame)
+
+    failing = _Failing()
+    writer = BackgroundWriter(failing, depth=1)
+    with pytest.raises(OSError, match="No space"):
+        for frame in frames * 3:
+            writer.add(frame)
+        writer.close()
+    assert failing.added == 2  # nothing more is handed to a writer that failed

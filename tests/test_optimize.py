@@ -11,9 +11,13 @@ from synthetic import shifted_pair
 CPU = torch.device("cpu")
 
 
-def test_recovers_a_known_warp():
+@pytest.mark.parametrize(("settings", "tolerance"), [
+    ({"schedule": "constant", "lr": 1e-3, "precision": "fp32"}, 0.75),  # the original's schedule
+    ({}, 1.0),  # the defaults: one-cycle, bf16 where the CPU has it
+])
+def test_recovers_a_known_warp(settings, tolerance):
     a, b = shifted_pair(64, shift=(3.0, 4.0))  # B is A moved 3 px down and 4 px right
-    config = MorphConfig(size=64, steps=150, lr=1e-3)
+    config = MorphConfig(size=64, steps=150, **settings)
     calls = []
     fit = fit_maps(a, b, config, CPU, progress=lambda done, loss: calls.append((done, loss)))
 
@@ -30,20 +34,46 @@ def test_recovers_a_known_warp():
     inner = (slice(None), slice(16, 48), slice(16, 48))
     flow_ab = flow_from_warp_map(maps[:, 6:8], config.warp_scale)[0][inner]
     flow_ba = flow_from_warp_map(maps[:, 14:16], config.warp_scale)[0][inner]
-    assert flow_ab[0].median().item() == pytest.approx(3.0, abs=0.75)
-    assert flow_ab[1].median().item() == pytest.approx(4.0, abs=0.75)
-    assert flow_ba[0].median().item() == pytest.approx(-3.0, abs=0.75)
-    assert flow_ba[1].median().item() == pytest.approx(-4.0, abs=0.75)
+    assert flow_ab[0].median().item() == pytest.approx(3.0, abs=tolerance)
+    assert flow_ab[1].median().item() == pytest.approx(4.0, abs=tolerance)
+    assert flow_ba[0].median().item() == pytest.approx(-3.0, abs=tolerance)
+    assert flow_ba[1].median().item() == pytest.approx(-4.0, abs=tolerance)
 
 
-def test_same_seed_is_deterministic_on_cpu():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_is_deterministic_on_cpu(precision):
     a, b = shifted_pair(32)
-    config = MorphConfig(size=32, steps=5, seed=11)
+    config = MorphConfig(size=32, steps=5, seed=11, precision=precision)
     first, again = fit_maps(a, b, config, CPU), fit_maps(a, b, config, CPU)
     assert torch.equal(first.maps, again.maps)
     assert first.losses == again.losses
-    other = fit_maps(a, b, MorphConfig(size=32, steps=5, seed=12), CPU)
+    other = fit_maps(a, b, MorphConfig(size=32, steps=5, seed=12, precision=precision), CPU)
     assert not torch.equal(first.maps, other.maps)
+
+
+def test_onecycle_warms_up_and_anneals(monkeypatch):
+    rates = []
+    original_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    a, b = shifted_pair(32)
+    fit_maps(a, b, MorphConfig(size=32, steps=20, lr=1e-3), CPU)
+    assert max(rates) == pytest.approx(1e-3, rel=0.05)
+    assert rates[0] < 1e-4 and rates[-1] < 1e-5
+    rates.clear()
+    fit_maps(a, b, MorphConfig(size=32, steps=5, schedule="constant"), CPU)
+    assert rates == [2e-4] * 5
+
+
+def test_bf16_is_used_only_where_asked_or_native():
+    from diffmorph.optimize import uses_bf16
+
+    assert uses_bf16("bf16", CPU) and not uses_bf16("fp32", CPU)
+    assert uses_bf16("auto", torch.device("meta")) is False
 
 
 def test_maps_do_not_depend_on_image_resolution_beyond_the_working_size():
@@ -57,4 +87,4 @@ def test_maps_do_not_depend_on_image_resolution_beyond_the_working_size():
 def test_divergence_raises_with_advice():
     a, b = shifted_pair(32)
     with pytest.raises(FitDivergedError, match=r"loss became (nan|inf).*lower --lr"):
-        fit_maps(a, b, MorphConfig(size=32, steps=40, lr=1e12), CPU)
+        fit_maps(a, b, MorphConfig(size=32, steps=40, lr=1e12, schedule="constant"), CPU)

@@ -57,3 +57,30 @@ def test_neutral_maps_render_a_cross_dissolve():
     middle = list(render(result, frames=3))[1].astype(float)
     expected = (to_uint8(result.image_a).astype(float) + to_uint8(result.image_b)) / 2
     assert np.abs(middle - expected).max() <= 1.0
+
+
+@pytest.mark.parametrize("add_first", [False, True])
+def test_renderer_matches_the_reference_formula(add_first):
+    from diffmorph.ops import MapScales, blend_frame, resize
+    from diffmorph.renderer import Renderer
+
+    result = result_for(30, 22)
+    scales = MapScales(add_first=add_first)
+    renderer = Renderer(result.maps, result.image_a, result.image_b, scales, torch.device("cpu"))
+    full = resize(result.maps.unsqueeze(0), 30, 22)
+    for t in (0.0, 0.3, 1.0):
+        expected = blend_frame(result.image_a, result.image_b, full[:, :8], full[:, 8:], t, scales)
+        torch.testing.assert_close(renderer.frame(t), expected, atol=1e-5, rtol=0)
+
+
+def test_fully_applied_maps_match_apply_maps():
+    from diffmorph.ops import MapScales, apply_maps, resize
+    from diffmorph.renderer import Renderer
+
+    result = result_for(18, 26)
+    renderer = Renderer(result.maps, result.image_a, result.image_b, MapScales(), torch.device("cpu"))
+    full = resize(result.maps.unsqueeze(0), 18, 26)
+    expected_ab = apply_maps(result.image_a, full[:, :8], MapScales()).clamp(-1, 1)
+    expected_ba = apply_maps(result.image_b, full[:, 8:], MapScales()).clamp(-1, 1)
+    torch.testing.assert_close(renderer.a_to_b(), expected_ab, atol=1e-5, rtol=0)
+    torch.testing.assert_close(renderer.b_to_a(), expected_ba, atol=1e-5, rtol=0)

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
-from diffmorph.config import FITS, MODES, MorphConfig
+from diffmorph.config import FITS, MODES, PRECISIONS, SCHEDULES, MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.errors import DiffmorphError
 from diffmorph.export import DEFAULT_FORMATS, ExportReport, check_formats, export, output_names
@@ -27,7 +27,10 @@ _HELP = {
     "mode": f"method variant: {', '.join(MODES)}",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
-    "lr": "Adam learning rate",
+    "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",
+    "lr": "Adam learning rate, the peak for onecycle (default: 6e-3 for onecycle, 2e-4 for constant)",
+    "grad_clip": "largest gradient norm per step; 0 disables clipping, as in the original",
+    "precision": "network arithmetic: auto (bf16 where the hardware has it), fp32 (the original) or bf16",
     "warp_scale": "warp displacement at map value 1, as a fraction of the image size",
     "mult_scale": "strength of the colour-factor map",
     "add_scale": "strength of the colour-offset map",
@@ -67,10 +70,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
     for name in names:
         default = getattr(_DEFAULTS, name)
         kind = fields[name].type
-        if name == "mode":
-            parser.add_argument("--mode", choices=MODES, default=None, help=f"{_HELP[name]} (default: {default})")
-        elif name == "fit":
-            parser.add_argument("--fit", choices=FITS, default=None, help=f"{_HELP[name]} (default: {default})")
+        choices = {"mode": MODES, "fit": FITS, "schedule": SCHEDULES, "precision": PRECISIONS}.get(name)
+        if choices:
+            parser.add_argument(_flag(name), choices=choices, default=None, help=f"{_HELP[name]} (default: {default})")
+        elif name == "lr":
+            parser.add_argument("--lr", type=float, default=None, metavar="LR", help=_HELP[name])
         elif name == "add_first":
             parser.add_argument("--add-first", action="store_true", default=None,
                                 help="add the colour offset before applying the colour factor")

@@ -16,6 +16,9 @@ from diffmorph.errors import ConfigError
 
 MODES = ("classic",)
 FITS = ("crop", "pad", "stretch")
+SCHEDULES = ("onecycle", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
 
 
 @dataclass(frozen=True)
@@ -28,13 +31,24 @@ class MorphConfig:
 
     # Method variant. "classic" is the original differentiable-morphing formulation.
     mode: str = "classic"
-    # Working resolution of the fit (square, like the original). The maps are smooth, so a fit at 256
-    # applied at 1024 matches a full 1024 fit closely at a fraction of the cost; the original used 1024.
-    size: int = 256
+    # Working resolution of the fit (square, like the original). The network always sees a 96 x 96
+    # resize of its input, so maps fitted small transfer to any output size; the original used 1024.
+    size: int = 128
     # Gradient steps of the fit.
-    steps: int = 1000
-    # Adam learning rate (the original's 2e-4, with Keras' eps of 1e-7).
-    lr: float = 2e-4
+    steps: int = 300
+    # Learning-rate schedule: "onecycle" warms up to `lr` and anneals to nearly zero, which converges
+    # in far fewer steps; "constant" keeps `lr` throughout, as the original did.
+    schedule: str = "onecycle"
+    # Adam learning rate (the peak for "onecycle"); None picks 6e-3 for "onecycle" and the original's
+    # 2e-4 for "constant". Adam's eps is Keras' 1e-7, as in the original.
+    lr: float | None = None
+    # Largest gradient norm per step; 0 disables clipping, as in the original. Clipping keeps the high
+    # one-cycle peak stable: without it, a 8e-3 peak collapsed on a photo pair (16 dB instead of 25).
+    grad_clip: float = 0.5
+    # Arithmetic of the network: "bf16" runs it under bfloat16 autocast (about twice as fast where the
+    # hardware has bf16 units; the maps and the loss stay float32), "fp32" as the original, "auto"
+    # picks bf16 on CUDA GPUs and CPUs with native bf16 instructions, fp32 elsewhere.
+    precision: str = "auto"
     # Warp displacement at map value 1, as a fraction of the image's height (y) or width (x).
     warp_scale: float = 0.05
     # Mult-map strength: colour factor is max(0.1, 1 + mult * mult_scale).
@@ -67,16 +81,27 @@ class MorphConfig:
             raise ConfigError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}")
         if self.fit not in FITS:
             raise ConfigError(f"unknown fit {self.fit!r}; choose one of: {', '.join(FITS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         _require(self.size >= 8, "size", self.size, "an integer of at least 8")
         _require(self.steps >= 1, "steps", self.steps, "a positive integer")
         _require(self.frames >= 2, "frames", self.frames, "an integer of at least 2 (first and last)")
         for name in ("lr", "fps"):
             value = getattr(self, name)
+            if name == "lr" and value is None:
+                continue
             _require(math.isfinite(value) and value > 0, name, value, "a positive number")
-        for name in ("warp_scale", "mult_scale", "add_scale"):
+        for name in ("warp_scale", "mult_scale", "add_scale", "grad_clip"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value >= 0, name, value, "a number of at least 0")
         return self
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the schedule's default when ``lr`` is None."""
+        return DEFAULT_LR[self.schedule] if self.lr is None else self.lr
 
     def to_dict(self) -> dict[str, Any]:
         """Fields as a plain dict, for JSON."""

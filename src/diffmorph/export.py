@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -39,6 +40,7 @@ class ExportReport:
     fps: float
     fidelity: dict[str, float]
     notes: list[str]
+    seconds: dict[str, float]  # "render_and_encode": the frame loop; "export": everything
 
 
 def output_names(formats: Sequence[str]) -> list[str]:
@@ -89,6 +91,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     if "gif" in formats and config.fps > 50:
         notes.append("morph.gif plays at 50 frames/s: GIF cannot time frames faster")
 
+    started = time.perf_counter()
     with OutputFolder(folder) as out:
         # 1. Animations: render each frame once and hand it to every writer. The stack closes every
         #    writer even when rendering or another writer fails.
@@ -110,6 +113,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
                 if on_frame is not None:
                     on_frame(index + 1)
 
+        frames_seconds = time.perf_counter() - started
+
         # 2. Stills and the maps file.
         contact_sheet(sheet).save(out.temp("contact_sheet.png"), format="PNG")
         a_to_b, b_to_a = renderer.a_to_b(), renderer.b_to_a()
@@ -118,15 +123,18 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         maps_picture(result.maps, width, height, scales_of(config)).save(out.temp("maps.png"), format="PNG")
         write_maps_file(out.temp(MAPS_FILE), result.contents(), __version__)
         fidelity = renderer.fidelity(a_to_b, b_to_a)
-        out.temp("config.json").write_text(json.dumps(_summary(result, fidelity, formats, __version__), indent=2)
-                                           + "\n")
-    return ExportReport(files=out.written, frames=config.frames, fps=config.fps, fidelity=fidelity, notes=notes)
+        seconds = {"render_and_encode": frames_seconds, "export": time.perf_counter() - started}
+        summary = _summary(result, fidelity, formats, seconds)
+        out.temp("config.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return ExportReport(files=out.written, frames=config.frames, fps=config.fps, fidelity=fidelity, notes=notes,
+                        seconds=seconds)
 
 
-def _summary(result: MorphResult, fidelity: dict[str, float], formats: Sequence[str], version: str) -> dict:
+def _summary(result: MorphResult, fidelity: dict[str, float], formats: Sequence[str],
+             seconds: dict[str, float]) -> dict:
     width, height = result.size
     return {
-        "diffmorph_version": version,
+        "diffmorph_version": __version__,
         "config": result.config.to_dict(),
         "size": {"width": width, "height": height},
         "b_source_size": list(result.framing.source_size) if result.framing else [width, height],
@@ -134,5 +142,6 @@ def _summary(result: MorphResult, fidelity: dict[str, float], formats: Sequence[
         "formats": list(formats),
         "fit": {"steps": len(result.losses), "final_loss": result.losses[-1] if result.losses else None,
                 "seconds": result.fit_seconds},
+        "seconds": seconds,
         "fidelity_db": fidelity,
     }

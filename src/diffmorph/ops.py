@@ -58,13 +58,53 @@ def coordinate_grid(
     return torch.stack((grid_y, grid_x)).unsqueeze(0)
 
 
+def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
+    """Where :func:`warp` samples, in ``grid_sample``'s terms.
+
+    Args:
+        flow: ``(B, 2, H, W)`` in pixels, channel 0 = dy, channel 1 = dx; ``H`` and ``W`` at least 2.
+
+    Returns:
+        ``(B, H, W, 2)``: normalized source coordinates ``(x, y)`` of each output pixel. It is affine
+        in the flow, so the grid of ``t * flow`` is ``torch.lerp(sampling_grid(0 * flow), grid, t)``.
+
+    >>> sampling_grid(torch.zeros(1, 2, 2, 3))[0, 1].tolist()
+    [[-1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]
+    """
+    if flow.dim() != 4 or flow.shape[1] != 2:
+        raise ValueError(f"flow must be (B, 2, H, W), got {tuple(flow.shape)}")
+    height, width = flow.shape[-2:]
+    if height < 2 or width < 2:
+        raise ValueError(f"warp needs at least 2 x 2 pixels, got {height} x {width}")
+    base = coordinate_grid(height, width, device=flow.device, dtype=flow.dtype)  # (1, 2, H, W) y, x
+    pixels_to_unit = torch.tensor([2.0 / (height - 1), 2.0 / (width - 1)], device=flow.device,
+                                  dtype=flow.dtype).view(1, 2, 1, 1)
+    source = base - flow * pixels_to_unit  # (B, 2, H, W): where each output pixel samples, y then x
+    return source.flip(1).permute(0, 2, 3, 1)  # grid_sample wants (B, H, W, 2) as x, y
+
+
+def sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampling at a :func:`sampling_grid`, the border repeated outside the image.
+
+    Args:
+        image: ``(B, C, H, W)``.
+        grid: ``(B or 1, H, W, 2)`` from :func:`sampling_grid`.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    if grid.shape[0] != image.shape[0]:
+        grid = grid.expand(image.shape[0], -1, -1, -1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward-warp ``image`` by a dense ``flow``: ``out[y, x] = image[y - dy, x - dx]``.
 
     Args:
         image: ``(B, C, H, W)``, any values; ``H`` and ``W`` at least 2.
-        flow: ``(B, 2, H, W)`` in pixels, channel 0 = dy, channel 1 = dx. Samples falling outside the
-            image take the nearest border value.
+        flow: ``(B or 1, 2, H, W)`` in pixels, channel 0 = dy, channel 1 = dx. Samples falling outside
+            the image take the nearest border value.
 
     Returns:
         ``(B, C, H, W)``, same dtype and device as ``image``.
@@ -81,21 +121,12 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     if flow.shape[1] != 2 or flow.shape[2:] != image.shape[2:] or flow.shape[0] not in (1, batch):
         raise ValueError(f"flow must be ({batch}, 2, {height}, {width}) for an image of shape "
                          f"{tuple(image.shape)}, got {tuple(flow.shape)}")
-    if height < 2 or width < 2:
-        raise ValueError(f"warp needs at least 2 x 2 pixels, got {height} x {width}")
-    base = coordinate_grid(height, width, device=image.device, dtype=image.dtype)  # (1, 2, H, W) y, x
-    pixels_to_unit = torch.tensor([2.0 / (height - 1), 2.0 / (width - 1)], device=image.device,
-                                  dtype=image.dtype).view(1, 2, 1, 1)
-    source = base - flow * pixels_to_unit  # (B, 2, H, W): where each output pixel samples, y then x
+    grid = sampling_grid(flow)  # (B, H, W, 2)
     # grid_sample's CPU backward crashes the process on NaN coordinates (a diverging fit produces them),
     # so it gets finite ones and the affected outputs are set to NaN here, where the loss check sees them.
-    invalid = torch.isnan(source).any(dim=1, keepdim=True)  # (B, 1, H, W)
-    grid = torch.nan_to_num(source, nan=0.0).flip(1).permute(0, 2, 3, 1)  # (B, H, W, 2) as x, y
-    if grid.shape[0] != batch:
-        grid = grid.expand(batch, -1, -1, -1)
-        invalid = invalid.expand(batch, -1, -1, -1)
-    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.masked_fill(invalid, float("nan"))
+    invalid = torch.isnan(grid).any(dim=3).unsqueeze(1)  # (B, 1, H, W)
+    out = sample(image, torch.nan_to_num(grid, nan=0.0))
+    return out.masked_fill(invalid.expand(batch, -1, -1, -1), float("nan"))
 
 
 def flow_from_warp_map(warp_map: torch.Tensor, scale: float) -> torch.Tensor:
@@ -131,10 +162,28 @@ def apply_maps(image: torch.Tensor, maps: torch.Tensor, scales: MapScales) -> to
     if maps.dim() != 4 or maps.shape[1] != 8 or maps.shape[2:] != image.shape[2:]:
         raise ValueError(f"maps must be (B, 8, H, W) matching an image of shape {tuple(image.shape)}, "
                          f"got {tuple(maps.shape)}")
-    factor = torch.clamp(1.0 + maps[:, 0:3] * scales.mult, min=MULT_FLOOR)
-    offset = maps[:, 3:6] * (2.0 * scales.add)
-    coloured = (image + offset) * factor if scales.add_first else image * factor + offset
+    coloured = recolour(image, maps[:, 0:3], maps[:, 3:6], scales)
     return warp(coloured, flow_from_warp_map(maps[:, 6:8], scales.warp))
+
+
+def recolour(image: torch.Tensor, mult_map: torch.Tensor, add_map: torch.Tensor, scales: MapScales,
+             strength: float = 1.0) -> torch.Tensor:
+    """The colour half of :func:`apply_maps`, with the maps scaled by ``strength``.
+
+    ``image * max(0.1, 1 + s mult s_mult) + s add 2 s_add``, or with ``add_first``
+    ``(image + s add 2 s_add) * max(0.1, 1 + s mult s_mult)``.
+
+    Args:
+        image, mult_map, add_map: ``(B, 3, H, W)``.
+
+    Returns:
+        ``(B, 3, H, W)``.
+    """
+    factor = torch.clamp(mult_map * (strength * scales.mult) + 1.0, min=MULT_FLOOR)
+    offset_scale = strength * 2.0 * scales.add
+    if scales.add_first:
+        return torch.add(image, add_map, alpha=offset_scale) * factor
+    return torch.add(image * factor, add_map, alpha=offset_scale)
 
 
 def resize(image: torch.Tensor, height: int, width: int, *, antialias: bool = False) -> torch.Tensor:

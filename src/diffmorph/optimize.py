@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -39,6 +40,27 @@ def scales_of(config: MorphConfig) -> MapScales:
                      add_first=config.add_first)
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` means bfloat16 autocast for the network on ``device``."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_native_bf16()
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    # oneDNN also "supports" bf16 on CPUs that only emulate it, where it is slower than float32, so
+    # look for the instructions themselves (Linux; elsewhere auto stays float32).
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torch.device, *,
              progress: ProgressCallback | None = None) -> FitResult:
     """Fit the maps of one pair by the classic method.
@@ -46,7 +68,8 @@ def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torc
     Args:
         a, b: ``(1, 3, H, W)`` images in ``[-1, 1]`` of the same size, on any device; they are
             squashed to the square working resolution ``config.size`` for the fit.
-        config: a validated config; uses size, steps, lr, seed and the map scales.
+        config: a validated config; uses size, steps, schedule, lr, grad_clip, precision, seed and the map
+            scales.
         device: where to fit.
         progress: optional callback, see :data:`ProgressCallback`.
 
@@ -69,9 +92,14 @@ def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torc
     prepared = MapNet.prepare(net_input)  # (1, 8, 96, 96)
 
     # 2. Network and optimiser. Weights are drawn on the CPU so a seed means the same start everywhere.
+    #    Channels-last is oneDNN's and cuDNN's preferred layout for convolutions (about 15 % faster here).
     generator = torch.Generator().manual_seed(config.seed)
-    net = MapNet(in_channels=net_input.shape[1], generator=generator).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, eps=1e-7)
+    net = MapNet(in_channels=net_input.shape[1], generator=generator).to(device, memory_format=torch.channels_last)
+    prepared = prepared.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.learning_rate, eps=1e-7)
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=config.steps)
+                 if config.schedule == "onecycle" else None)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
 
     # 3. Gradient steps. Losses stay on the device and are read back in blocks: reading every step
     #    would stall a GPU. On a CPU reading is free, so progress and NaN checks are per step.
@@ -79,11 +107,17 @@ def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torc
     losses = torch.empty(config.steps, device=device)
     history: list[float] = []
     for step in range(config.steps):
-        maps = resize(net(prepared), size, size)  # (1, 16, S, S)
+        with autocast:
+            raw = net(prepared)  # (1, 16, 84, 84)
+        maps = resize(raw.float(), size, size)  # (1, 16, S, S): the warps and the loss stay float32
         loss = morph_loss(net_input, a_work, b_work, maps, scales)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         losses[step] = loss.detach()
         if (step + 1) % sync_every == 0 or step + 1 == config.steps:
             block = losses[len(history):step + 1].tolist()
@@ -91,12 +125,13 @@ def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torc
                 if not math.isfinite(value):
                     raise FitDivergedError(
                         f"the fit diverged: loss became {value} at step {len(history) + offset + 1}; "
-                        f"lower --lr (now {config.lr:g})")
+                        f"lower --lr (now {config.learning_rate:g})")
             history.extend(block)
             if progress is not None:
                 progress(len(history), history[-1])
 
-    # 4. The maps of the fitted network. The network itself is discarded.
+    # 4. The maps of the fitted network, in float32 whatever the training precision. The network itself
+    #    is discarded.
     with torch.no_grad():
-        raw = net(prepared)[0].float().cpu()  # (16, 84, 84)
+        raw = net(prepared)[0].float().cpu().contiguous()  # (16, 84, 84)
     return FitResult(maps=raw, losses=history, seconds=time.perf_counter() - started)

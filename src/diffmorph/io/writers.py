@@ -16,7 +16,7 @@ from typing import Protocol
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import GifImagePlugin, Image
 
 FORMATS = ("mp4", "gif", "webp", "frames")
 OUTPUT_NAMES = {"mp4": "morph.mp4", "gif": "morph.gif", "webp": "morph.webp", "frames": "frames"}
@@ -31,11 +31,14 @@ class FrameWriter(Protocol):
 class Mp4Writer:
     """H.264 in MP4, yuv420p, BT.709 tagged, ``+faststart``: plays in every browser.
 
+    CRF 18 is visually lossless for morphs; x264's "veryfast" preset encodes twice as fast as "fast"
+    here (27 against 59 ms a frame at 1024 x 1024 on 2 CPU cores) with no larger files at that CRF.
+
     yuv420p stores colour at half resolution, so H.264 needs even sizes: an odd width or height
     drops the last column or row (see :func:`even_size`).
     """
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, *, crf: int = 18, preset: str = "fast"):
+    def __init__(self, path: Path, width: int, height: int, fps: float, *, crf: int = 18, preset: str = "veryfast"):
         self.width, self.height = even_size(width, height)
         self._container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
         self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(100000))
@@ -71,22 +74,61 @@ def even_size(width: int, height: int) -> tuple[int, int]:
     return width - width % 2, height - height % 2
 
 
-class PillowAnimationWriter:
-    """Animated GIF (looping) or WebP through Pillow, fed from a background thread.
+def gif_delay_ms(fps: float) -> int:
+    """A GIF frame's delay for ``fps``: whole centiseconds, at least 2.
 
-    Pillow's animated writers consume an iterator of frames; running the save in a thread lets
-    frames stream in as they are rendered, and overlaps encoding with rendering.
+    GIF stores delays in centiseconds, and browsers slow delays under 2 cs down to 10 cs, so GIFs play
+    at most at 50 frames/s.
+
+    >>> gif_delay_ms(45), gif_delay_ms(24), gif_delay_ms(100)
+    (20, 40, 20)
+    """
+    return max(20, round(100.0 / fps) * 10)
+
+
+class GifWriter:
+    """Looping animated GIF, written frame by frame: memory does not grow with the frame count.
+
+    Each frame gets its own 256-colour palette, so colours stay true as the morph moves through them.
+    The palette comes from Pillow's fast octree: 7 ms for a 1024 x 1024 frame against 50-180 ms for
+    median cut, at 2-3 grey levels of mean error instead of 0.4-2.6 (a photo and the demo pair). Pillow's
+    own animated-GIF writer keeps every frame until it finishes; this writer uses its per-frame encoder.
     """
 
-    def __init__(self, path: Path, fps: float, image_format: str):
-        if image_format not in ("GIF", "WEBP"):
-            raise ValueError(f"image_format must be GIF or WEBP, got {image_format!r}")
+    def __init__(self, path: Path, fps: float):
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._delay = gif_delay_ms(fps)
+        self._started = False
+
+    def add(self, frame: np.ndarray) -> None:
+        image = Image.fromarray(frame).quantize(256, method=Image.Quantize.FASTOCTREE)
+        if not self._started:
+            header, _ = GifImagePlugin.getheader(image, info={"loop": 0})
+            self._file.writelines(header)
+            self._started = True
+        self._file.writelines(GifImagePlugin.getdata(image, duration=self._delay, include_color_table=True))
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.write(b";")  # GIF trailer
+            self._file.close()
+
+
+class PillowAnimationWriter:
+    """Animated WebP (looping) through Pillow, fed from a background thread.
+
+    Pillow's animated WebP writer consumes an iterator of frames and encodes each as it arrives;
+    running the save in a thread lets frames stream in as they are rendered, and overlaps encoding
+    with rendering. libwebp merges identical consecutive frames into one longer frame, so the frame
+    count can be lower than the frames added; the timing is kept.
+    """
+
+    def __init__(self, path: Path, fps: float, image_format: str = "WEBP"):
+        if image_format != "WEBP":
+            raise ValueError(f"image_format must be WEBP, got {image_format!r}")
         self._path = path
         self._format = image_format
-        # GIF delays are whole centiseconds and browsers slow delays under 2 cs down to 10 cs, so GIFs
-        # play at most at 50 frames/s.
-        milliseconds = 1000.0 / fps
-        self._duration = max(20, round(milliseconds / 10) * 10) if image_format == "GIF" else round(milliseconds)
+        self._duration = round(1000.0 / fps)
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=8)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"diffmorph-{image_format.lower()}", daemon=True)
@@ -102,10 +144,8 @@ class PillowAnimationWriter:
             first = next(frames, None)
             if first is None:
                 return
-            options = {"loop": 0, "duration": self._duration}
-            if self._format == "WEBP":
-                options.update(quality=90, method=4)
-            first.save(self._path, format=self._format, save_all=True, append_images=frames, **options)
+            first.save(self._path, format=self._format, save_all=True, append_images=frames, loop=0,
+                       duration=self._duration, quality=90, method=4)
         except BaseException as exc:
             self._error = exc
             while self._queue.get() is not None:  # keep the producer from blocking on a full queue
@@ -119,6 +159,41 @@ class PillowAnimationWriter:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+class BackgroundWriter:
+    """Runs another writer on a worker thread, so encoding overlaps rendering.
+
+    PyAV and Pillow release Python's lock while they encode, so the next frame renders meanwhile.
+    A bounded queue keeps at most ``depth`` frames in flight: memory does not grow with the count.
+    """
+
+    def __init__(self, writer: FrameWriter, depth: int = 4):
+        self._writer = writer
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="diffmorph-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (frame := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._writer.add(frame)
+                except BaseException as exc:
+                    self._error = exc
+
+    def add(self, frame: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(frame)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._writer.close()
         if self._error is not None:
             raise self._error
 
@@ -142,11 +217,11 @@ class PngFramesWriter:
 def open_writer(kind: str, path: Path, width: int, height: int, fps: float) -> FrameWriter:
     """A writer for one of :data:`FORMATS` at ``path``."""
     if kind == "mp4":
-        return Mp4Writer(path, width, height, fps)
+        return BackgroundWriter(Mp4Writer(path, width, height, fps))
     if kind == "gif":
-        return PillowAnimationWriter(path, fps, "GIF")
+        return BackgroundWriter(GifWriter(path, fps))
     if kind == "webp":
-        return PillowAnimationWriter(path, fps, "WEBP")
+        return PillowAnimationWriter(path, fps)
     if kind == "frames":
         return PngFramesWriter(path)
     raise ValueError(f"unknown format {kind!r}; choose from {', '.join(FORMATS)}")
