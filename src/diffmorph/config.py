@@ -35,7 +35,7 @@ class MorphConfig:
     # resize of its input, so maps fitted small transfer to any output size; the original used 1024.
     size: int = 128
     # Gradient steps of the fit.
-    steps: int = 300
+    steps: int = 250
     # Learning-rate schedule: "onecycle" warms up to `lr` and anneals to nearly zero, which converges
     # in far fewer steps; "constant" keeps `lr` throughout, as the original did.
     schedule: str = "onecycle"
