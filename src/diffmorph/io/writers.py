@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
@@ -114,53 +113,33 @@ class GifWriter:
             self._file.close()
 
 
-class PillowAnimationWriter:
-    """Animated WebP (looping) through Pillow, fed from a background thread.
+class WebpWriter:
+    """Looping animated WebP through FFmpeg's libwebp encoder and WebP muxer, frame by frame.
 
-    Pillow's animated WebP writer consumes an iterator of frames and encodes each as it arrives;
-    running the save in a thread lets frames stream in as they are rendered, and overlaps encoding
-    with rendering. libwebp merges identical consecutive frames into one longer frame, so the frame
-    count can be lower than the frames added; the timing is kept.
+    Pillow's animated WebP writer keeps a raw copy of every frame until it finishes (4 MB a frame at
+    1024 x 1024); the muxer writes each frame as it is encoded, so memory does not grow with the count.
     """
 
-    def __init__(self, path: Path, fps: float, image_format: str = "WEBP"):
-        if image_format != "WEBP":
-            raise ValueError(f"image_format must be WEBP, got {image_format!r}")
-        self._path = path
-        self._format = image_format
-        self._duration = round(1000.0 / fps)
-        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"diffmorph-{image_format.lower()}", daemon=True)
-        self._thread.start()
-
-    def _frames(self) -> Iterator[Image.Image]:
-        while (frame := self._queue.get()) is not None:
-            yield Image.fromarray(frame)
-
-    def _run(self) -> None:
-        try:
-            frames = self._frames()
-            first = next(frames, None)
-            if first is None:
-                return
-            first.save(self._path, format=self._format, save_all=True, append_images=frames, loop=0,
-                       duration=self._duration, quality=90, method=4)
-        except BaseException as exc:
-            self._error = exc
-            while self._queue.get() is not None:  # keep the producer from blocking on a full queue
-                pass
+    def __init__(self, path: Path, width: int, height: int, fps: float, *, quality: int = 90):
+        self._container = av.open(str(path), mode="w", format="webp", options={"loop": "0"})
+        self._stream = self._container.add_stream("libwebp", rate=Fraction(fps).limit_denominator(100000))
+        self._stream.width = width
+        self._stream.height = height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"quality": str(quality)}
+        self._count = 0
 
     def add(self, frame: np.ndarray) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(frame)
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        picture.pts = self._count
+        self._count += 1
+        for packet in self._stream.encode(picture):
+            self._container.mux(packet)
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
 
 
 class BackgroundWriter:
@@ -221,7 +200,7 @@ def open_writer(kind: str, path: Path, width: int, height: int, fps: float) -> F
     if kind == "gif":
         return BackgroundWriter(GifWriter(path, fps))
     if kind == "webp":
-        return PillowAnimationWriter(path, fps)
+        return BackgroundWriter(WebpWriter(path, width, height, fps))
     if kind == "frames":
         return PngFramesWriter(path)
     raise ValueError(f"unknown format {kind!r}; choose from {', '.join(FORMATS)}")
