@@ -16,11 +16,13 @@ from diffmorph.errors import (
     MapsFileError,
     OutputError,
 )
+from diffmorph.evaluate import EvalReport, evaluate
 from diffmorph.export import ExportReport, export
 
 __all__ = [
     "ConfigError",
     "DiffmorphError",
+    "EvalReport",
     "ExportReport",
     "FitDivergedError",
     "InputImageError",
@@ -29,6 +31,7 @@ __all__ = [
     "MorphResult",
     "OutputError",
     "__version__",
+    "evaluate",
     "export",
     "fit_pair",
     "load_maps",

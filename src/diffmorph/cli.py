@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
 from diffmorph.config import FITS, MODES, PRECISIONS, SCHEDULES, MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.errors import DiffmorphError
+from diffmorph.evaluate import GOOD_VALUES, evaluate
 from diffmorph.export import DEFAULT_FORMATS, ExportReport, check_formats, export, output_names
 from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
 from diffmorph.io.outputs import check_output_folder
@@ -125,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_flags(demo)
     _add_config_flags(demo, [f.name for f in dataclasses.fields(MorphConfig) if f.name not in ("fit", "background")])
     demo.set_defaults(handler=_cmd_demo)
+    evaluation = commands.add_parser("eval", help="measure a morph: endpoints, mid-frame detail, pacing, fidelity",
+                                     description="Measure a morph from its frames (a video, an animated GIF or "
+                                                 "WebP, or a folder of frames) and the two images it was made from.")
+    evaluation.add_argument("animation", type=Path, metavar="ANIMATION", help="morph.mp4, morph.gif or frames/")
+    evaluation.add_argument("source", type=Path, metavar="A", help="first image")
+    evaluation.add_argument("target", type=Path, metavar="B", help="last image")
+    evaluation.add_argument("--maps", type=Path, metavar="MAPSFILE", help="maps file, for the fidelity metrics")
+    evaluation.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_config_flags(evaluation, ["fit", "background"])
+    evaluation.set_defaults(handler=_cmd_eval, quiet=True)
     return parser
 
 
@@ -197,6 +209,23 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
     result = MorphResult.load(args.maps_file)
     log(f"loaded {args.maps_file}: {result.size[0]} x {result.size[1]}, fitted {len(result.losses)} steps")
     return _export(result, args, log, formats)
+
+
+def _cmd_eval(args: argparse.Namespace, log: _Log) -> int:
+    config = _config_from(args)
+    report = evaluate(args.animation, args.source, args.target, maps_file=args.maps, fit=config.fit,
+                      background=config.background)
+    values = report.to_dict()
+    if args.json:
+        print(json.dumps(values, indent=2))
+        return 0
+    print(f"{'metric':<26} {'value':>9}  good values")
+    for name, value in values.items():
+        if value is None:
+            continue
+        shown = f"{value:d}" if isinstance(value, int) else f"{value:.3f}"
+        print(f"{name:<26} {shown:>9}  {GOOD_VALUES.get(name, '')}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
