@@ -16,7 +16,7 @@ from diffmorph._version import __version__
 from diffmorph.api import MorphResult, resolve_device
 from diffmorph.errors import ConfigError
 from diffmorph.io.mapsfile import write_maps_file
-from diffmorph.io.outputs import OutputFolder, check_output_folder
+from diffmorph.io.outputs import OutputFolder
 from diffmorph.io.pictures import contact_sheet, maps_picture
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, even_size, open_writer
 from diffmorph.optimize import scales_of
@@ -80,8 +80,6 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     overrides = {key: value for key, value in (("frames", frames), ("fps", fps)) if value is not None}
     config = replace(result.config, **overrides).validate()
     result = replace(result, config=config)
-    folder = check_output_folder(folder, output_names(formats))
-    renderer = result.renderer(resolve_device(device) if isinstance(device, str) else device)
     width, height = result.size
     notes = []
     if "mp4" in formats and even_size(width, height) != (width, height):
@@ -92,7 +90,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         notes.append("morph.gif plays at 50 frames/s: GIF cannot time frames faster")
 
     started = time.perf_counter()
-    with OutputFolder(folder) as out:
+    with OutputFolder(folder, output_names(formats)) as out:
+        renderer = result.renderer(resolve_device(device) if isinstance(device, str) else device)
         # 1. Animations: render each frame once and hand it to every writer. The stack closes every
         #    writer even when rendering or another writer fails.
         times = frame_times(config.frames)

@@ -69,6 +69,8 @@ def check_output_folder(folder: str | Path, names: list[str] | tuple[str, ...] =
 class OutputFolder:
     """Collects outputs under temporary names in ``folder`` and renames them all on success.
 
+    ``names`` are the outputs to come, checked as :func:`check_output_folder` does on entry.
+
     Use as a context manager: leaving the block normally commits, an exception aborts (temporary
     files are deleted, and a folder this object created is removed again).
 
@@ -80,14 +82,15 @@ class OutputFolder:
     ['a.txt']
     """
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, names: list[str] | tuple[str, ...] = ()):
         self.folder = Path(folder)
+        self._names = names
         self._created: list[Path] = []
         self._pending: dict[str, Path] = {}
         self.written: list[Path] = []
 
     def __enter__(self) -> OutputFolder:
-        check_output_folder(self.folder)
+        check_output_folder(self.folder, self._names)
         missing = []
         parent = self.folder
         while not parent.exists():

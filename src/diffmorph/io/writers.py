@@ -27,7 +27,43 @@ class FrameWriter(Protocol):
     def close(self) -> None: ...
 
 
-class Mp4Writer:
+class EncoderWriter:
+    """Frames through one of FFmpeg's encoders into a container file, via PyAV, one at a time.
+
+    Args:
+        container_format, container_options: the muxer and its options.
+        codec, codec_options: the encoder and its options; frames are given to it as ``pix_fmt``.
+    """
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, *, container_format: str,
+                 container_options: dict[str, str], codec: str, codec_options: dict[str, str],
+                 pix_fmt: str = "yuv420p"):
+        self.width, self.height = width, height
+        self._container = av.open(str(path), mode="w", format=container_format, options=container_options)
+        self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(100000))
+        self._stream.width = width
+        self._stream.height = height
+        self._stream.pix_fmt = pix_fmt
+        self._stream.options = codec_options
+        self._count = 0
+
+    def _picture(self, frame: np.ndarray) -> av.VideoFrame:
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+
+    def add(self, frame: np.ndarray) -> None:
+        picture = self._picture(frame)
+        picture.pts = self._count
+        self._count += 1
+        for packet in self._stream.encode(picture):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+
+class Mp4Writer(EncoderWriter):
     """H.264 in MP4, yuv420p, BT.709 tagged, ``+faststart``: plays in every browser.
 
     CRF 18 is visually lossless for morphs; x264's "veryfast" preset encodes twice as fast as "fast"
@@ -38,30 +74,17 @@ class Mp4Writer:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float, *, crf: int = 18, preset: str = "veryfast"):
-        self.width, self.height = even_size(width, height)
-        self._container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
-        self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(100000))
-        self._stream.width = self.width
-        self._stream.height = self.height
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": preset}
+        even_width, even_height = even_size(width, height)
+        super().__init__(path, even_width, even_height, fps, container_format="mp4",
+                         container_options={"movflags": "+faststart"}, codec="libx264",
+                         codec_options={"crf": str(crf), "preset": preset})
         codec = self._stream.codec_context
         codec.colorspace = codec.color_primaries = codec.color_trc = 1  # BT.709
         codec.color_range = 1  # limited ("TV") range, what players assume for H.264
-        self._count = 0
 
-    def add(self, frame: np.ndarray) -> None:
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:self.height, :self.width]), format="rgb24")
-        picture = picture.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
-        picture.pts = self._count
-        self._count += 1
-        for packet in self._stream.encode(picture):
-            self._container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+    def _picture(self, frame: np.ndarray) -> av.VideoFrame:
+        picture = super()._picture(frame[:self.height, :self.width])
+        return picture.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
 
 
 def even_size(width: int, height: int) -> tuple[int, int]:
@@ -113,7 +136,7 @@ class GifWriter:
             self._file.close()
 
 
-class WebpWriter:
+class WebpWriter(EncoderWriter):
     """Looping animated WebP through FFmpeg's libwebp encoder and WebP muxer, frame by frame.
 
     Pillow's animated WebP writer keeps a raw copy of every frame until it finishes (4 MB a frame at
@@ -121,25 +144,8 @@ class WebpWriter:
     """
 
     def __init__(self, path: Path, width: int, height: int, fps: float, *, quality: int = 90):
-        self._container = av.open(str(path), mode="w", format="webp", options={"loop": "0"})
-        self._stream = self._container.add_stream("libwebp", rate=Fraction(fps).limit_denominator(100000))
-        self._stream.width = width
-        self._stream.height = height
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"quality": str(quality)}
-        self._count = 0
-
-    def add(self, frame: np.ndarray) -> None:
-        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        picture.pts = self._count
-        self._count += 1
-        for packet in self._stream.encode(picture):
-            self._container.mux(packet)
-
-    def close(self) -> None:
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        super().__init__(path, width, height, fps, container_format="webp", container_options={"loop": "0"},
+                         codec="libwebp", codec_options={"quality": str(quality)})
 
 
 class BackgroundWriter:
