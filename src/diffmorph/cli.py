@@ -19,10 +19,9 @@ from diffmorph.config import FITS, MODES, PRECISIONS, SCHEDULES, MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.errors import DiffmorphError
 from diffmorph.evaluate import GOOD_VALUES, evaluate
-from diffmorph.export import DEFAULT_FORMATS, ExportReport, check_formats, export, output_names
+from diffmorph.export import DEFAULT_FORMATS, EXPORT_FORMATS, ExportReport, check_formats, export, output_names
 from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
 from diffmorph.io.outputs import check_output_folder
-from diffmorph.io.writers import FORMATS
 
 _DEFAULTS = MorphConfig()
 _HELP = {
@@ -90,8 +89,9 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
                         help="folder for the outputs (created if missing)")
     parser.add_argument("--format", action="extend", nargs="+", metavar="FORMAT", default=None,
-                        help=f"animations to write, any of {', '.join(FORMATS)}, space- or comma-separated "
-                             f"(default: {' '.join(DEFAULT_FORMATS)})")
+                        help=f"outputs to write, any of {', '.join(EXPORT_FORMATS)} (flow: the correspondence as "
+                             f".npy, .flo and a picture), space- or comma-separated (default: "
+                             f"{' '.join(DEFAULT_FORMATS)})")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
 

@@ -15,14 +15,17 @@ from PIL import Image
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, resolve_device
 from diffmorph.errors import ConfigError
+from diffmorph.io.flow import write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
 from diffmorph.io.outputs import OutputFolder
-from diffmorph.io.pictures import contact_sheet, maps_picture
+from diffmorph.io.pictures import contact_sheet, flow_to_rgb, maps_picture
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, even_size, open_writer
 from diffmorph.optimize import scales_of
 from diffmorph.renderer import frame_times, to_uint8
 
 DEFAULT_FORMATS = ("mp4", "gif")
+EXPORT_FORMATS = (*FORMATS, "flow")  # "flow": the correspondence as .npy, .flo and a picture, each direction
+FLOW_NAMES = tuple(f"flow_{d}.{ext}" for d in ("a_to_b", "b_to_a") for ext in ("npy", "flo", "png"))
 MAPS_FILE = "maps.safetensors"
 STILLS = ("a_to_b.png", "b_to_a.png", "maps.png", "contact_sheet.png", "config.json")
 CONTACT_SHEET_FRAMES = 5
@@ -45,16 +48,17 @@ class ExportReport:
 
 def output_names(formats: Sequence[str]) -> list[str]:
     """Every name :func:`export` writes for ``formats``."""
-    return [OUTPUT_NAMES[kind] for kind in formats] + [MAPS_FILE, *STILLS]
+    names = [OUTPUT_NAMES[kind] for kind in formats if kind in OUTPUT_NAMES]
+    return names + (list(FLOW_NAMES) if "flow" in formats else []) + [MAPS_FILE, *STILLS]
 
 
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     """Validate and de-duplicate ``formats``, keeping their order."""
-    unknown = [kind for kind in formats if kind not in FORMATS]
+    unknown = [kind for kind in formats if kind not in EXPORT_FORMATS]
     if unknown:
-        raise ConfigError(f"unknown format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown format {unknown[0]!r}; choose from {', '.join(EXPORT_FORMATS)}")
     if not formats:
-        raise ConfigError(f"give at least one format from {', '.join(FORMATS)}")
+        raise ConfigError(f"give at least one format from {', '.join(EXPORT_FORMATS)}")
     return tuple(dict.fromkeys(formats))
 
 
@@ -64,6 +68,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     """Render ``result`` and write every output into ``folder``.
 
     Writes the animations in ``formats`` (``morph.mp4``, ``morph.gif``, ``morph.webp``, ``frames/``),
+    with "flow" the correspondence of each direction (``flow_a_to_b.npy``, ``.flo``, ``.png`` and the
+    same for ``b_to_a``; layout in :mod:`diffmorph.io.flow`),
     ``maps.safetensors``, ``a_to_b.png`` and ``b_to_a.png`` (the maps fully applied, at A's size),
     ``maps.png``, ``contact_sheet.png`` and ``config.json``. Frames stream to every writer as they are
     rendered; files appear only when all are complete.
@@ -99,7 +105,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         sheet = []
         with ExitStack() as closing:
             writers: list[FrameWriter] = []
-            for kind in formats:
+            for kind in (kind for kind in formats if kind in FORMATS):
                 writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps)
                 closing.callback(writer.close)
                 writers.append(writer)
@@ -121,6 +127,12 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         Image.fromarray(to_uint8(b_to_a)).save(out.temp("b_to_a.png"), format="PNG")
         maps_picture(result.maps, width, height, scales_of(config)).save(out.temp("maps.png"), format="PNG")
         write_maps_file(out.temp(MAPS_FILE), result.contents(), __version__)
+        if "flow" in formats:
+            for direction, flow in renderer.forward_flows().items():
+                write_npy(out.temp(f"flow_{direction}.npy"), flow)
+                write_flo(out.temp(f"flow_{direction}.flo"), flow)
+                picture = flow_to_rgb(flow.transpose(2, 0, 1)[::-1])  # flow_to_rgb takes (dy, dx) first
+                Image.fromarray(picture).save(out.temp(f"flow_{direction}.png"), format="PNG")
         fidelity = renderer.fidelity(a_to_b, b_to_a)
         seconds = {"render_and_encode": frames_seconds, "export": time.perf_counter() - started}
         summary = _summary(result, fidelity, formats, seconds)

@@ -117,6 +117,24 @@ class Renderer:
         b_to_a = self.b_to_a() if b_to_a is None else b_to_a
         return {"a_to_b_psnr": psnr(a_to_b, self.b), "b_to_a_psnr": psnr(b_to_a, self.a)}
 
+    @torch.no_grad()
+    def forward_flows(self) -> dict[str, np.ndarray]:
+        """The fitted correspondence as forward flows, in :mod:`diffmorph.io.flow`'s layout.
+
+        The B->A warp is a backward map on A's grid (A at ``p`` shows B at ``p - flow``), so the forward
+        flow from A to B is its negation, exactly; likewise B to A from the A->B warp.
+
+        Returns:
+            ``{"a_to_b": (H, W, 2), "b_to_a": (H, W, 2)}`` float32 arrays, channel 0 = dx, 1 = dy.
+        """
+        flows = {}
+        for name, direction in (("a_to_b", self._directions[1]), ("b_to_a", self._directions[0])):
+            source = direction.grid - self._identity  # (1, H, W, 2): normalized (x, y) sample offsets
+            height, width = source.shape[1:3]
+            pixels = source[0] * torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=source.device)
+            flows[name] = pixels.float().cpu().numpy()  # sample offset = -(dx, dy) of the warp
+        return flows
+
     def frames(self, count: int) -> Iterator[np.ndarray]:
         """Yield ``count`` frames from A to B as ``(H, W, 3)`` uint8 arrays, one at a time."""
         for t in frame_times(count):
