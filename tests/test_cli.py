@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from PIL import Image
 from safetensors.torch import save_file
@@ -188,3 +189,22 @@ def test_render_refuses_bad_settings_before_loading(tmp_path, capsys):
     code, _, err = run(["render", tmp_path / "whatever.safetensors", "-o", out, "--frames", "1"], capsys)
     assert_clean_failure(code, err, out)
     assert "--frames must be" in err
+
+
+def test_hold_and_ease_on_morph_and_render(image_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["morph", *image_files, "-o", out, *FAST, "--hold", "0.5", "--fps", "10", "--ease", "in-out",
+                        "--format", "frames", "-q"], capsys)
+    assert code == 0, err
+    frames = sorted((out / "frames").iterdir())
+    assert len(frames) == 4 + 2 * 5  # 4 morph frames and 5 held frames (0.5 s at 10 fps) at each end
+    first = [np.asarray(Image.open(p)) for p in frames[:6]]
+    assert all(np.array_equal(first[0], f) for f in first[1:6])  # A held, then the morph's own first frame
+    again = tmp_path / "again"
+    code, _, err = run(["render", out / "maps.safetensors", "-o", again, "--hold", "0", "--ease", "linear",
+                        "--format", "frames", "-q"], capsys)
+    assert code == 0 and len(list((again / "frames").iterdir())) == 4
+    code, _, err = run(["render", out / "maps.safetensors", "-o", tmp_path / "x", "--ease", "bounce"], capsys)
+    assert code == 2 and "invalid choice" in err
+    code, _, err = run(["render", out / "maps.safetensors", "-o", tmp_path / "x", "--hold", "-1"], capsys)
+    assert_clean_failure(code, err, tmp_path / "x")

@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,32 @@ def test_fully_applied_maps_match_apply_maps():
     expected_ba = apply_maps(result.image_b, full[:, 8:], MapScales()).clamp(-1, 1)
     torch.testing.assert_close(renderer.a_to_b(), expected_ab, atol=1e-5, rtol=0)
     torch.testing.assert_close(renderer.b_to_a(), expected_ba, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("curve", ["linear", "in", "out", "in-out"])
+def test_easing_keeps_the_endpoints_and_is_monotonic(curve):
+    from diffmorph.renderer import ease
+
+    values = [ease(t, curve) for t in frame_times(21)]
+    assert values[0] == 0.0 and values[-1] == 1.0
+    assert all(b >= a for a, b in itertools.pairwise(values))
+
+
+def test_timeline_holds_and_eases():
+    from diffmorph.renderer import timeline
+
+    times = timeline(5, fps=10, curve="in", hold=0.25)  # round(2.5) = 2 held frames at each end
+    assert times == [0.0, 0.0, 0.0, 0.0625, 0.25, 0.5625, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="unknown ease"):
+        timeline(5, fps=10, curve="bounce")
+
+
+def test_render_follows_the_configured_ease_and_hold():
+    import dataclasses
+
+    result = result_for(16, 16)
+    result.config = dataclasses.replace(result.config, ease="in-out", hold=0.1, fps=20)
+    frames = list(render(result, frames=5))
+    assert len(frames) == 5 + 2 * 2
+    assert np.array_equal(frames[0], frames[2]) and np.array_equal(frames[-1], frames[-3])
+    assert np.array_equal(frames[2], to_uint8(result.image_a)) and np.array_equal(frames[-1], to_uint8(result.image_b))

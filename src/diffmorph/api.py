@@ -25,7 +25,7 @@ from diffmorph.io.images import (
 from diffmorph.io.mapsfile import MapsFileContents, read_maps_file, write_maps_file
 from diffmorph.io.outputs import replacing
 from diffmorph.optimize import ProgressCallback, fit_maps, scales_of
-from diffmorph.renderer import Renderer
+from diffmorph.renderer import Renderer, timeline, to_uint8
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -180,13 +180,14 @@ def render(result: MorphResult, *, frames: int | None = None,
            device: str | torch.device | None = None) -> Iterator[np.ndarray]:
     """Yield the morph's frames, A first and B last, as ``(H, W, 3)`` uint8 arrays at A's size.
 
+    The config's ``ease`` and ``hold`` set the timing (``hold`` repeats the first and last frames).
+
     Args:
-        frames: how many (the config's ``frames`` by default); at least 2.
+        frames: frames from A to B (the config's ``frames`` by default); at least 2.
     """
-    count = result.config.frames if frames is None else frames
-    if count < 2:
-        raise ConfigError(f"--frames must be an integer of at least 2 (first and last), got {count}")
-    return result.renderer(device).frames(count)
+    config = replace(result.config, frames=result.config.frames if frames is None else frames).validate()
+    renderer = result.renderer(device)
+    return (to_uint8(renderer.frame(t)) for t in timeline(config.frames, config.fps, config.ease, config.hold))
 
 
 def save_maps(result: MorphResult, path: str | Path) -> None:

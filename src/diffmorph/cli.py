@@ -15,13 +15,14 @@ from tqdm import tqdm
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
-from diffmorph.config import FITS, MODES, PRECISIONS, SCHEDULES, MorphConfig
+from diffmorph.config import EASES, FITS, MODES, PRECISIONS, SCHEDULES, MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.errors import DiffmorphError
 from diffmorph.evaluate import GOOD_VALUES, evaluate
 from diffmorph.export import DEFAULT_FORMATS, EXPORT_FORMATS, ExportReport, check_formats, export, output_names
 from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
 from diffmorph.io.outputs import check_output_folder
+from diffmorph.renderer import timeline
 
 _DEFAULTS = MorphConfig()
 _HELP = {
@@ -37,6 +38,8 @@ _HELP = {
     "add_scale": "strength of the colour-offset map",
     "frames": "frames from A to B, both included",
     "fps": "frames per second of the animations",
+    "ease": "timing of the frames: linear, in (slow start), out (slow end) or in-out",
+    "hold": "seconds to show A before the morph and B after it",
     "seed": "seed of the network's initial weights (same seed, same morph on a CPU)",
     "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
     "fit": "how B is fitted to A's frame when sizes differ: " + ", ".join(FITS),
@@ -71,7 +74,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
     for name in names:
         default = getattr(_DEFAULTS, name)
         kind = fields[name].type
-        choices = {"mode": MODES, "fit": FITS, "schedule": SCHEDULES, "precision": PRECISIONS}.get(name)
+        choices = {"mode": MODES, "fit": FITS, "schedule": SCHEDULES, "precision": PRECISIONS, "ease": EASES}.get(name)
         if choices:
             parser.add_argument(_flag(name), choices=choices, default=None, help=f"{_HELP[name]} (default: {default})")
         elif name == "lr":
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "with other frames, fps or formats.")
     render.add_argument("maps_file", type=Path, metavar="MAPSFILE", help="maps.safetensors from diffmorph morph")
     _add_output_flags(render)
-    _add_config_flags(render, ["frames", "fps", "device"])
+    _add_config_flags(render, ["frames", "fps", "ease", "hold", "device"])
     render.set_defaults(handler=_cmd_render)
 
     demo = commands.add_parser("demo", help="morph a built-in pair of images drawn in code",
@@ -172,10 +175,13 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
 
 
 def _export(result: MorphResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
-    frames = getattr(args, "frames", None) or result.config.frames
-    with log.bar(frames, "rendering", "frame") as bar:
-        report = export(result, args.output, formats=formats, frames=args.frames, fps=args.fps,
-                        device=getattr(args, "device", None), on_frame=lambda done: bar.update(done - bar.n))
+    settings = {name: getattr(args, name) for name in ("frames", "fps", "ease", "hold")}
+    config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None})
+    total = len(timeline(config.frames, config.fps, config.ease, config.hold))
+    with log.bar(total, "rendering", "frame") as bar:
+        report = export(result, args.output, formats=formats, frames=args.frames, fps=args.fps, ease_curve=args.ease,
+                        hold=args.hold, device=getattr(args, "device", None),
+                        on_frame=lambda done: bar.update(done - bar.n))
     _report(report, args.output, log)
     return 0
 
@@ -201,7 +207,7 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
     formats = _formats(args)
     if args.device is not None:
         resolve_device(args.device)
-    for name in ("frames", "fps"):
+    for name in ("frames", "fps", "ease", "hold"):
         value = getattr(args, name)
         if value is not None:
             dataclasses.replace(_DEFAULTS, **{name: value}).validate()

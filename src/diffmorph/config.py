@@ -18,6 +18,7 @@ MODES = ("classic",)
 FITS = ("crop", "pad", "stretch")
 SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
+EASES = ("linear", "in", "out", "in-out")
 DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
 
 
@@ -61,6 +62,11 @@ class MorphConfig:
     frames: int = 100
     # Playback rate of the video outputs, frames per second.
     fps: float = 45.0
+    # Timing of the frames between A and B: "linear", or easing "in" (slow start), "out" (slow end)
+    # or "in-out" (both).
+    ease: str = "linear"
+    # Seconds to show A before the morph and B after it (frames repeated: round(hold * fps) each).
+    hold: float = 0.0
     # Seed of the network's initial weights; the same seed gives the same morph on a CPU.
     seed: int = 0
     # "auto" picks CUDA, then Apple MPS, then CPU; or name a torch device such as "cpu" or "cuda:1".
@@ -83,6 +89,8 @@ class MorphConfig:
             raise ConfigError(f"unknown fit {self.fit!r}; choose one of: {', '.join(FITS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if self.ease not in EASES:
+            raise ConfigError(f"unknown ease {self.ease!r}; choose one of: {', '.join(EASES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         _require(self.size >= 8, "size", self.size, "an integer of at least 8")
@@ -93,7 +101,7 @@ class MorphConfig:
             if name == "lr" and value is None:
                 continue
             _require(math.isfinite(value) and value > 0, name, value, "a positive number")
-        for name in ("warp_scale", "mult_scale", "add_scale", "grad_clip"):
+        for name in ("warp_scale", "mult_scale", "add_scale", "grad_clip", "hold"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value >= 0, name, value, "a number of at least 0")
         return self

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -21,7 +22,7 @@ from diffmorph.io.outputs import OutputFolder
 from diffmorph.io.pictures import contact_sheet, flow_to_rgb, maps_picture
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, even_size, open_writer
 from diffmorph.optimize import scales_of
-from diffmorph.renderer import frame_times, to_uint8
+from diffmorph.renderer import ease, timeline, to_uint8
 
 DEFAULT_FORMATS = ("mp4", "gif")
 EXPORT_FORMATS = (*FORMATS, "flow")  # "flow": the correspondence as .npy, .flo and a picture, each direction
@@ -63,7 +64,8 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
-           frames: int | None = None, fps: float | None = None, device: str | torch.device | None = None,
+           frames: int | None = None, fps: float | None = None, ease_curve: str | None = None,
+           hold: float | None = None, device: str | torch.device | None = None,
            on_frame: FrameCallback | None = None) -> ExportReport:
     """Render ``result`` and write every output into ``folder``.
 
@@ -75,7 +77,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     rendered; files appear only when all are complete.
 
     Args:
-        frames, fps: override the config's rendering settings (recorded in ``config.json``).
+        frames, fps, ease_curve, hold: override the config's rendering settings (recorded in
+            ``config.json``).
         device: where to render (the config's device by default).
         on_frame: optional progress callback.
 
@@ -83,7 +86,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         ConfigError, OutputError: bad settings or an unwritable folder, before anything is written.
     """
     formats = check_formats(formats)
-    overrides = {key: value for key, value in (("frames", frames), ("fps", fps)) if value is not None}
+    overrides = {key: value for key, value in (("frames", frames), ("fps", fps), ("ease", ease_curve),
+                                               ("hold", hold)) if value is not None}
     config = replace(result.config, **overrides).validate()
     result = replace(result, config=config)
     width, height = result.size
@@ -100,9 +104,10 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         renderer = result.renderer(resolve_device(device) if isinstance(device, str) else device)
         # 1. Animations: render each frame once and hand it to every writer. The stack closes every
         #    writer even when rendering or another writer fails.
-        times = frame_times(config.frames)
-        sheet_at = {round(k * (config.frames - 1) / (CONTACT_SHEET_FRAMES - 1)) for k in range(CONTACT_SHEET_FRAMES)}
-        sheet = []
+        times = timeline(config.frames, config.fps, config.ease, config.hold)
+        sheet_times = {ease(k / (CONTACT_SHEET_FRAMES - 1), config.ease) for k in range(CONTACT_SHEET_FRAMES)}
+        sheet: dict[float, tuple[float, np.ndarray]] = {}  # wanted time -> the nearest frame rendered
+        frame, frame_time = None, None
         with ExitStack() as closing:
             writers: list[FrameWriter] = []
             for kind in (kind for kind in formats if kind in FORMATS):
@@ -110,18 +115,20 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
                 closing.callback(writer.close)
                 writers.append(writer)
             for index, t in enumerate(times):
-                frame = to_uint8(renderer.frame(t))
+                if t != frame_time:  # held frames repeat the last one
+                    frame, frame_time = to_uint8(renderer.frame(t)), t
                 for writer in writers:
                     writer.add(frame)
-                if index in sheet_at:
-                    sheet.append((t, frame))
+                nearest = min(sheet_times, key=lambda wanted: abs(wanted - t))
+                if nearest not in sheet or abs(nearest - t) < abs(nearest - sheet[nearest][0]):
+                    sheet[nearest] = (t, frame)
                 if on_frame is not None:
                     on_frame(index + 1)
 
         frames_seconds = time.perf_counter() - started
 
         # 2. Stills and the maps file.
-        contact_sheet(sheet).save(out.temp("contact_sheet.png"), format="PNG")
+        contact_sheet([sheet[wanted] for wanted in sorted(sheet)]).save(out.temp("contact_sheet.png"), format="PNG")
         a_to_b, b_to_a = renderer.a_to_b(), renderer.b_to_a()
         Image.fromarray(to_uint8(a_to_b)).save(out.temp("a_to_b.png"), format="PNG")
         Image.fromarray(to_uint8(b_to_a)).save(out.temp("b_to_a.png"), format="PNG")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +27,33 @@ def frame_times(count: int) -> list[float]:
     if count < 2:
         raise ValueError(f"a morph needs at least 2 frames, got {count}")
     return [i / (count - 1) for i in range(count)]
+
+
+def ease(t: float, curve: str) -> float:
+    """Map linear time ``t`` in ``[0, 1]`` through an easing curve; every curve keeps 0 and 1 fixed.
+
+    >>> [round(ease(0.25, c), 4) for c in ("linear", "in", "out", "in-out")]
+    [0.25, 0.0625, 0.4375, 0.1562]
+    """
+    if curve == "linear":
+        return t
+    if curve == "in":
+        return t * t
+    if curve == "out":
+        return 1.0 - (1.0 - t) ** 2
+    if curve == "in-out":
+        return t * t * (3.0 - 2.0 * t)
+    raise ValueError(f"unknown ease {curve!r}")
+
+
+def timeline(count: int, fps: float, curve: str = "linear", hold: float = 0.0) -> list[float]:
+    """The time of every output frame: A held, ``count`` eased frames from A to B, then B held.
+
+    >>> timeline(3, fps=2, hold=1.0)
+    [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
+    """
+    held = round(hold * fps)
+    return [0.0] * held + [ease(t, curve) for t in frame_times(count)] + [1.0] * held
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -134,8 +160,3 @@ class Renderer:
             pixels = source[0] * torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=source.device)
             flows[name] = pixels.float().cpu().numpy()  # sample offset = -(dx, dy) of the warp
         return flows
-
-    def frames(self, count: int) -> Iterator[np.ndarray]:
-        """Yield ``count`` frames from A to B as ``(H, W, 3)`` uint8 arrays, one at a time."""
-        for t in frame_times(count):
-            yield to_uint8(self.frame(t))
