@@ -208,3 +208,19 @@ def test_hold_and_ease_on_morph_and_render(image_files, tmp_path, capsys):
     assert code == 2 and "invalid choice" in err
     code, _, err = run(["render", out / "maps.safetensors", "-o", tmp_path / "x", "--hold", "-1"], capsys)
     assert_clean_failure(code, err, tmp_path / "x")
+
+
+def test_gif_width_caps_only_the_gif(image_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["morph", *image_files, "-o", out, *FAST, "--gif-width", "24", "--format", "gif", "frames",
+                        "-q"], capsys)
+    assert code == 0, err
+    with Image.open(out / "morph.gif") as gif:
+        assert gif.size == (24, 20) and gif.n_frames == 4
+    assert Image.open(sorted((out / "frames").iterdir())[0]).size == (48, 40)
+    code, _, err = run(["render", out / "maps.safetensors", "-o", tmp_path / "wide", "--gif-width", "100",
+                        "--format", "gif", "-q"], capsys)
+    assert code == 0 and Image.open(tmp_path / "wide" / "morph.gif").size == (48, 40)  # never upscaled
+    code, _, err = run(["morph", *image_files, "-o", tmp_path / "bad", *FAST, "--gif-width", "-3"], capsys)
+    assert_clean_failure(code, err, tmp_path / "bad")
+    assert "--gif-width must be" in err

@@ -65,7 +65,7 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
            frames: int | None = None, fps: float | None = None, ease_curve: str | None = None,
-           hold: float | None = None, device: str | torch.device | None = None,
+           hold: float | None = None, gif_width: int | None = None, device: str | torch.device | None = None,
            on_frame: FrameCallback | None = None) -> ExportReport:
     """Render ``result`` and write every output into ``folder``.
 
@@ -77,8 +77,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     rendered; files appear only when all are complete.
 
     Args:
-        frames, fps, ease_curve, hold: override the config's rendering settings (recorded in
-            ``config.json``).
+        frames, fps, ease_curve, hold, gif_width: override the config's rendering settings (recorded
+            in ``config.json``).
         device: where to render (the config's device by default).
         on_frame: optional progress callback.
 
@@ -87,7 +87,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     """
     formats = check_formats(formats)
     overrides = {key: value for key, value in (("frames", frames), ("fps", fps), ("ease", ease_curve),
-                                               ("hold", hold)) if value is not None}
+                                               ("hold", hold), ("gif_width", gif_width)) if value is not None}
     config = replace(result.config, **overrides).validate()
     result = replace(result, config=config)
     width, height = result.size
@@ -111,7 +111,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         with ExitStack() as closing:
             writers: list[FrameWriter] = []
             for kind in (kind for kind in formats if kind in FORMATS):
-                writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps)
+                writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps,
+                                     gif_width=config.gif_width)
                 closing.callback(writer.close)
                 writers.append(writer)
             for index, t in enumerate(times):

@@ -118,13 +118,18 @@ class GifWriter:
     own animated-GIF writer keeps every frame until it finishes; this writer uses its per-frame encoder.
     """
 
-    def __init__(self, path: Path, fps: float):
+    def __init__(self, path: Path, fps: float, *, max_width: int = 0):
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._delay = gif_delay_ms(fps)
+        self._max_width = max_width
         self._started = False
 
     def add(self, frame: np.ndarray) -> None:
-        image = Image.fromarray(frame).quantize(256, method=Image.Quantize.FASTOCTREE)
+        image = Image.fromarray(frame)
+        if 0 < self._max_width < image.width:
+            height = max(1, round(image.height * self._max_width / image.width))
+            image = image.resize((self._max_width, height), Image.Resampling.LANCZOS)
+        image = image.quantize(256, method=Image.Quantize.FASTOCTREE)
         if not self._started:
             header, _ = GifImagePlugin.getheader(image, info={"loop": 0})
             self._file.writelines(header)
@@ -200,12 +205,12 @@ class PngFramesWriter:
         pass
 
 
-def open_writer(kind: str, path: Path, width: int, height: int, fps: float) -> FrameWriter:
-    """A writer for one of :data:`FORMATS` at ``path``."""
+def open_writer(kind: str, path: Path, width: int, height: int, fps: float, *, gif_width: int = 0) -> FrameWriter:
+    """A writer for one of :data:`FORMATS` at ``path``; ``gif_width`` caps the GIF's width (0: native)."""
     if kind == "mp4":
         return BackgroundWriter(Mp4Writer(path, width, height, fps))
     if kind == "gif":
-        return BackgroundWriter(GifWriter(path, fps))
+        return BackgroundWriter(GifWriter(path, fps, max_width=gif_width))
     if kind == "webp":
         return BackgroundWriter(WebpWriter(path, width, height, fps))
     if kind == "frames":
