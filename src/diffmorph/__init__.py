@@ -18,6 +18,7 @@ from diffmorph.errors import (
 )
 from diffmorph.evaluate import EvalReport, evaluate
 from diffmorph.export import ExportReport, export
+from diffmorph.sequence import SequenceResult, export_sequence, morph_sequence, render_sequence
 
 __all__ = [
     "ConfigError",
@@ -30,14 +31,18 @@ __all__ = [
     "MorphConfig",
     "MorphResult",
     "OutputError",
+    "SequenceResult",
     "__version__",
     "evaluate",
     "export",
+    "export_sequence",
     "fit_pair",
     "load_maps",
     "morph",
+    "morph_sequence",
     "prepare_pair",
     "render",
+    "render_sequence",
     "resolve_device",
     "save_maps",
 ]

@@ -17,12 +17,20 @@ from diffmorph._version import __version__
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
 from diffmorph.config import EASES, FITS, MODES, PRECISIONS, SCHEDULES, MorphConfig
 from diffmorph.demo import demo_pair
-from diffmorph.errors import DiffmorphError
+from diffmorph.errors import ConfigError, DiffmorphError
 from diffmorph.evaluate import GOOD_VALUES, evaluate
 from diffmorph.export import DEFAULT_FORMATS, EXPORT_FORMATS, ExportReport, check_formats, export, output_names
 from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
 from diffmorph.io.outputs import check_output_folder
 from diffmorph.renderer import timeline
+from diffmorph.sequence import (
+    SequenceResult,
+    export_sequence,
+    is_sequence_file,
+    morph_sequence,
+    sequence_output_names,
+    sequence_timeline,
+)
 
 _DEFAULTS = MorphConfig()
 _HELP = {
@@ -105,12 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diffmorph {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    morph = commands.add_parser("morph", help="fit and render a morph of two images",
-                                description="Fit the maps that turn SRC into DST and write the morph into OUTDIR: "
-                                            "morph.mp4, morph.gif, maps.safetensors, a_to_b.png, b_to_a.png, "
-                                            "maps.png, contact_sheet.png and config.json.")
-    morph.add_argument("source", type=Path, metavar="SRC", help="first image (sets the output size)")
-    morph.add_argument("target", type=Path, metavar="DST", help="last image")
+    morph = commands.add_parser("morph", help="fit and render a morph of two or more images",
+                                description="Fit the maps that turn each image into the next and write the morph "
+                                            "into OUTDIR. For two images: morph.mp4, morph.gif, maps.safetensors, "
+                                            "a_to_b.png, b_to_a.png, maps.png, contact_sheet.png and config.json; "
+                                            "for a chain: the animations, maps.safetensors (every segment), "
+                                            "contact_sheet.png and config.json.")
+    morph.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
+                       help="two or more images, morphed in order (the first sets the output size)")
+    morph.add_argument("--loop", action="store_true", help="add a segment from the last image back to the first")
+    morph.add_argument("--pingpong", action="store_true", help="play forward, then backward")
     _add_output_flags(morph)
     _add_config_flags(morph, [f.name for f in dataclasses.fields(MorphConfig)])
     morph.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
@@ -121,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Render the morph stored in MAPSFILE (from diffmorph morph) again, "
                                              "with other frames, fps or formats.")
     render.add_argument("maps_file", type=Path, metavar="MAPSFILE", help="maps.safetensors from diffmorph morph")
+    render.add_argument("--pingpong", action="store_true", help="play forward, then backward")
     _add_output_flags(render)
     _add_config_flags(render, ["frames", "fps", "ease", "hold", "gif_width", "device"])
     render.set_defaults(handler=_cmd_render)
@@ -196,7 +209,37 @@ def _report(report: ExportReport, folder: Path, log: _Log) -> None:
 
 
 def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
-    return _fit_and_export(args.source, args.target, args, log, max_pixels=args.max_pixels)
+    if len(args.images) < 2:
+        raise ConfigError(f"give at least two images to morph, got {len(args.images)}")
+    if len(args.images) == 2 and not args.loop and not args.pingpong:
+        return _fit_and_export(args.images[0], args.images[1], args, log, max_pixels=args.max_pixels)
+    config = _config_from(args)
+    formats = _formats(args)
+    segments = len(args.images) - 1 + args.loop
+    check_output_folder(args.output, sequence_output_names(formats, segments))
+    with log.bar(config.steps * segments, f"fitting {segments} segments", "step") as bar:
+        def progress(done: int, loss: float) -> None:
+            bar.set_postfix_str(f"loss {loss:.5f}", refresh=False)
+            bar.update(done - bar.n)
+
+        result = morph_sequence(args.images, config, loop=args.loop, progress=progress, max_pixels=args.max_pixels)
+    for index, framing in enumerate(result.framings):
+        log(framing.describe(f"image {index + 2}", "image 1"))
+    log(f"fitted {segments} segments in {sum(s.fit_seconds for s in result.segments):.1f} s")
+    return _export_sequence(result, args, log, formats)
+
+
+def _export_sequence(result: SequenceResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
+    settings = {name: getattr(args, name) for name in ("frames", "fps", "ease", "hold", "gif_width")}
+    config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None}).validate()
+    total = len(sequence_timeline(len(result.segments), config, pingpong=args.pingpong))
+    with log.bar(total, "rendering", "frame") as bar:
+        written = export_sequence(result, args.output, formats=formats, pingpong=args.pingpong,
+                                  device=getattr(args, "device", None), on_frame=lambda done: bar.update(done - bar.n),
+                                  **settings)
+    log(f"wrote {len(written)} outputs to {args.output} ({total} frames at {config.fps:g} fps, "
+        f"{len(result.segments)} segments)")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace, log: _Log) -> int:
@@ -212,9 +255,17 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
         value = getattr(args, name)
         if value is not None:
             dataclasses.replace(_DEFAULTS, **{name: value}).validate()
-    check_output_folder(args.output, output_names(formats))
+    if is_sequence_file(args.maps_file):
+        sequence = SequenceResult.load(args.maps_file)
+        check_output_folder(args.output, sequence_output_names(formats, len(sequence.segments)))
+        log(f"loaded {args.maps_file}: {len(sequence.segments)} segments, {sequence.size[0]} x {sequence.size[1]}")
+        return _export_sequence(sequence, args, log, formats)
     result = MorphResult.load(args.maps_file)
     log(f"loaded {args.maps_file}: {result.size[0]} x {result.size[1]}, fitted {len(result.losses)} steps")
+    if args.pingpong:
+        check_output_folder(args.output, sequence_output_names(formats, 1))
+        return _export_sequence(SequenceResult(segments=[result]), args, log, formats)
+    check_output_folder(args.output, output_names(formats))
     return _export(result, args, log, formats)
 
 

@@ -39,6 +39,18 @@ def _scene(width: int, height: int, *, sky_top, sky_bottom, body_xy, body_radius
     return np.clip(image, 0.0, 1.0)
 
 
+def demo_images(width: int = DEMO_SIZE[0], height: int = DEMO_SIZE[1]) -> list[np.ndarray]:
+    """Three scenes for chains: the demo's sunset and night, then a dawn, ``(H, W, 3)`` float32 in ``[0, 1]``.
+
+    >>> [image.shape for image in demo_images(32, 24)]
+    [(24, 32, 3), (24, 32, 3), (24, 32, 3)]
+    """
+    dawn = _scene(width, height, sky_top=(0.45, 0.62, 0.9), sky_bottom=(0.98, 0.78, 0.7),
+                  body_xy=(0.82, 0.62), body_radius=0.08 * height, body_colour=(1.0, 0.85, 0.6),
+                  hills_phase=2.4, hills_colour=(0.2, 0.3, 0.22), stars=False)
+    return [*demo_pair(width, height), dawn]
+
+
 def demo_pair(width: int = DEMO_SIZE[0], height: int = DEMO_SIZE[1]) -> tuple[np.ndarray, np.ndarray]:
     """The demo's two images as ``(H, W, 3)`` float32 arrays in ``[0, 1]``.
 

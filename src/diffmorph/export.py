@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +15,7 @@ from PIL import Image
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, resolve_device
+from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.io.flow import write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
@@ -22,7 +23,7 @@ from diffmorph.io.outputs import OutputFolder
 from diffmorph.io.pictures import contact_sheet, flow_to_rgb, maps_picture
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, even_size, open_writer
 from diffmorph.optimize import scales_of
-from diffmorph.renderer import ease, timeline, to_uint8
+from diffmorph.renderer import Renderer, ease, timeline, to_uint8
 
 DEFAULT_FORMATS = ("mp4", "gif")
 EXPORT_FORMATS = (*FORMATS, "flow")  # "flow": the correspondence as .npy, .flo and a picture, each direction
@@ -102,51 +103,69 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     started = time.perf_counter()
     with OutputFolder(folder, output_names(formats)) as out:
         renderer = result.renderer(resolve_device(device) if isinstance(device, str) else device)
-        # 1. Animations: render each frame once and hand it to every writer. The stack closes every
-        #    writer even when rendering or another writer fails.
-        times = timeline(config.frames, config.fps, config.ease, config.hold)
+        # 1. Animations: render each frame once and hand it to every writer.
         sheet_times = {ease(k / (CONTACT_SHEET_FRAMES - 1), config.ease) for k in range(CONTACT_SHEET_FRAMES)}
         sheet: dict[float, tuple[float, np.ndarray]] = {}  # wanted time -> the nearest frame rendered
-        frame, frame_time = None, None
-        with ExitStack() as closing:
-            writers: list[FrameWriter] = []
-            for kind in (kind for kind in formats if kind in FORMATS):
-                writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps,
-                                     gif_width=config.gif_width)
-                closing.callback(writer.close)
-                writers.append(writer)
-            for index, t in enumerate(times):
+
+        def frames() -> Iterator[np.ndarray]:
+            frame, frame_time = None, None
+            for t in timeline(config.frames, config.fps, config.ease, config.hold):
                 if t != frame_time:  # held frames repeat the last one
                     frame, frame_time = to_uint8(renderer.frame(t)), t
-                for writer in writers:
-                    writer.add(frame)
                 nearest = min(sheet_times, key=lambda wanted: abs(wanted - t))
                 if nearest not in sheet or abs(nearest - t) < abs(nearest - sheet[nearest][0]):
                     sheet[nearest] = (t, frame)
-                if on_frame is not None:
-                    on_frame(index + 1)
+                yield frame
 
+        write_animations(out, formats, frames(), width, height, config, on_frame)
         frames_seconds = time.perf_counter() - started
 
         # 2. Stills and the maps file.
-        contact_sheet([sheet[wanted] for wanted in sorted(sheet)]).save(out.temp("contact_sheet.png"), format="PNG")
+        picked = [sheet[wanted] for wanted in sorted(sheet)]
+        sheet_picture = contact_sheet([(f"t = {t:.2f}", frame) for t, frame in picked])
+        sheet_picture.save(out.temp("contact_sheet.png"), format="PNG")
         a_to_b, b_to_a = renderer.a_to_b(), renderer.b_to_a()
         Image.fromarray(to_uint8(a_to_b)).save(out.temp("a_to_b.png"), format="PNG")
         Image.fromarray(to_uint8(b_to_a)).save(out.temp("b_to_a.png"), format="PNG")
         maps_picture(result.maps, width, height, scales_of(config)).save(out.temp("maps.png"), format="PNG")
         write_maps_file(out.temp(MAPS_FILE), result.contents(), __version__)
         if "flow" in formats:
-            for direction, flow in renderer.forward_flows().items():
-                write_npy(out.temp(f"flow_{direction}.npy"), flow)
-                write_flo(out.temp(f"flow_{direction}.flo"), flow)
-                picture = flow_to_rgb(flow.transpose(2, 0, 1)[::-1])  # flow_to_rgb takes (dy, dx) first
-                Image.fromarray(picture).save(out.temp(f"flow_{direction}.png"), format="PNG")
+            write_flows(out, renderer, "flow")
         fidelity = renderer.fidelity(a_to_b, b_to_a)
         seconds = {"render_and_encode": frames_seconds, "export": time.perf_counter() - started}
         summary = _summary(result, fidelity, formats, seconds)
         out.temp("config.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ExportReport(files=out.written, frames=config.frames, fps=config.fps, fidelity=fidelity, notes=notes,
                         seconds=seconds)
+
+
+def write_animations(out: OutputFolder, formats: Sequence[str], frames: Iterable[np.ndarray], width: int,
+                     height: int, config: MorphConfig, on_frame: FrameCallback | None) -> None:
+    """Stream ``frames`` to a writer per animation format in ``formats``, under ``out``'s temporary names.
+
+    The stack closes every writer even when rendering or another writer fails.
+    """
+    with ExitStack() as closing:
+        writers: list[FrameWriter] = []
+        for kind in (kind for kind in formats if kind in FORMATS):
+            writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps,
+                                 gif_width=config.gif_width)
+            closing.callback(writer.close)
+            writers.append(writer)
+        for index, frame in enumerate(frames):
+            for writer in writers:
+                writer.add(frame)
+            if on_frame is not None:
+                on_frame(index + 1)
+
+
+def write_flows(out: OutputFolder, renderer: Renderer, prefix: str) -> None:
+    """``{prefix}_a_to_b.npy``, ``.flo``, ``.png`` and the same for ``b_to_a`` (see :mod:`diffmorph.io.flow`)."""
+    for direction, flow in renderer.forward_flows().items():
+        write_npy(out.temp(f"{prefix}_{direction}.npy"), flow)
+        write_flo(out.temp(f"{prefix}_{direction}.flo"), flow)
+        picture = flow_to_rgb(flow.transpose(2, 0, 1)[::-1])  # flow_to_rgb takes (dy, dx) first
+        Image.fromarray(picture).save(out.temp(f"{prefix}_{direction}.png"), format="PNG")
 
 
 def _summary(result: MorphResult, fidelity: dict[str, float], formats: Sequence[str],

@@ -189,13 +189,13 @@ class Framing:
     source_size: tuple[int, int]  # (width, height) of B as decoded
     frame_size: tuple[int, int]  # (width, height) of A
 
-    def describe(self) -> str:
+    def describe(self, subject: str = "B", reference: str = "A") -> str:
         (sw, sh), (fw, fh) = self.source_size, self.frame_size
         if self.source_size == self.frame_size:
-            return f"B matches A's {fw} x {fh} frame"
+            return f"{subject} matches {reference}'s {fw} x {fh} frame"
         how = {"crop": "scaled to cover it and centre-cropped", "pad": "scaled to fit inside it and padded",
                "stretch": "stretched to it (aspect ratio not kept)"}[self.method]
-        return f"B ({sw} x {sh}) fitted to A's {fw} x {fh} frame: {how} (--fit {self.method})"
+        return f"{subject} ({sw} x {sh}) fitted to {reference}'s {fw} x {fh} frame: {how} (--fit {self.method})"
 
 
 def fit_to_frame(image: np.ndarray, width: int, height: int, method: str,

@@ -60,9 +60,15 @@ def write_maps_file(path: Path, contents: MapsFileContents, version: str) -> Non
     }
     tensors = {"maps": contents.maps.contiguous(), "image_a": contents.image_a.contiguous(),
                "image_b": contents.image_b.contiguous(), "losses": contents.losses.contiguous()}
+    save_safetensors(path, tensors, metadata)
+
+
+def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file`` with the permissions of every other output.
+
+    safetensors creates files readable by the owner only; this gives them what the umask allows.
+    """
     save_file(tensors, str(path), metadata=metadata)
-    # safetensors creates files readable by the owner only; give the maps file the same permissions as
-    # every other output (what the umask allows).
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)

@@ -93,15 +93,15 @@ def maps_picture(maps: torch.Tensor, frame_width: int, frame_height: int, scales
     return _grid(rows)
 
 
-def contact_sheet(frames: list[tuple[float, np.ndarray]], tile_width: int = 320) -> Image.Image:
-    """A row of frames, each labelled with its time ``t``.
+def contact_sheet(frames: list[tuple[str, np.ndarray]], tile_width: int = 320) -> Image.Image:
+    """A row of labelled frames.
 
     Args:
-        frames: ``(t, frame)`` pairs, frames ``(H, W, 3)`` uint8, all of one size.
+        frames: ``(label, frame)`` pairs, frames ``(H, W, 3)`` uint8, all of one size.
     """
     height, width = frames[0][1].shape[:2]
     tile_width = min(tile_width, width)
     tile_height = max(1, round(tile_width * height / width))
     tiles = [_labelled(np.asarray(Image.fromarray(frame).resize((tile_width, tile_height), Image.Resampling.LANCZOS)),
-                       f"t = {t:.2f}") for t, frame in frames]
+                       label) for label, frame in frames]
     return _grid([tiles])

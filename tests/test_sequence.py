@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import diffmorph
+from diffmorph.cli import main
+from diffmorph.config import MorphConfig
+from diffmorph.errors import ConfigError
+from diffmorph.renderer import to_uint8
+from diffmorph.sequence import SequenceResult, sequence_timeline
+from synthetic import blobs
+
+FAST = {"steps": 3, "size": 32, "frames": 4, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def chain():
+    images = [blobs(40, 48, seed=i) for i in range(3)]
+    return images, diffmorph.morph_sequence(images, **FAST)
+
+
+def test_timeline_shows_each_keyframe_once_and_holds_it():
+    config = MorphConfig(frames=4, fps=10, hold=0.2)  # 2 held frames at every keyframe
+    times = sequence_timeline(3, config)
+    assert len(times) == 4 + 3 + 3 + 4 * 2
+    assert times[:3] == [(0, 0.0)] * 3
+    for keyframe in [(0, 0.0), (0, 1.0), (1, 1.0), (2, 1.0)]:  # each keyframe: once, then held twice
+        assert times.count(keyframe) == 3
+    pingpong = sequence_timeline(2, MorphConfig(frames=3), pingpong=True)
+    assert pingpong == [(0, 0.0), (0, 0.5), (0, 1.0), (1, 0.5), (1, 1.0), (1, 0.5), (0, 1.0), (0, 0.5), (0, 0.0)]
+    assert pingpong[0] == pingpong[-1]
+
+
+def test_chain_frames_pass_through_every_image_exactly(chain):
+    images, result = chain
+    frames = list(diffmorph.render_sequence(result))
+    assert len(frames) == 4 + 3
+    for index, image in zip((0, 3, 6), images, strict=True):
+        assert np.array_equal(frames[index], image)  # keyframes exact (8-bit inputs survive 16-bit storage)
+    assert not np.array_equal(frames[2], frames[3]) and not np.array_equal(frames[3], frames[4])  # no repeats
+
+
+def test_loop_closes_and_other_sizes_follow_the_first_image(tmp_path):
+    images = [blobs(40, 48, seed=1), blobs(60, 60, seed=2), blobs(30, 80, seed=3)]
+    result = diffmorph.morph_sequence(images, loop=True, **FAST)
+    assert len(result.segments) == 3
+    assert [f.method for f in result.framings] == ["crop", "crop"]
+    frames = list(diffmorph.render_sequence(result))
+    assert len(frames) == 4 + 3 + 3
+    assert all(frame.shape == (40, 48, 3) for frame in frames)
+    assert np.array_equal(frames[0], frames[-1])  # loop closure
+
+
+def test_maps_file_round_trip_and_export(chain, tmp_path):
+    _, result = chain
+    result.save(tmp_path / "seq.safetensors")
+    again = SequenceResult.load(tmp_path / "seq.safetensors")
+    assert len(again.segments) == 2 and not again.loop
+    for first, second in zip(diffmorph.render_sequence(result), diffmorph.render_sequence(again), strict=True):
+        assert np.array_equal(first, second)
+    written = diffmorph.export_sequence(result, tmp_path / "out", formats=["gif", "flow"], hold=0.1, fps=20)
+    names = sorted(p.name for p in written)
+    assert "flow_02_b_to_a.flo" in names and "maps.safetensors" in names and "morph.gif" in names
+    with Image.open(tmp_path / "out" / "morph.gif") as gif:
+        assert gif.n_frames == 4 + 3 + 3 * 2
+    summary = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert summary["segments"] == 2 and summary["frames_written"] == 13
+    with pytest.raises(ConfigError, match="not a render setting"):
+        diffmorph.export_sequence(result, tmp_path / "x", steps=5)
+    with pytest.raises(ConfigError, match="at least 2 images"):
+        diffmorph.morph_sequence([blobs(40, 48)], **FAST)
+
+
+def test_cli_chain_loop_pingpong_and_render(tmp_path, capsys):
+    paths = []
+    for index, (height, width) in enumerate([(40, 48), (40, 48), (50, 50)]):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(blobs(height, width, seed=index + 5)).save(paths[-1])
+    out = tmp_path / "out"
+    flags = ["--steps", "3", "--size", "32", "--frames", "4", "--device", "cpu"]
+    assert main(["morph", *map(str, paths), "-o", str(out), *flags, "--loop", "--format", "frames"]) == 0
+    err = capsys.readouterr().err
+    assert "image 3 (50 x 50) fitted to image 1's 48 x 40 frame" in err
+    frames = sorted((out / "frames").iterdir())
+    assert len(frames) == 4 + 3 + 3
+    assert np.array_equal(np.asarray(Image.open(frames[0])), np.asarray(Image.open(frames[-1])))
+    assert np.array_equal(np.asarray(Image.open(frames[0])), np.asarray(Image.open(paths[0])))
+
+    again = tmp_path / "again"
+    assert main(["render", str(out / "maps.safetensors"), "-o", str(again), "--frames", "3", "--pingpong",
+                 "--format", "frames", "-q"]) == 0
+    assert len(list((again / "frames").iterdir())) == 2 * (3 + 2 + 2) - 1
+
+    pair = tmp_path / "pair"
+    assert main(["morph", *map(str, paths[:2]), "-o", str(pair), *flags, "--pingpong", "--format", "frames",
+                 "-q"]) == 0
+    assert len(list((pair / "frames").iterdir())) == 2 * 4 - 1
+    assert main(["morph", str(paths[0]), "-o", str(tmp_path / "one"), *flags]) == 1
+    assert "at least two images" in capsys.readouterr().err
+    assert not (tmp_path / "one").exists()
+
+
+def test_keyframes_of_a_loop_repeat_the_first(chain):
+    images, _ = chain
+    result = diffmorph.morph_sequence(images[:2], loop=True, **FAST)
+    keyframes = result.keyframes()
+    assert len(keyframes) == 3 and np.array_equal(to_uint8(keyframes[0]), to_uint8(keyframes[-1]))
+
+
+def test_maps_files_get_ordinary_permissions(chain, tmp_path):
+    import os
+
+    _, result = chain
+    result.save(tmp_path / "seq.safetensors")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "seq.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
