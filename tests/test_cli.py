@@ -224,3 +224,21 @@ def test_gif_width_caps_only_the_gif(image_files, tmp_path, capsys):
     code, _, err = run(["morph", *image_files, "-o", tmp_path / "bad", *FAST, "--gif-width", "-3"], capsys)
     assert_clean_failure(code, err, tmp_path / "bad")
     assert "--gif-width must be" in err
+
+
+def test_width_scales_every_output(image_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["morph", *image_files, "-o", out, *FAST, "--width", "24", "--format", "mp4", "frames",
+                        "flow", "-q"], capsys)
+    assert code == 0, err
+    for name in ("a_to_b.png", "b_to_a.png", "frames/frame_00000.png", "flow_a_to_b.png"):
+        assert Image.open(out / name).size == (24, 20)
+    assert np.load(out / "flow_b_to_a.npy").shape == (20, 24, 2)
+    with av.open(str(out / "morph.mp4")) as container:
+        assert (container.streams.video[0].width, container.streams.video[0].height) == (24, 20)
+    again = tmp_path / "again"
+    code, _, err = run(["render", out / "maps.safetensors", "-o", again, "--width", "0", "--format", "frames", "-q"],
+                       capsys)
+    assert code == 0 and Image.open(again / "frames" / "frame_00000.png").size == (48, 40)  # the maps file keeps all
+    code, _, err = run(["morph", *image_files, "-o", tmp_path / "bad", *FAST, "--width", "2"], capsys)
+    assert_clean_failure(code, err, tmp_path / "bad")

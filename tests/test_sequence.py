@@ -117,3 +117,10 @@ def test_maps_files_get_ordinary_permissions(chain, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "seq.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_chain_renders_at_another_width(chain, tmp_path):
+    _, result = chain
+    written = diffmorph.export_sequence(result, tmp_path / "out", formats=["frames"], width=24)
+    assert written
+    assert Image.open(tmp_path / "out" / "frames" / "frame_00000.png").size == (24, 20)

@@ -24,6 +24,7 @@ from diffmorph.io.images import (
 )
 from diffmorph.io.mapsfile import MapsFileContents, read_maps_file, write_maps_file
 from diffmorph.io.outputs import replacing
+from diffmorph.ops import resize
 from diffmorph.optimize import ProgressCallback, fit_maps, scales_of
 from diffmorph.renderer import Renderer, timeline, to_uint8
 
@@ -82,13 +83,18 @@ class MorphResult:
 
     @property
     def size(self) -> tuple[int, int]:
-        """Output ``(width, height)``: A's own size."""
-        return self.image_a.shape[-1], self.image_a.shape[-2]
+        """Output ``(width, height)``: A's own size, or ``config.width`` wide with A's aspect ratio."""
+        width, height = self.image_a.shape[-1], self.image_a.shape[-2]
+        if self.config.width in (0, width):
+            return width, height
+        return self.config.width, max(1, round(height * self.config.width / width))
 
     def renderer(self, device: str | torch.device | None = None) -> Renderer:
-        """A :class:`~diffmorph.renderer.Renderer` on ``device`` (the config's device by default)."""
+        """A :class:`~diffmorph.renderer.Renderer` at :attr:`size` on ``device`` (the config's by default)."""
         target = device if isinstance(device, torch.device) else resolve_device(device or self.config.device)
-        return Renderer(self.maps, self.image_a, self.image_b, scales_of(self.config), target)
+        width, height = self.size
+        a, b = (resize(image, height, width, antialias=True).clamp(-1.0, 1.0) for image in (self.image_a, self.image_b))
+        return Renderer(self.maps, a, b, scales_of(self.config), target)
 
     def fidelity(self) -> dict[str, float]:
         """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A."""

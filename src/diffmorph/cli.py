@@ -48,7 +48,8 @@ _HELP = {
     "fps": "frames per second of the animations",
     "ease": "timing of the frames: linear, in (slow start), out (slow end) or in-out",
     "hold": "seconds to show A before the morph and B after it",
-    "gif_width": "largest width of morph.gif in pixels, aspect kept; 0 keeps the images' size",
+    "width": "width of every output in pixels, aspect kept; 0 keeps the first image's size",
+    "gif_width": "largest width of morph.gif in pixels, aspect kept; 0 keeps the output size",
     "seed": "seed of the network's initial weights (same seed, same morph on a CPU)",
     "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
     "fit": "how B is fitted to A's frame when sizes differ: " + ", ".join(FITS),
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("maps_file", type=Path, metavar="MAPSFILE", help="maps.safetensors from diffmorph morph")
     render.add_argument("--pingpong", action="store_true", help="play forward, then backward")
     _add_output_flags(render)
-    _add_config_flags(render, ["frames", "fps", "ease", "hold", "gif_width", "device"])
+    _add_config_flags(render, ["frames", "fps", "ease", "hold", "width", "gif_width", "device"])
     render.set_defaults(handler=_cmd_render)
 
     demo = commands.add_parser("demo", help="morph a built-in pair of images drawn in code",
@@ -189,12 +190,13 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
 
 
 def _export(result: MorphResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
-    settings = {name: getattr(args, name) for name in ("frames", "fps", "ease", "hold", "gif_width")}
+    settings = {name: getattr(args, name) for name in ("frames", "fps", "ease", "hold", "width", "gif_width")}
     config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None})
     total = len(timeline(config.frames, config.fps, config.ease, config.hold))
     with log.bar(total, "rendering", "frame") as bar:
         report = export(result, args.output, formats=formats, frames=args.frames, fps=args.fps, ease_curve=args.ease,
-                        hold=args.hold, gif_width=args.gif_width, device=getattr(args, "device", None),
+                        hold=args.hold, width=args.width, gif_width=args.gif_width,
+                        device=getattr(args, "device", None),
                         on_frame=lambda done: bar.update(done - bar.n))
     _report(report, args.output, log)
     return 0
@@ -230,7 +232,7 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
 
 
 def _export_sequence(result: SequenceResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
-    settings = {name: getattr(args, name) for name in ("frames", "fps", "ease", "hold", "gif_width")}
+    settings = {name: getattr(args, name) for name in ("frames", "fps", "ease", "hold", "width", "gif_width")}
     config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None}).validate()
     total = len(sequence_timeline(len(result.segments), config, pingpong=args.pingpong))
     with log.bar(total, "rendering", "frame") as bar:
@@ -251,7 +253,7 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
     formats = _formats(args)
     if args.device is not None:
         resolve_device(args.device)
-    for name in ("frames", "fps", "ease", "hold", "gif_width"):
+    for name in ("frames", "fps", "ease", "hold", "width", "gif_width"):
         value = getattr(args, name)
         if value is not None:
             dataclasses.replace(_DEFAULTS, **{name: value}).validate()

@@ -67,7 +67,10 @@ class MorphConfig:
     ease: str = "linear"
     # Seconds to show A before the morph and B after it (frames repeated: round(hold * fps) each).
     hold: float = 0.0
-    # Largest width of morph.gif in pixels, aspect kept; 0 keeps the images' own size. GIFs of large
+    # Width of every output in pixels, aspect kept; 0 keeps the first image's own size. The maps are
+    # resolution-free, so this only changes the size the images are rendered at.
+    width: int = 0
+    # Largest width of morph.gif in pixels, aspect kept; 0 keeps the output size. GIFs of large
     # photos get very big (every frame is stored with its own palette).
     gif_width: int = 0
     # Seed of the network's initial weights; the same seed gives the same morph on a CPU.
@@ -100,6 +103,7 @@ class MorphConfig:
         _require(self.steps >= 1, "steps", self.steps, "a positive integer")
         _require(self.frames >= 2, "frames", self.frames, "an integer of at least 2 (first and last)")
         _require(self.gif_width >= 0, "gif_width", self.gif_width, "0 (native size) or a positive width")
+        _require(self.width == 0 or self.width >= 4, "width", self.width, "0 (native size) or a width of at least 4")
         for name in ("lr", "fps"):
             value = getattr(self, name)
             if name == "lr" and value is None:

@@ -66,7 +66,8 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
            frames: int | None = None, fps: float | None = None, ease_curve: str | None = None,
-           hold: float | None = None, gif_width: int | None = None, device: str | torch.device | None = None,
+           hold: float | None = None, width: int | None = None, gif_width: int | None = None,
+           device: str | torch.device | None = None,
            on_frame: FrameCallback | None = None) -> ExportReport:
     """Render ``result`` and write every output into ``folder``.
 
@@ -78,8 +79,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     rendered; files appear only when all are complete.
 
     Args:
-        frames, fps, ease_curve, hold, gif_width: override the config's rendering settings (recorded
-            in ``config.json``).
+        frames, fps, ease_curve, hold, width, gif_width: override the config's rendering settings
+            (recorded in ``config.json``).
         device: where to render (the config's device by default).
         on_frame: optional progress callback.
 
@@ -88,7 +89,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     """
     formats = check_formats(formats)
     overrides = {key: value for key, value in (("frames", frames), ("fps", fps), ("ease", ease_curve),
-                                               ("hold", hold), ("gif_width", gif_width)) if value is not None}
+                                               ("hold", hold), ("width", width), ("gif_width", gif_width))
+                 if value is not None}
     config = replace(result.config, **overrides).validate()
     result = replace(result, config=config)
     width, height = result.size

@@ -180,13 +180,13 @@ def export_sequence(result: SequenceResult, folder: str | Path, *, formats: Sequ
     segment ``NN`` (from 01).
 
     Args:
-        render_settings: config fields to change for rendering: frames, fps, ease, hold, gif_width.
+        render_settings: config fields to change for rendering: frames, fps, ease, hold, width, gif_width.
 
     Returns:
         The paths written.
     """
     formats = check_formats(formats)
-    unknown = sorted(set(render_settings) - {"frames", "fps", "ease", "hold", "gif_width"})
+    unknown = sorted(set(render_settings) - {"frames", "fps", "ease", "hold", "width", "gif_width"})
     if unknown:
         raise ConfigError(f"not a render setting: {', '.join(unknown)}")
     config = replace(result.config, **{k: v for k, v in render_settings.items() if v is not None}).validate()
