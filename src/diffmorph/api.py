@@ -124,6 +124,34 @@ class MorphResult:
                    losses=contents.losses.tolist(), framing=framing, fit_seconds=contents.fit_seconds)
 
 
+def configured(config: MorphConfig | None, overrides: dict[str, object]) -> MorphConfig:
+    """``config`` (defaults when None) with ``overrides`` applied, validated.
+
+    Raises:
+        ConfigError: an unknown field or a value out of range.
+    """
+    try:
+        return replace(config or MorphConfig(), **overrides).validate()
+    except TypeError as exc:
+        raise ConfigError(f"unknown setting: {exc}") from None
+
+
+def prepare_images(sources: list[ImageSource], labels: list[str], config: MorphConfig, *,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[torch.Tensor], list[Framing]]:
+    """Decode images and fit every one after the first to the first one's frame.
+
+    Returns:
+        The images as ``(1, 3, H, W)`` tensors in ``[-1, 1]`` at the first one's size, and how each
+        image after the first was fitted.
+    """
+    decoded = [load_image(source, background=config.background, max_pixels=max_pixels, label=label)
+               for source, label in zip(sources, labels, strict=True)]
+    height, width = decoded[0].shape[:2]
+    fitted = [fit_to_frame(image, width, height, config.fit, config.background) for image in decoded[1:]]
+    tensors = [to_tensor(image) for image in [decoded[0], *(image for image, _ in fitted)]]
+    return tensors, [framing for _, framing in fitted]
+
+
 def prepare_pair(a: ImageSource, b: ImageSource, config: MorphConfig, *,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[torch.Tensor, torch.Tensor, Framing]:
     """Decode A and B and fit B to A's frame.
@@ -131,11 +159,8 @@ def prepare_pair(a: ImageSource, b: ImageSource, config: MorphConfig, *,
     Returns:
         A and B as ``(1, 3, H, W)`` tensors in ``[-1, 1]`` at A's size, and how B was fitted.
     """
-    image_a = load_image(a, background=config.background, max_pixels=max_pixels, label="A")
-    image_b = load_image(b, background=config.background, max_pixels=max_pixels, label="B")
-    height, width = image_a.shape[:2]
-    fitted_b, framing = fit_to_frame(image_b, width, height, config.fit, config.background)
-    return to_tensor(image_a), to_tensor(fitted_b), framing
+    (image_a, image_b), (framing,) = prepare_images([a, b], ["A", "B"], config, max_pixels=max_pixels)
+    return image_a, image_b, framing
 
 
 def morph(a: ImageSource, b: ImageSource, config: MorphConfig | None = None, *,
@@ -159,11 +184,7 @@ def morph(a: ImageSource, b: ImageSource, config: MorphConfig | None = None, *,
         result = diffmorph.morph("cat.jpg", "dog.jpg", steps=500)
         frames = list(diffmorph.render(result, frames=30))
     """
-    config = config or MorphConfig()
-    try:
-        config = replace(config, **overrides).validate()
-    except TypeError as exc:
-        raise ConfigError(f"unknown setting: {exc}") from None
+    config = configured(config, overrides)
     resolve_device(config.device)
     image_a, image_b, framing = prepare_pair(a, b, config, max_pixels=max_pixels)
     return fit_pair(image_a, image_b, config, framing=framing, progress=progress)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
-from diffmorph.config import EASES, FITS, MODES, PRECISIONS, SCHEDULES, MorphConfig
+from diffmorph.config import EASES, FITS, MODES, PRECISIONS, RENDER_SETTINGS, SCHEDULES, MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.errors import ConfigError, DiffmorphError
 from diffmorph.evaluate import GOOD_VALUES, evaluate
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("maps_file", type=Path, metavar="MAPSFILE", help="maps.safetensors from diffmorph morph")
     render.add_argument("--pingpong", action="store_true", help="play forward, then backward")
     _add_output_flags(render)
-    _add_config_flags(render, ["frames", "fps", "ease", "hold", "width", "gif_width", "device"])
+    _add_config_flags(render, [*RENDER_SETTINGS, "device"])
     render.set_defaults(handler=_cmd_render)
 
     demo = commands.add_parser("demo", help="morph a built-in pair of images drawn in code",
@@ -190,7 +190,7 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
 
 
 def _export(result: MorphResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
-    settings = {name: getattr(args, name) for name in ("frames", "fps", "ease", "hold", "width", "gif_width")}
+    settings = {name: getattr(args, name) for name in RENDER_SETTINGS}
     config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None})
     total = len(timeline(config.frames, config.fps, config.ease, config.hold))
     with log.bar(total, "rendering", "frame") as bar:
@@ -232,7 +232,7 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
 
 
 def _export_sequence(result: SequenceResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
-    settings = {name: getattr(args, name) for name in ("frames", "fps", "ease", "hold", "width", "gif_width")}
+    settings = {name: getattr(args, name) for name in RENDER_SETTINGS}
     config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None}).validate()
     total = len(sequence_timeline(len(result.segments), config, pingpong=args.pingpong))
     with log.bar(total, "rendering", "frame") as bar:
@@ -253,7 +253,7 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
     formats = _formats(args)
     if args.device is not None:
         resolve_device(args.device)
-    for name in ("frames", "fps", "ease", "hold", "width", "gif_width"):
+    for name in RENDER_SETTINGS:
         value = getattr(args, name)
         if value is not None:
             dataclasses.replace(_DEFAULTS, **{name: value}).validate()

@@ -19,6 +19,7 @@ FITS = ("crop", "pad", "stretch")
 SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 EASES = ("linear", "in", "out", "in-out")
+RENDER_SETTINGS = ("frames", "fps", "ease", "hold", "width", "gif_width")  # changeable without fitting again
 DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
 
 

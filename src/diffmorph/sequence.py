@@ -27,8 +27,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from diffmorph._version import __version__
-from diffmorph.api import MorphResult, fit_pair, resolve_device
-from diffmorph.config import MorphConfig
+from diffmorph.api import MorphResult, configured, fit_pair, prepare_images, resolve_device
+from diffmorph.config import RENDER_SETTINGS, MorphConfig
 from diffmorph.errors import ConfigError, MapsFileError
 from diffmorph.export import (
     DEFAULT_FORMATS,
@@ -42,10 +42,7 @@ from diffmorph.io.images import (
     DEFAULT_MAX_PIXELS,
     Framing,
     ImageSource,
-    fit_to_frame,
     from_uint16,
-    load_image,
-    to_tensor,
     to_uint16,
 )
 from diffmorph.io.mapsfile import save_safetensors
@@ -109,17 +106,10 @@ def morph_sequence(images: Sequence[ImageSource], config: MorphConfig | None = N
     """
     if len(images) < 2:
         raise ConfigError(f"a morph needs at least 2 images, got {len(images)}")
-    try:
-        config = replace(config or MorphConfig(), **overrides).validate()
-    except TypeError as exc:
-        raise ConfigError(f"unknown setting: {exc}") from None
+    config = configured(config, overrides)
     resolve_device(config.device)
-    decoded = [load_image(image, background=config.background, max_pixels=max_pixels, label=f"image {i + 1}")
-               for i, image in enumerate(images)]
-    height, width = decoded[0].shape[:2]
-    fitted = [fit_to_frame(image, width, height, config.fit, config.background) for image in decoded[1:]]
-    tensors = [to_tensor(image) for image in [decoded[0]] + [image for image, _ in fitted]]
-    framings = [framing for _, framing in fitted]
+    tensors, framings = prepare_images(list(images), [f"image {i + 1}" for i in range(len(images))], config,
+                                       max_pixels=max_pixels)
     pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if loop else [])
     segments = []
     for index, (a, b) in enumerate(pairs):
@@ -186,7 +176,7 @@ def export_sequence(result: SequenceResult, folder: str | Path, *, formats: Sequ
         The paths written.
     """
     formats = check_formats(formats)
-    unknown = sorted(set(render_settings) - {"frames", "fps", "ease", "hold", "width", "gif_width"})
+    unknown = sorted(set(render_settings) - set(RENDER_SETTINGS))
     if unknown:
         raise ConfigError(f"not a render setting: {', '.join(unknown)}")
     config = replace(result.config, **{k: v for k, v in render_settings.items() if v is not None}).validate()
