@@ -22,7 +22,7 @@ def test_morph_returns_a_typed_result_at_a_native_size():
     assert result.size == (44, 30)
     assert result.maps.shape == (16, 84, 84)
     assert len(result.losses) == 4 and calls == [1, 2, 3, 4]
-    assert result.config.steps == 4 and result.config.mode == "classic"
+    assert result.config.steps == 4 and result.config.mode == "sharp"
     assert set(result.fidelity()) == {"a_to_b_psnr", "b_to_a_psnr"}
 
 

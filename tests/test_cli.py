@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,27 @@ def test_width_scales_every_output(image_files, tmp_path, capsys):
     assert code == 0 and Image.open(again / "frames" / "frame_00000.png").size == (48, 40)  # the maps file keeps all
     code, _, err = run(["morph", *image_files, "-o", tmp_path / "bad", *FAST, "--width", "2"], capsys)
     assert_clean_failure(code, err, tmp_path / "bad")
+
+
+def test_render_switches_mode_and_pacing_without_fitting(image_files, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = run(["morph", *image_files, "-o", out, *FAST, "--frames", "9", "--format", "frames", "-q"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["config"]["mode"] == "sharp"
+    renders = {}
+    for mode, pacing in (("sharp", "auto"), ("classic", "linear"), ("classic", "even")):
+        folder = tmp_path / f"{mode}-{pacing}"
+        code, _, err = run(["render", out / "maps.safetensors", "-o", folder, "--mode", mode, "--pacing", pacing,
+                            "--format", "frames", "-q"], capsys)
+        assert code == 0, err
+        config = json.loads((folder / "config.json").read_text())["config"]
+        assert (config["mode"], config["pacing"]) == (mode, pacing)
+        renders[mode, pacing] = [np.asarray(Image.open(p)) for p in sorted((folder / "frames").iterdir())]
+    sharp, classic, even = renders.values()
+    assert all(np.array_equal(f, g) for f, g in zip(sharp, [np.asarray(Image.open(p)) for p in
+                                                            sorted((out / "frames").iterdir())], strict=True))
+    for frames in (classic, even):
+        assert np.array_equal(frames[0], sharp[0]) and np.array_equal(frames[-1], sharp[-1])
+    assert not np.array_equal(classic[4], sharp[4]) and not np.array_equal(classic[4], even[4])
+    code, _, err = run(["render", out / "maps.safetensors", "-o", tmp_path / "x", "--mode", "fancy"], capsys)
+    assert code == 2 and "invalid choice" in err

@@ -1,13 +1,16 @@
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from diffmorph.api import MorphResult, render
+from diffmorph.api import MorphResult, fit_pair, render
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError
+from diffmorph.evaluate import laplacian_energy, pacing, rmse
 from diffmorph.io.images import to_tensor
+from diffmorph.ops import warp
 from diffmorph.renderer import frame_times, to_uint8
 from synthetic import blobs
 
@@ -27,9 +30,11 @@ def test_frame_times():
         frame_times(1)
 
 
+@pytest.mark.parametrize("mode", ["sharp", "classic"])
 @pytest.mark.parametrize(("height", "width"), [(24, 40), (41, 17)])
-def test_frames_keep_the_native_size_and_exact_endpoints(height, width):
+def test_frames_keep_the_native_size_and_exact_endpoints(height, width, mode):
     result = result_for(height, width)
+    result.config = MorphConfig(frames=7, device="cpu", mode=mode)
     frames = list(render(result))
     assert len(frames) == 7
     assert all(f.shape == (height, width, 3) and f.dtype == np.uint8 for f in frames)
@@ -53,8 +58,9 @@ def test_rendering_from_a_maps_file_is_bit_identical(tmp_path):
         assert np.array_equal(first, second)
 
 
-def test_neutral_maps_render_a_cross_dissolve():
+def test_neutral_maps_render_a_cross_dissolve_in_classic_mode():
     result = result_for(16, 16)
+    result.config = MorphConfig(frames=3, device="cpu", mode="classic")
     result.maps = torch.zeros(16, 84, 84)
     middle = list(render(result, frames=3))[1].astype(float)
     expected = (to_uint8(result.image_a).astype(float) + to_uint8(result.image_b)) / 2
@@ -68,7 +74,8 @@ def test_renderer_matches_the_reference_formula(add_first):
 
     result = result_for(30, 22)
     scales = MapScales(add_first=add_first)
-    renderer = Renderer(result.maps, result.image_a, result.image_b, scales, torch.device("cpu"))
+    renderer = Renderer(result.maps, result.image_a, result.image_b, scales, torch.device("cpu"), mode="classic",
+                        pacing="linear")
     full = resize(result.maps.unsqueeze(0), 30, 22)
     for t in (0.0, 0.3, 1.0):
         expected = blend_frame(result.image_a, result.image_b, full[:, :8], full[:, 8:], t, scales)
@@ -115,3 +122,68 @@ def test_render_follows_the_configured_ease_and_hold():
     assert len(frames) == 5 + 2 * 2
     assert np.array_equal(frames[0], frames[2]) and np.array_equal(frames[-1], frames[-3])
     assert np.array_equal(frames[2], to_uint8(result.image_a)) and np.array_equal(frames[-1], to_uint8(result.image_b))
+
+
+def textured_motion_pair(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """A with fine texture; B is A moved by (4, -5) px and recoloured: real motion plus a colour change."""
+    rng = np.random.default_rng(3)
+    texture = np.clip(blobs(size, size, seed=3) + rng.normal(0, 25, (size, size, 1)), 0, 255)
+    a = to_tensor(texture / 255.0)
+    flow = torch.tensor([4.0, -5.0]).view(1, 2, 1, 1).expand(1, 2, size, size)
+    b = (warp(a, flow) * torch.tensor([0.7, 1.0, 1.2]).view(1, 3, 1, 1) + 0.1).clamp(-1, 1)
+    return a, to_tensor(to_uint8(b) / 255.0)  # B on exact grey levels, as a decoded image would be
+
+
+@pytest.fixture(scope="module")
+def fitted_motion() -> MorphResult:
+    a, b = textured_motion_pair()
+    return fit_pair(a, b, MorphConfig(size=32, steps=60, frames=21, device="cpu").validate())
+
+
+def frame_metrics(frames: list[np.ndarray]) -> tuple[float, float, float]:
+    """Mid-frame detail against the endpoints, pacing CV and largest/median step, as ``diffmorph eval``."""
+    detail = laplacian_energy(frames[(len(frames) - 1) // 2]) / (
+        (laplacian_energy(frames[0]) + laplacian_energy(frames[-1])) / 2)
+    return (detail, *pacing([rmse(first, second) for first, second in itertools.pairwise(frames)]))
+
+
+def test_sharp_mode_beats_classic_on_a_pair_with_real_motion(fitted_motion):
+    classic = list(render(replace(fitted_motion, config=replace(fitted_motion.config, mode="classic"))))
+    sharp = list(render(fitted_motion))  # the defaults: sharp mode, even pacing
+    classic_detail, classic_cv, _ = frame_metrics(classic)
+    sharp_detail, sharp_cv, sharp_ratio = frame_metrics(sharp)
+    assert sharp_detail >= 0.5 and sharp_detail > classic_detail + 0.2
+    assert sharp_cv <= 0.1 and sharp_cv < classic_cv and sharp_ratio <= 1.5
+    for frames in (classic, sharp):
+        assert np.array_equal(frames[0], to_uint8(fitted_motion.image_a))
+        assert np.array_equal(frames[-1], to_uint8(fitted_motion.image_b))
+
+
+def test_even_pacing_retimes_without_moving_the_endpoints(fitted_motion):
+    # Classic frames of this pair change unevenly (CV about 0.15), so re-timing has work to do.
+    even, linear = (replace(fitted_motion, config=replace(fitted_motion.config, mode="classic", pacing=pacing))
+                    for pacing in ("even", "linear"))
+    renderer = even.renderer()
+    assert renderer.paced(0.0) == 0.0 and renderer.paced(1.0) == 1.0
+    strengths = [renderer.paced(t) for t in frame_times(41)]
+    assert all(0.0 <= s <= 1.0 for s in strengths) and strengths == sorted(strengths)
+    assert max(abs(s - t) for s, t in zip(strengths, frame_times(41), strict=True)) > 0.02
+    assert [linear.renderer().paced(t) for t in (0.25, 0.5)] == [0.25, 0.5]
+    even_cv, linear_cv = (frame_metrics(list(render(result)))[1] for result in (even, linear))
+    assert even_cv <= 0.1 < linear_cv
+
+
+def test_sharp_mode_of_an_unchanged_image_is_the_image():
+    image = to_tensor(blobs(20, 30, seed=4) / 255.0)
+    result = MorphResult(maps=torch.zeros(16, 84, 84), image_a=image, image_b=image.clone(),
+                         config=MorphConfig(frames=5, device="cpu"))
+    for frame in render(result):
+        assert np.abs(frame.astype(int) - to_uint8(image)).max() <= 1
+
+
+def test_auto_pacing_follows_the_mode():
+    assert MorphConfig().frame_pacing == "even"
+    assert MorphConfig(mode="classic").frame_pacing == "linear"
+    assert MorphConfig(mode="classic", pacing="even").frame_pacing == "even"
+    with pytest.raises(ConfigError, match="unknown pacing"):
+        MorphConfig(pacing="smooth").validate()

@@ -94,7 +94,8 @@ class MorphResult:
         target = device if isinstance(device, torch.device) else resolve_device(device or self.config.device)
         width, height = self.size
         a, b = (resize(image, height, width, antialias=True).clamp(-1.0, 1.0) for image in (self.image_a, self.image_b))
-        return Renderer(self.maps, a, b, scales_of(self.config), target)
+        return Renderer(self.maps, a, b, scales_of(self.config), target, mode=self.config.mode,
+                        pacing=self.config.frame_pacing)
 
     def fidelity(self) -> dict[str, float]:
         """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A."""

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
-from diffmorph.config import EASES, FITS, MODES, PRECISIONS, RENDER_SETTINGS, SCHEDULES, MorphConfig
+from diffmorph.config import EASES, FITS, MODES, PACINGS, PRECISIONS, RENDER_SETTINGS, SCHEDULES, MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.errors import ConfigError, DiffmorphError
 from diffmorph.evaluate import GOOD_VALUES, evaluate
@@ -34,7 +34,9 @@ from diffmorph.sequence import (
 
 _DEFAULTS = MorphConfig()
 _HELP = {
-    "mode": f"method variant: {', '.join(MODES)}",
+    "mode": "how frames are made: sharp (fine detail kept at full contrast) or classic (the original)",
+    "pacing": "timing of the maps: even (equal change per frame), linear (the original) or auto "
+              "(even for sharp, linear for classic)",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
     "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",
@@ -84,7 +86,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
     for name in names:
         default = getattr(_DEFAULTS, name)
         kind = fields[name].type
-        choices = {"mode": MODES, "fit": FITS, "schedule": SCHEDULES, "precision": PRECISIONS, "ease": EASES}.get(name)
+        choices = {"mode": MODES, "pacing": PACINGS, "fit": FITS, "schedule": SCHEDULES, "precision": PRECISIONS,
+                   "ease": EASES}.get(name)
         if choices:
             parser.add_argument(_flag(name), choices=choices, default=None, help=f"{_HELP[name]} (default: {default})")
         elif name == "lr":
@@ -194,10 +197,8 @@ def _export(result: MorphResult, args: argparse.Namespace, log: _Log, formats: t
     config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None})
     total = len(timeline(config.frames, config.fps, config.ease, config.hold))
     with log.bar(total, "rendering", "frame") as bar:
-        report = export(result, args.output, formats=formats, frames=args.frames, fps=args.fps, ease_curve=args.ease,
-                        hold=args.hold, width=args.width, gif_width=args.gif_width,
-                        device=getattr(args, "device", None),
-                        on_frame=lambda done: bar.update(done - bar.n))
+        report = export(result, args.output, formats=formats, device=getattr(args, "device", None),
+                        on_frame=lambda done: bar.update(done - bar.n), **settings)
     _report(report, args.output, log)
     return 0
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, resolve_device
-from diffmorph.config import MorphConfig
+from diffmorph.config import RENDER_SETTINGS, MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.io.flow import write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
@@ -65,10 +65,8 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
 
 
 def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
-           frames: int | None = None, fps: float | None = None, ease_curve: str | None = None,
-           hold: float | None = None, width: int | None = None, gif_width: int | None = None,
-           device: str | torch.device | None = None,
-           on_frame: FrameCallback | None = None) -> ExportReport:
+           device: str | torch.device | None = None, on_frame: FrameCallback | None = None,
+           **render_settings: object) -> ExportReport:
     """Render ``result`` and write every output into ``folder``.
 
     Writes the animations in ``formats`` (``morph.mp4``, ``morph.gif``, ``morph.webp``, ``frames/``),
@@ -79,8 +77,9 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     rendered; files appear only when all are complete.
 
     Args:
-        frames, fps, ease_curve, hold, width, gif_width: override the config's rendering settings
-            (recorded in ``config.json``).
+        render_settings: config fields to change for rendering, any of
+            :data:`~diffmorph.config.RENDER_SETTINGS` (mode, pacing, frames, fps, ease, hold, width,
+            gif_width); None keeps the config's value. They are recorded in ``config.json``.
         device: where to render (the config's device by default).
         on_frame: optional progress callback.
 
@@ -88,10 +87,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         ConfigError, OutputError: bad settings or an unwritable folder, before anything is written.
     """
     formats = check_formats(formats)
-    overrides = {key: value for key, value in (("frames", frames), ("fps", fps), ("ease", ease_curve),
-                                               ("hold", hold), ("width", width), ("gif_width", gif_width))
-                 if value is not None}
-    config = replace(result.config, **overrides).validate()
+    config = render_config(result.config, render_settings)
     result = replace(result, config=config)
     width, height = result.size
     notes = []
@@ -139,6 +135,18 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         out.temp("config.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ExportReport(files=out.written, frames=config.frames, fps=config.fps, fidelity=fidelity, notes=notes,
                         seconds=seconds)
+
+
+def render_config(config: MorphConfig, settings: dict[str, object]) -> MorphConfig:
+    """``config`` with the render settings that are not None changed, validated.
+
+    Raises:
+        ConfigError: a name that is not a render setting, or a value out of range.
+    """
+    unknown = sorted(set(settings) - set(RENDER_SETTINGS))
+    if unknown:
+        raise ConfigError(f"not a render setting: {', '.join(unknown)}")
+    return replace(config, **{k: v for k, v in settings.items() if v is not None}).validate()
 
 
 def write_animations(out: OutputFolder, formats: Sequence[str], frames: Iterable[np.ndarray], width: int,

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from diffmorph.config import MODES
 from diffmorph.ops import (
     MapScales,
     flow_from_warp_map,
@@ -66,14 +68,23 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return levels.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
+PACINGS = ("even", "linear")  # the config's "auto" is resolved before a renderer is made
+DETAIL_BAND = 96  # longest side, in pixels, of the colour band of "sharp" frames; finer structure is detail
+MAX_DETAIL_GAIN = 2.0**0.5  # "sharp" restores at most the contrast a half-and-half blend of unrelated detail loses
+PACE_SAMPLES = 64  # frames rendered, small, to measure how much the picture changes along the morph
+PACE_SIZE = 192  # longest side of those frames
+
+
 @dataclass(frozen=True)
 class _Direction:
-    """One direction's maps at full resolution, prepared so a frame costs few passes over memory."""
+    """One direction's maps at one resolution, prepared so a frame costs few passes over memory."""
 
     image: torch.Tensor  # (1, 3, H, W) the image this direction moves
-    mult: torch.Tensor  # (1, 3, H, W) raw mult map
-    add: torch.Tensor  # (1, 3, H, W) raw add map
+    source: torch.Tensor  # what the warp samples: the image, or for "sharp" a 2x bicubic upsampling of it
+    maps: torch.Tensor  # (1, 8, h, w) this direction's raw maps, any resolution
     grid: torch.Tensor  # (1, H, W, 2) sampling grid of the full warp
+    mult: torch.Tensor | None  # (1, 3, H, W) raw mult map at the image's size, when frames need it
+    add: torch.Tensor | None  # (1, 3, H, W) raw add map
 
 
 class Renderer:
@@ -81,57 +92,149 @@ class Renderer:
 
     The raw maps are smooth fields, so they are upsampled (bilinear) to the images' size once, and
     each direction's sampling grid is built once: the grid at strength ``s`` is
-    ``lerp(identity, full grid, s)``. A frame then costs two recolourings, two bilinear samplings
-    and a blend.
+    ``lerp(identity, full grid, s)``.
+
+    Two ways to make a frame (``mode``):
+
+    - ``"classic"``, the original method: each image recoloured and warped by its maps scaled by
+      ``t``, then blended. Colour changes come through smooth maps, so fine structure fades out
+      towards the middle of the morph.
+    - ``"sharp"`` splits the frame in two bands. The colour band is the classic frame rendered at
+      :data:`DETAIL_BAND` pixels and upsampled; the detail band (everything finer) is the blend of
+      the two images warped at full resolution, sampled from a 2x bicubic upsampling so that
+      sub-pixel warps do not blur them. Blending two unaligned details halves their contrast, so
+      the detail band's energy is restored to the interpolation of A's and B's (gain at most
+      :data:`MAX_DETAIL_GAIN`). Both bands equal A at ``t = 0`` and B at ``t = 1``.
+
+    With ``pacing="even"`` :meth:`frame` re-times the morph so that the picture changes by about
+    the same amount from one frame to the next: :data:`PACE_SAMPLES` small frames measure the change
+    along the morph once, and ``t`` is mapped through that curve (0 and 1 stay fixed).
 
     Args:
         maps: ``(16, h, w)`` raw maps from a fit (any resolution).
         a, b: ``(1, 3, H, W)`` images in ``[-1, 1]``, B already fitted to A's frame.
         scales: the map strengths the maps were fitted with.
         device: where to render.
+        mode: ``"sharp"`` or ``"classic"``.
+        pacing: ``"even"`` or ``"linear"`` (frame ``t`` is the maps' strength).
     """
 
     def __init__(self, maps: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scales: MapScales,
-                 device: torch.device):
+                 device: torch.device, *, mode: str = "sharp", pacing: str = "even"):
         if a.shape != b.shape or a.dim() != 4 or a.shape[:2] != (1, 3):
             raise ValueError(f"a and b must both be (1, 3, H, W), got {tuple(a.shape)} and {tuple(b.shape)}")
+        if mode not in MODES or pacing not in PACINGS:
+            raise ValueError(f"mode must be one of {MODES} and pacing one of {PACINGS}, got {mode!r}, {pacing!r}")
         height, width = a.shape[-2:]
         self.scales = scales
+        self.mode = mode
+        self.pacing = pacing
         self.a = a.to(device)
         self.b = b.to(device)
+        self._maps = maps
+        self._pace: tuple[np.ndarray, np.ndarray] | None = None
         self._identity = sampling_grid(torch.zeros(1, 2, height, width, device=device))  # (1, H, W, 2)
-        self._directions = (self._prepare(self.a, maps[:8], device), self._prepare(self.b, maps[8:], device))
+        sharp = mode == "sharp"
+        self._directions = (self._prepare(self.a, maps[:8], upsample=sharp, colour=not sharp),
+                            self._prepare(self.b, maps[8:], upsample=sharp, colour=not sharp))
+        if sharp:
+            longest = max(height, width)
+            band = (max(2, round(height * DETAIL_BAND / longest)), max(2, round(width * DETAIL_BAND / longest)))
+            a_low, b_low = (resize(x, *band, antialias=True) for x in (self.a, self.b))
+            self._low_identity = sampling_grid(torch.zeros(1, 2, *band, device=device))
+            self._low = (self._prepare(a_low, maps[:8], upsample=False, colour=True),
+                         self._prepare(b_low, maps[8:], upsample=False, colour=True))
+            self._detail_energy = (_energy(self.a - resize(a_low, height, width)),
+                                   _energy(self.b - resize(b_low, height, width)))
 
-    def _prepare(self, image: torch.Tensor, maps: torch.Tensor, device: torch.device) -> _Direction:
+    def _prepare(self, image: torch.Tensor, maps: torch.Tensor, *, upsample: bool, colour: bool) -> _Direction:
         height, width = image.shape[-2:]
-        colour = resize(maps[0:6].unsqueeze(0).to(device), height, width)  # (1, 6, H, W)
-        warp_map = resize(maps[6:8].unsqueeze(0).to(device), height, width)  # (1, 2, H, W)
+        maps = maps.unsqueeze(0).to(image.device)  # (1, 8, h, w)
+        warp_map = resize(maps[:, 6:8], height, width)  # (1, 2, H, W)
         grid = sampling_grid(flow_from_warp_map(warp_map, self.scales.warp))  # (1, H, W, 2)
-        return _Direction(image=image, mult=colour[:, 0:3], add=colour[:, 3:6], grid=grid)
+        # Bicubic through the original samples (align_corners): pixel i lands exactly on pixel 2i, so
+        # the identity warp still returns the image itself, while bilinear sampling of the finer image
+        # blurs a quarter as much as sampling the image would.
+        source = (F.interpolate(image, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=True)
+                  if upsample else image)
+        mult = add = None
+        if colour:
+            mult, add = resize(maps[:, 0:6], height, width).split(3, dim=1)  # (1, 3, H, W) each
+        return _Direction(image=image, source=source, maps=maps, grid=grid, mult=mult, add=add)
 
-    def _moved(self, direction: _Direction, strength: float) -> torch.Tensor:
-        coloured = recolour(direction.image, direction.mult, direction.add, self.scales, strength)
-        return sample(coloured, torch.lerp(self._identity, direction.grid, strength)).clamp_(-1.0, 1.0)
+    def _moved(self, direction: _Direction, strength: float, identity: torch.Tensor) -> torch.Tensor:
+        """The image recoloured and warped by this direction's maps at ``strength``, clipped."""
+        mult, add = direction.mult, direction.add
+        if mult is None or add is None:
+            height, width = direction.image.shape[-2:]
+            mult, add = resize(direction.maps[:, 0:6], height, width).split(3, dim=1)
+        coloured = recolour(direction.image, mult, add, self.scales, strength)
+        return sample(coloured, torch.lerp(identity, direction.grid, strength)).clamp_(-1.0, 1.0)
+
+    def _classic(self, directions: tuple[_Direction, _Direction], identity: torch.Tensor, t: float) -> torch.Tensor:
+        return torch.lerp(self._moved(directions[0], t, identity), self._moved(directions[1], 1.0 - t, identity), t)
+
+    def _sharp(self, t: float) -> torch.Tensor:
+        height, width = self.a.shape[-2:]
+        forward, backward = self._directions
+        detail = torch.lerp(sample(forward.source, torch.lerp(self._identity, forward.grid, t)),
+                            sample(backward.source, torch.lerp(self._identity, backward.grid, 1.0 - t)), t)
+        # The detail band's own coarse part, estimated as for the colour band: warped small images.
+        coarse = torch.lerp(sample(self._low[0].image, torch.lerp(self._low_identity, self._low[0].grid, t)),
+                            sample(self._low[1].image, torch.lerp(self._low_identity, self._low[1].grid, 1.0 - t)),
+                            t)
+        colour = self._classic(self._low, self._low_identity, t)
+        bands = resize(torch.cat((colour, coarse), dim=1), height, width)  # (1, 6, H, W)
+        fine = detail.sub_(bands[:, 3:6])  # (1, 3, H, W) the detail band
+        wanted = (1.0 - t) * self._detail_energy[0] + t * self._detail_energy[1]
+        present = _energy(fine)
+        gain = min(MAX_DETAIL_GAIN, (wanted / present) ** 0.5) if present > 0 else 1.0
+        return torch.add(bands[:, 0:3], fine, alpha=max(1.0, gain)).clamp_(-1.0, 1.0)
 
     @torch.no_grad()
     def frame(self, t: float) -> torch.Tensor:
-        """The frame at time ``t`` in ``[0, 1]``: ``(1, 3, H, W)`` in ``[-1, 1]``.
+        """The frame at time ``t`` in ``[0, 1]``: ``(1, 3, H, W)`` in ``[-1, 1]``; A at 0, B at 1.
 
-        Equal to :func:`diffmorph.ops.blend_frame` on the full-resolution maps, in fewer passes.
+        In classic mode with linear pacing this equals :func:`diffmorph.ops.blend_frame` on the
+        full-resolution maps, in fewer passes.
         """
-        a_moved = self._moved(self._directions[0], t)
-        b_moved = self._moved(self._directions[1], 1.0 - t)
-        return torch.lerp(a_moved, b_moved, t)
+        t = self.paced(t)
+        if self.mode == "classic":
+            return self._classic(self._directions, self._identity, t)
+        return self._sharp(t)
+
+    def paced(self, t: float) -> float:
+        """The maps' strength shown at time ``t``: ``t`` itself, or re-timed for even pacing."""
+        if self.pacing == "linear" or t <= 0.0 or t >= 1.0:
+            return t
+        if self._pace is None:
+            self._pace = self._measure_pace()
+        strengths, travelled = self._pace
+        return float(np.interp(t * travelled[-1], travelled, strengths))
+
+    def _measure_pace(self) -> tuple[np.ndarray, np.ndarray]:
+        """Strengths ``0 .. 1`` and the picture's cumulative change (RMSE) up to each, on small frames."""
+        height, width = self.a.shape[-2:]
+        scale = min(1.0, PACE_SIZE / max(height, width))
+        size = (max(2, round(height * scale)), max(2, round(width * scale)))
+        a, b = (resize(x, *size, antialias=True) for x in (self.a, self.b))
+        small = Renderer(self._maps, a, b, self.scales, self.a.device, mode=self.mode, pacing="linear")
+        strengths = np.linspace(0.0, 1.0, PACE_SAMPLES + 1)
+        frames = torch.cat([small.frame(float(s)) for s in strengths])  # (PACE_SAMPLES + 1, 3, h, w)
+        steps = frames.diff(dim=0).square().mean(dim=(1, 2, 3)).sqrt().double().cpu().numpy()  # RMSE per step
+        # A tiny floor per step keeps the curve strictly increasing where nothing changes.
+        travelled = np.concatenate(([0.0], np.cumsum(steps + 1e-9)))
+        return strengths, travelled
 
     @torch.no_grad()
     def a_to_b(self) -> torch.Tensor:
         """A with the A->B maps fully applied, clipped: how well the maps reproduce B."""
-        return self._moved(self._directions[0], 1.0)
+        return self._moved(self._directions[0], 1.0, self._identity)
 
     @torch.no_grad()
     def b_to_a(self) -> torch.Tensor:
         """B with the B->A maps fully applied, clipped: how well the maps reproduce A."""
-        return self._moved(self._directions[1], 1.0)
+        return self._moved(self._directions[1], 1.0, self._identity)
 
     def fidelity(self, a_to_b: torch.Tensor | None = None, b_to_a: torch.Tensor | None = None) -> dict[str, float]:
         """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A.
@@ -160,3 +263,8 @@ class Renderer:
             pixels = source[0] * torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=source.device)
             flows[name] = pixels.float().cpu().numpy()  # sample offset = -(dx, dy) of the warp
         return flows
+
+
+def _energy(band: torch.Tensor) -> float:
+    """Mean square of a band: how much contrast it carries."""
+    return float(band.square().mean())

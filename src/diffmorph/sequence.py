@@ -28,13 +28,14 @@ from safetensors import SafetensorError, safe_open
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, configured, fit_pair, prepare_images, resolve_device
-from diffmorph.config import RENDER_SETTINGS, MorphConfig
+from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError, MapsFileError
 from diffmorph.export import (
     DEFAULT_FORMATS,
     MAPS_FILE,
     FrameCallback,
     check_formats,
+    render_config,
     write_animations,
     write_flows,
 )
@@ -170,16 +171,13 @@ def export_sequence(result: SequenceResult, folder: str | Path, *, formats: Sequ
     segment ``NN`` (from 01).
 
     Args:
-        render_settings: config fields to change for rendering: frames, fps, ease, hold, width, gif_width.
+        render_settings: config fields to change for rendering, as for :func:`diffmorph.export.export`.
 
     Returns:
         The paths written.
     """
     formats = check_formats(formats)
-    unknown = sorted(set(render_settings) - set(RENDER_SETTINGS))
-    if unknown:
-        raise ConfigError(f"not a render setting: {', '.join(unknown)}")
-    config = replace(result.config, **{k: v for k, v in render_settings.items() if v is not None}).validate()
+    config = render_config(result.config, render_settings)
     result = SequenceResult(segments=[replace(s, config=config) for s in result.segments], loop=result.loop)
     width, height = result.size
     target = resolve_device(device) if isinstance(device, str) else device
