@@ -167,7 +167,7 @@ def apply_maps(image: torch.Tensor, maps: torch.Tensor, scales: MapScales) -> to
 
 
 def recolour(image: torch.Tensor, mult_map: torch.Tensor, add_map: torch.Tensor, scales: MapScales,
-             strength: float = 1.0) -> torch.Tensor:
+             strength: float | torch.Tensor = 1.0) -> torch.Tensor:
     """The colour half of :func:`apply_maps`, with the maps scaled by ``strength``.
 
     ``image * max(0.1, 1 + s mult s_mult) + s add 2 s_add``, or with ``add_first``
@@ -175,15 +175,18 @@ def recolour(image: torch.Tensor, mult_map: torch.Tensor, add_map: torch.Tensor,
 
     Args:
         image, mult_map, add_map: ``(B, 3, H, W)``.
+        strength: a number, or ``(B,)`` with one strength per image.
 
     Returns:
         ``(B, 3, H, W)``.
     """
+    if isinstance(strength, torch.Tensor):
+        strength = strength.view(-1, 1, 1, 1)
     factor = torch.clamp(mult_map * (strength * scales.mult) + 1.0, min=MULT_FLOOR)
-    offset_scale = strength * 2.0 * scales.add
+    offset = add_map * (strength * 2.0 * scales.add)
     if scales.add_first:
-        return torch.add(image, add_map, alpha=offset_scale) * factor
-    return torch.add(image * factor, add_map, alpha=offset_scale)
+        return (image + offset) * factor
+    return image * factor + offset
 
 
 def resize(image: torch.Tensor, height: int, width: int, *, antialias: bool = False) -> torch.Tensor:

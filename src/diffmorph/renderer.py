@@ -76,15 +76,46 @@ PACE_SIZE = 192  # longest side of those frames
 
 
 @dataclass(frozen=True)
-class _Direction:
-    """One direction's maps at one resolution, prepared so a frame costs few passes over memory."""
+class _Stack:
+    """Both directions' maps at one resolution, batched (A->B first) so one call serves both."""
 
-    image: torch.Tensor  # (1, 3, H, W) the image this direction moves
-    source: torch.Tensor  # what the warp samples: the image, or for "sharp" a 2x bicubic upsampling of it
-    maps: torch.Tensor  # (1, 8, h, w) this direction's raw maps, any resolution
-    grid: torch.Tensor  # (1, H, W, 2) sampling grid of the full warp
-    mult: torch.Tensor | None  # (1, 3, H, W) raw mult map at the image's size, when frames need it
-    add: torch.Tensor | None  # (1, 3, H, W) raw add map
+    images: torch.Tensor  # (2, 3, H, W) A and B, the images each direction moves
+    sources: torch.Tensor  # what the warps sample: the images, or for "sharp" 2x bicubic upsamplings
+    maps: torch.Tensor  # (2, 8, h, w) raw maps, any resolution
+    identity: torch.Tensor  # (1, H, W, 2) sampling grid of no warp
+    grids: torch.Tensor  # (2, H, W, 2) sampling grids of the full warps
+    colour: torch.Tensor | None  # (2, 6, H, W) raw mult and add maps at the images' size, when frames need them
+
+    @classmethod
+    def build(cls, images: torch.Tensor, maps: torch.Tensor, scales: MapScales, *, upsample: bool,
+              colour: bool) -> _Stack:
+        height, width = images.shape[-2:]
+        identity = sampling_grid(torch.zeros(1, 2, height, width, device=images.device))  # (1, H, W, 2)
+        grids = sampling_grid(flow_from_warp_map(resize(maps[:, 6:8], height, width), scales.warp))  # (2, H, W, 2)
+        # Bicubic through the original samples (align_corners): pixel i lands exactly on pixel 2i, so
+        # the identity warp still returns the image itself, while bilinear sampling of the finer image
+        # blurs far less than sampling the image would.
+        sources = (F.interpolate(images, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=True)
+                   if upsample else images)
+        return cls(images=images, sources=sources, maps=maps, identity=identity, grids=grids,
+                   colour=resize(maps[:, 0:6], height, width) if colour else None)
+
+    def warped(self, strengths: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """``images`` (the sources by default) warped by each direction's flow times its strength.
+
+        Args:
+            strengths: ``(2, 1, 1, 1)``.
+        """
+        grids = torch.lerp(self.identity, self.grids, strengths.view(2, 1, 1, 1))  # (2, H, W, 2)
+        return sample(self.sources if images is None else images, grids)
+
+    def moved(self, strengths: torch.Tensor, scales: MapScales) -> torch.Tensor:
+        """Each image recoloured and warped by its maps at its strength, clipped: ``(2, 3, H, W)``."""
+        colour = self.colour
+        if colour is None:
+            colour = resize(self.maps[:, 0:6], *self.images.shape[-2:])
+        coloured = recolour(self.images, colour[:, 0:3], colour[:, 3:6], scales, strengths)
+        return self.warped(strengths, coloured).clamp_(-1.0, 1.0)
 
 
 class Renderer:
@@ -92,7 +123,7 @@ class Renderer:
 
     The raw maps are smooth fields, so they are upsampled (bilinear) to the images' size once, and
     each direction's sampling grid is built once: the grid at strength ``s`` is
-    ``lerp(identity, full grid, s)``.
+    ``lerp(identity, full grid, s)``. Both directions go through each operation as one batch of 2.
 
     Two ways to make a frame (``mode``):
 
@@ -133,61 +164,37 @@ class Renderer:
         self.b = b.to(device)
         self._maps = maps
         self._pace: tuple[np.ndarray, np.ndarray] | None = None
-        self._identity = sampling_grid(torch.zeros(1, 2, height, width, device=device))  # (1, H, W, 2)
+        stacked_maps = maps.view(2, 8, *maps.shape[-2:]).to(device)  # (2, 8, h, w): A->B, B->A
+        images = torch.cat((self.a, self.b))  # (2, 3, H, W)
         sharp = mode == "sharp"
-        self._directions = (self._prepare(self.a, maps[:8], upsample=sharp, colour=not sharp),
-                            self._prepare(self.b, maps[8:], upsample=sharp, colour=not sharp))
+        self._full = _Stack.build(images, stacked_maps, scales, upsample=sharp, colour=not sharp)
         if sharp:
             longest = max(height, width)
             band = (max(2, round(height * DETAIL_BAND / longest)), max(2, round(width * DETAIL_BAND / longest)))
-            a_low, b_low = (resize(x, *band, antialias=True) for x in (self.a, self.b))
-            self._low_identity = sampling_grid(torch.zeros(1, 2, *band, device=device))
-            self._low = (self._prepare(a_low, maps[:8], upsample=False, colour=True),
-                         self._prepare(b_low, maps[8:], upsample=False, colour=True))
-            self._detail_energy = (_energy(self.a - resize(a_low, height, width)),
-                                   _energy(self.b - resize(b_low, height, width)))
+            small = resize(images, *band, antialias=True)  # (2, 3, h, w)
+            self._low = _Stack.build(small, stacked_maps, scales, upsample=False, colour=True)
+            fine = images - resize(small, height, width)  # (2, 3, H, W): A's and B's own detail bands
+            self._detail_energy = fine.square().mean(dim=(1, 2, 3)).tolist()
 
-    def _prepare(self, image: torch.Tensor, maps: torch.Tensor, *, upsample: bool, colour: bool) -> _Direction:
-        height, width = image.shape[-2:]
-        maps = maps.unsqueeze(0).to(image.device)  # (1, 8, h, w)
-        warp_map = resize(maps[:, 6:8], height, width)  # (1, 2, H, W)
-        grid = sampling_grid(flow_from_warp_map(warp_map, self.scales.warp))  # (1, H, W, 2)
-        # Bicubic through the original samples (align_corners): pixel i lands exactly on pixel 2i, so
-        # the identity warp still returns the image itself, while bilinear sampling of the finer image
-        # blurs a quarter as much as sampling the image would.
-        source = (F.interpolate(image, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=True)
-                  if upsample else image)
-        mult = add = None
-        if colour:
-            mult, add = resize(maps[:, 0:6], height, width).split(3, dim=1)  # (1, 3, H, W) each
-        return _Direction(image=image, source=source, maps=maps, grid=grid, mult=mult, add=add)
+    def _strengths(self, t: float) -> torch.Tensor:
+        return torch.tensor([t, 1.0 - t], device=self.a.device)
 
-    def _moved(self, direction: _Direction, strength: float, identity: torch.Tensor) -> torch.Tensor:
-        """The image recoloured and warped by this direction's maps at ``strength``, clipped."""
-        mult, add = direction.mult, direction.add
-        if mult is None or add is None:
-            height, width = direction.image.shape[-2:]
-            mult, add = resize(direction.maps[:, 0:6], height, width).split(3, dim=1)
-        coloured = recolour(direction.image, mult, add, self.scales, strength)
-        return sample(coloured, torch.lerp(identity, direction.grid, strength)).clamp_(-1.0, 1.0)
-
-    def _classic(self, directions: tuple[_Direction, _Direction], identity: torch.Tensor, t: float) -> torch.Tensor:
-        return torch.lerp(self._moved(directions[0], t, identity), self._moved(directions[1], 1.0 - t, identity), t)
+    def _classic(self, stack: _Stack, t: float) -> torch.Tensor:
+        moved = stack.moved(self._strengths(t), self.scales)  # (2, 3, H, W)
+        return torch.lerp(moved[0:1], moved[1:2], t)
 
     def _sharp(self, t: float) -> torch.Tensor:
         height, width = self.a.shape[-2:]
-        forward, backward = self._directions
-        detail = torch.lerp(sample(forward.source, torch.lerp(self._identity, forward.grid, t)),
-                            sample(backward.source, torch.lerp(self._identity, backward.grid, 1.0 - t)), t)
-        # The detail band's own coarse part, estimated as for the colour band: warped small images.
-        coarse = torch.lerp(sample(self._low[0].image, torch.lerp(self._low_identity, self._low[0].grid, t)),
-                            sample(self._low[1].image, torch.lerp(self._low_identity, self._low[1].grid, 1.0 - t)),
-                            t)
-        colour = self._classic(self._low, self._low_identity, t)
-        bands = resize(torch.cat((colour, coarse), dim=1), height, width)  # (1, 6, H, W)
+        strengths = self._strengths(t)
+        warped = self._full.warped(strengths)  # (2, 3, H, W)
+        detail = torch.lerp(warped[0:1], warped[1:2], t)
+        # The detail band's own coarse part, estimated as the colour band is: from the small images.
+        coarse = self._low.warped(strengths, self._low.images)
+        coarse = torch.lerp(coarse[0:1], coarse[1:2], t)
+        bands = resize(torch.cat((self._classic(self._low, t), coarse), dim=1), height, width)  # (1, 6, H, W)
         fine = detail.sub_(bands[:, 3:6])  # (1, 3, H, W) the detail band
         wanted = (1.0 - t) * self._detail_energy[0] + t * self._detail_energy[1]
-        present = _energy(fine)
+        present = float(fine.square().mean())
         gain = min(MAX_DETAIL_GAIN, (wanted / present) ** 0.5) if present > 0 else 1.0
         return torch.add(bands[:, 0:3], fine, alpha=max(1.0, gain)).clamp_(-1.0, 1.0)
 
@@ -200,7 +207,7 @@ class Renderer:
         """
         t = self.paced(t)
         if self.mode == "classic":
-            return self._classic(self._directions, self._identity, t)
+            return self._classic(self._full, t)
         return self._sharp(t)
 
     def paced(self, t: float) -> float:
@@ -229,12 +236,12 @@ class Renderer:
     @torch.no_grad()
     def a_to_b(self) -> torch.Tensor:
         """A with the A->B maps fully applied, clipped: how well the maps reproduce B."""
-        return self._moved(self._directions[0], 1.0, self._identity)
+        return self._full.moved(torch.ones(2, device=self.a.device), self.scales)[0:1]
 
     @torch.no_grad()
     def b_to_a(self) -> torch.Tensor:
         """B with the B->A maps fully applied, clipped: how well the maps reproduce A."""
-        return self._moved(self._directions[1], 1.0, self._identity)
+        return self._full.moved(torch.ones(2, device=self.a.device), self.scales)[1:2]
 
     def fidelity(self, a_to_b: torch.Tensor | None = None, b_to_a: torch.Tensor | None = None) -> dict[str, float]:
         """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A.
@@ -257,14 +264,9 @@ class Renderer:
             ``{"a_to_b": (H, W, 2), "b_to_a": (H, W, 2)}`` float32 arrays, channel 0 = dx, 1 = dy.
         """
         flows = {}
-        for name, direction in (("a_to_b", self._directions[1]), ("b_to_a", self._directions[0])):
-            source = direction.grid - self._identity  # (1, H, W, 2): normalized (x, y) sample offsets
+        for name, index in (("a_to_b", 1), ("b_to_a", 0)):
+            source = self._full.grids[index:index + 1] - self._full.identity  # (1, H, W, 2): normalized offsets
             height, width = source.shape[1:3]
             pixels = source[0] * torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=source.device)
             flows[name] = pixels.float().cpu().numpy()  # sample offset = -(dx, dy) of the warp
         return flows
-
-
-def _energy(band: torch.Tensor) -> float:
-    """Mean square of a band: how much contrast it carries."""
-    return float(band.square().mean())
