@@ -4,7 +4,7 @@ import torch
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.ops import flow_from_warp_map, psnr, resize
-from diffmorph.optimize import fit_maps, scales_of
+from diffmorph.optimize import _Adam, fit_maps, one_cycle, scales_of
 from diffmorph.renderer import Renderer
 from synthetic import shifted_pair
 
@@ -53,13 +53,13 @@ def test_same_seed_is_deterministic_on_cpu(precision):
 
 def test_onecycle_warms_up_and_anneals(monkeypatch):
     rates = []
-    original_step = torch.optim.Adam.step
+    original_step = _Adam.step
 
-    def recording_step(self, *args, **kwargs):
-        rates.append(self.param_groups[0]["lr"])
-        return original_step(self, *args, **kwargs)
+    def recording_step(self, lr, beta1):
+        rates.append(lr)
+        return original_step(self, lr, beta1)
 
-    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    monkeypatch.setattr(_Adam, "step", recording_step)
     a, b = shifted_pair(32)
     fit_maps(a, b, MorphConfig(size=32, steps=20, lr=1e-3), CPU)
     assert max(rates) == pytest.approx(1e-3, rel=0.05)
@@ -88,3 +88,34 @@ def test_divergence_raises_with_advice():
     a, b = shifted_pair(32)
     with pytest.raises(FitDivergedError, match=r"loss became (nan|inf).*lower --lr"):
         fit_maps(a, b, MorphConfig(size=32, steps=40, lr=1e12, schedule="constant"), CPU)
+
+
+@pytest.mark.parametrize("total", [7, 250])
+def test_one_cycle_matches_pytorchs_schedule(total):
+    net = torch.nn.Linear(2, 2)
+    reference = torch.optim.Adam(net.parameters(), lr=6e-3)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=6e-3, total_steps=total)
+    for step in range(total):
+        group = reference.param_groups[0]
+        lr, beta1 = one_cycle(step, total, 6e-3)
+        assert lr == pytest.approx(group["lr"], rel=1e-9, abs=1e-15)
+        assert beta1 == pytest.approx(group["betas"][0], rel=1e-9)
+        reference.step()
+        scheduler.step()
+
+
+def test_adam_matches_pytorchs():
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(5, 3, generator=generator)
+    ours, theirs = start.clone().requires_grad_(), start.clone().requires_grad_()
+    optimizer = _Adam([ours])
+    reference = torch.optim.Adam([theirs], lr=1e-2, betas=(0.9, 0.999), eps=1e-7)
+    for step in range(20):
+        for param in (ours, theirs):
+            param.grad = None
+            (param.sin() * torch.arange(15.0).view(5, 3)).sum().backward()
+        beta1 = 0.85 + 0.005 * step
+        reference.param_groups[0]["betas"] = (beta1, 0.999)
+        optimizer.step(1e-2, beta1)
+        reference.step()
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
