@@ -164,6 +164,7 @@ class Renderer:
         self.b = b.to(device)
         self._maps = maps
         self._pace: tuple[np.ndarray, np.ndarray] | None = None
+        self._mapped: torch.Tensor | None = None
         stacked_maps = maps.view(2, 8, *maps.shape[-2:]).to(device)  # (2, 8, h, w): A->B, B->A
         images = torch.cat((self.a, self.b))  # (2, 3, H, W)
         sharp = mode == "sharp"
@@ -191,12 +192,12 @@ class Renderer:
         # The detail band's own coarse part, estimated as the colour band is: from the small images.
         coarse = self._low.warped(strengths, self._low.images)
         coarse = torch.lerp(coarse[0:1], coarse[1:2], t)
-        bands = resize(torch.cat((self._classic(self._low, t), coarse), dim=1), height, width)  # (1, 6, H, W)
-        fine = detail.sub_(bands[:, 3:6])  # (1, 3, H, W) the detail band
         wanted = (1.0 - t) * self._detail_energy[0] + t * self._detail_energy[1]
-        present = float(fine.square().mean())
-        gain = min(MAX_DETAIL_GAIN, (wanted / present) ** 0.5) if present > 0 else 1.0
-        return torch.add(bands[:, 0:3], fine, alpha=max(1.0, gain)).clamp_(-1.0, 1.0)
+        present = float((detail - resize(coarse, height, width)).square_().mean())  # the detail band's energy
+        gain = max(1.0, min(MAX_DETAIL_GAIN, (wanted / present) ** 0.5)) if present > 0 else 1.0
+        # colour band + gain * (detail - its coarse part); upsampling is linear, so once is enough.
+        colour = self._classic(self._low, t).sub_(coarse, alpha=gain)
+        return torch.add(resize(colour, height, width), detail, alpha=gain).clamp_(-1.0, 1.0)
 
     @torch.no_grad()
     def frame(self, t: float) -> torch.Tensor:
@@ -236,12 +237,17 @@ class Renderer:
     @torch.no_grad()
     def a_to_b(self) -> torch.Tensor:
         """A with the A->B maps fully applied, clipped: how well the maps reproduce B."""
-        return self._full.moved(torch.ones(2, device=self.a.device), self.scales)[0:1]
+        return self._fully_mapped()[0:1]
 
     @torch.no_grad()
     def b_to_a(self) -> torch.Tensor:
         """B with the B->A maps fully applied, clipped: how well the maps reproduce A."""
-        return self._full.moved(torch.ones(2, device=self.a.device), self.scales)[1:2]
+        return self._fully_mapped()[1:2]
+
+    def _fully_mapped(self) -> torch.Tensor:
+        if self._mapped is None:
+            self._mapped = self._full.moved(torch.ones(2, device=self.a.device), self.scales)  # (2, 3, H, W)
+        return self._mapped
 
     def fidelity(self, a_to_b: torch.Tensor | None = None, b_to_a: torch.Tensor | None = None) -> dict[str, float]:
         """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A.
