@@ -1,0 +1,143 @@
+"""Compare the classic and sharp render modes with ``diffmorph eval``, and draw them side by side.
+
+For each pair the maps are fitted once (``diffmorph morph --mode classic --format frames``), then
+rendered again in the sharp mode (``diffmorph render --mode sharp``); both frame folders go through
+``diffmorph.evaluate``, the same code as ``diffmorph eval``. Prints a table with the machine, date and
+command, and writes a contact sheet of the frames at t = 0.25, 0.5 and 0.75 for each pair and mode.
+
+Pairs: the built-in demo pair, and a generated photo-like pair (fine sand and moss textures under a
+shaded ball that moves and grows), or your own with ``--images``. Nothing is downloaded.
+
+    python benchmarks/compare_modes.py --sheet docs/modes.png
+    python benchmarks/compare_modes.py --images a.jpg b.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench_morph import machine
+from diffmorph.demo import demo_pair
+from diffmorph.evaluate import evaluate
+from diffmorph.io.pictures import contact_sheet
+
+SHEET_TIMES = (0.25, 0.5, 0.75)
+
+
+def fractal_noise(size: int, seed: int, slope: float) -> np.ndarray:
+    """``(size, size)`` noise with a ``1 / f**slope`` spectrum, zero mean and unit deviation."""
+    rng = np.random.default_rng(seed)
+    freq = np.fft.fftfreq(size)
+    radius = np.hypot(freq[:, None], freq[None, :])
+    radius[0, 0] = 1.0
+    spectrum = (rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))) / radius**slope
+    noise = np.fft.ifft2(spectrum).real
+    return (noise - noise.mean()) / noise.std()
+
+
+def ball(size: int, centre: tuple[float, float], radius: float, colour: tuple[float, float, float],
+         stripes: float) -> tuple[np.ndarray, np.ndarray]:
+    """A striped ball lit from the top left: ``(H, W, 3)`` colour and ``(H, W, 1)`` coverage."""
+    ys, xs = np.mgrid[0:size, 0:size] / size
+    dy, dx = (ys - centre[0]) / radius, (xs - centre[1]) / radius
+    inside = dx**2 + dy**2
+    depth = np.sqrt(np.clip(1.0 - inside, 0.0, 1.0))
+    light = np.clip(-0.5 * dx - 0.6 * dy + 0.6 * depth, 0.0, 1.0) * 0.8 + 0.2
+    pattern = 0.75 + 0.25 * np.sign(np.sin(stripes * (dx + 0.4 * dy)))
+    shaded = np.asarray(colour) * (light * pattern)[..., None] + 0.5 * light[..., None] ** 12
+    coverage = np.clip((1.0 - inside) * radius * size / 2.0, 0.0, 1.0)[..., None]  # about 1 px of antialiasing
+    return shaded, coverage
+
+
+def textured_pair(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Two photo-like scenes with fine texture and real motion, ``(H, W, 3)`` uint8 each."""
+    sand = 0.62 + 0.06 * fractal_noise(size, 1, 1.0)[..., None] + 0.03 * fractal_noise(size, 2, 0.3)[..., None]
+    sand = sand * np.array([1.0, 0.86, 0.64])
+    moss = 0.32 + 0.10 * fractal_noise(size, 3, 1.2)[..., None] + 0.05 * fractal_noise(size, 4, 0.4)[..., None]
+    moss = moss * np.array([0.55, 0.95, 0.45])
+    scenes = []
+    for ground, centre, radius, colour, stripes in ((sand, (0.42, 0.34), 0.18, (0.85, 0.2, 0.15), 9.0),
+                                                    (moss, (0.56, 0.62), 0.24, (0.95, 0.8, 0.2), 7.0)):
+        shaded, coverage = ball(size, centre, radius, colour, stripes)
+        shadow = ball(size, (centre[0] + 0.05, centre[1] + 0.04), radius, (0, 0, 0), 0.0)[1] * 0.35
+        scene = ground * (1.0 - shadow) * (1.0 - coverage) + shaded * coverage
+        scenes.append((np.clip(scene, 0.0, 1.0) * 255).round().astype(np.uint8))
+    return scenes[0], scenes[1]
+
+
+def run(args: list[str]) -> None:
+    subprocess.run([sys.executable, "-m", "diffmorph", *args, "-q"], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", nargs=2, type=Path, metavar=("A", "B"), help="your own pair instead")
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--sheet", type=Path, help="write the side-by-side contact sheet here (PNG)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    rows, tiles = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        if args.images:
+            pairs = [("your pair", *args.images)]
+        else:
+            pairs = []
+            for name, (a, b) in (("demo", demo_pair()), ("textured", textured_pair())):
+                if a.dtype != np.uint8:
+                    a, b = ((image * 255).round().astype(np.uint8) for image in (a, b))
+                paths = folder / f"{name}_a.png", folder / f"{name}_b.png"
+                for image, path in zip((a, b), paths, strict=True):
+                    Image.fromarray(image).save(path)
+                pairs.append((name, *paths))
+        for name, a, b in pairs:
+            fitted = folder / f"{name}_classic"
+            run(["morph", str(a), str(b), "-o", str(fitted), "--mode", "classic", "--format", "frames",
+                 "--frames", str(args.frames), "--device", args.device])
+            sharp = folder / f"{name}_sharp"
+            run(["render", str(fitted / "maps.safetensors"), "-o", str(sharp), "--mode", "sharp", "--format", "frames",
+                 "--device", args.device])
+            for mode, out in (("classic", fitted), ("sharp", sharp)):
+                report = evaluate(out / "frames", a, b, maps_file=out / "maps.safetensors")
+                rows.append((name, mode, report))
+                frames = sorted((out / "frames").iterdir())
+                picked = [frames[round(t * (len(frames) - 1))] for t in SHEET_TIMES]
+                tiles.append([(f"{name}, {mode}, t = {t:.2f}", np.asarray(Image.open(p).convert("RGB")))
+                              for t, p in zip(SHEET_TIMES, picked, strict=True)])
+            print(f"  done: {name}", file=sys.stderr)
+
+    print(f"machine: {machine(args.device)}")
+    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"command: python benchmarks/compare_modes.py {' '.join(sys.argv[1:])}")
+    print(f"{args.frames} frames as PNG; default fit (the same maps for both modes); classic with linear pacing, "
+          f"sharp with even pacing")
+    print()
+    print("| pair | mode | endpoint error A / B | mid-frame detail | pacing CV | largest / median step "
+          "| fidelity A→B / B→A dB |")
+    print("|---|---|---|---|---|---|---|")
+    for name, mode, r in rows:
+        print(f"| {name} | {mode} | {r.endpoint_error_first:.2f} / {r.endpoint_error_last:.2f} | "
+              f"{r.mid_frame_detail:.3f} | {r.pacing_cv:.3f} | {r.pacing_max_over_median:.2f} | "
+              f"{r.fidelity_a_to_b_db:.2f} / {r.fidelity_b_to_a_db:.2f} |")
+    if args.sheet:
+        sheets = [contact_sheet(row, tile_width=300) for row in tiles]
+        canvas = Image.new("RGB", (max(s.width for s in sheets), sum(s.height for s in sheets)), "white")
+        top = 0
+        for sheet in sheets:
+            canvas.paste(sheet, (0, top))
+            top += sheet.height
+        canvas.save(args.sheet)
+        print(f"\nsheet: {args.sheet}")
+
+
+if __name__ == "__main__":
+    main()
