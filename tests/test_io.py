@@ -15,7 +15,7 @@ from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError, InputImageError, MapsFileError, OutputError
 from diffmorph.io.images import fit_to_frame, from_uint16, load_image, parse_colour, to_tensor, to_uint16
 from diffmorph.io.outputs import OutputFolder, check_output_folder
-from diffmorph.io.writers import GifWriter, Mp4Writer, PngFramesWriter, WebpWriter, even_size
+from diffmorph.io.writers import GifWriter, Mp4Writer, PngFramesWriter, WebpWriter, clip_palette, even_size
 from synthetic import blobs
 
 
@@ -224,6 +224,24 @@ class TestWriters:
             # A 256-colour palette, or lossy WebP with half-resolution chroma on this tiny sharp image.
             assert np.abs(decoded - frames[3]).mean() < (4 if kind == "GIF" else 8)
 
+    def test_gif_with_a_clip_palette_stores_one_colour_table(self, tmp_path):
+        frames = moving_frames(8, 33, 47)
+        palettes = {"clip": clip_palette([frames[0], frames[-1]]), "frame": None}
+        for name, palette in palettes.items():
+            writer = GifWriter(tmp_path / f"{name}.gif", 24, palette=palette)
+            for frame in frames:
+                writer.add(frame)
+            writer.close()
+            tables = local_colour_tables(tmp_path / f"{name}.gif")
+            assert len(tables) == len(frames)
+            assert tables == ([False] * len(frames) if name == "clip" else [True] * len(frames))
+            with Image.open(tmp_path / f"{name}.gif") as image:
+                assert image.n_frames == len(frames)
+                for index in (0, len(frames) - 1):
+                    image.seek(index)
+                    decoded = np.asarray(image.convert("RGB")).astype(int)
+                    assert np.abs(decoded - frames[index]).mean() < 4
+
     def test_png_frames(self, tmp_path):
         writer = PngFramesWriter(tmp_path / "frames")
         frames = moving_frames(3)
@@ -345,3 +363,21 @@ def test_background_writer_passes_frames_in_order_and_reports_errors(tmp_path):
             writer.add(frame)
         writer.close()
     assert failing.added == 2  # nothing more is handed to a writer that failed
+
+
+def local_colour_tables(path: Path) -> list[bool]:
+    """For each image in a GIF file, whether it carries its own colour table (GIF89a block layout)."""
+    data = Path(path).read_bytes()
+    position = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # header, screen, global table
+    tables = []
+    while data[position] != 0x3B:  # trailer
+        if data[position] == 0x21:  # extension: label, then sub-blocks
+            position += 2
+        else:  # image descriptor, its optional table, LZW code size, then sub-blocks
+            packed = data[position + 9]
+            tables.append(bool(packed & 0x80))
+            position += 10 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0) + 1
+        while data[position] != 0:
+            position += data[position] + 1
+        position += 1
+    return tables

@@ -124,3 +124,34 @@ def test_chain_renders_at_another_width(chain, tmp_path):
     written = diffmorph.export_sequence(result, tmp_path / "out", formats=["frames"], width=24)
     assert written
     assert Image.open(tmp_path / "out" / "frames" / "frame_00000.png").size == (24, 20)
+
+
+def test_durations_set_the_frames_of_each_segment(chain, tmp_path, capsys):
+    config = MorphConfig(durations=(0.2, 0.4), fps=10)  # 3 and 5 frames, the shared keyframe once
+    assert config.segment_frames(2) == [3, 5]
+    assert sequence_timeline(2, config) == [(0, 0.0), (0, 0.5), (0, 1.0), (1, 0.25), (1, 0.5), (1, 0.75), (1, 1.0)]
+    with pytest.raises(ConfigError, match=r"2 duration.* for 3 segment"):
+        config.segment_frames(3)
+    with pytest.raises(ConfigError, match="--durations"):
+        MorphConfig(durations=(1.0, -1.0)).validate()
+
+    images, result = chain
+    folder = tmp_path / "timed"
+    diffmorph.export_sequence(result, folder, formats=["frames"], durations=[0.2, 0.4], fps=10)
+    assert len(list((folder / "frames").iterdir())) == 7
+    assert json.loads((folder / "config.json").read_text())["config"]["durations"] == [0.2, 0.4]
+    again = SequenceResult.load(folder / "maps.safetensors")
+    assert again.config.durations == (0.2, 0.4)  # stored with the maps, as a tuple
+    rendered = tmp_path / "frames-again"
+    assert main(["render", str(folder / "maps.safetensors"), "-o", str(rendered), "--frames", "3", "--format",
+                 "frames", "-q"]) == 0  # --frames replaces the stored durations
+    assert len(list((rendered / "frames").iterdir())) == 5
+
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(tmp_path / f"in{index}.png")
+        Image.fromarray(image).save(paths[-1])
+    out = tmp_path / "bad"
+    code = main(["morph", *map(str, paths), "-o", str(out), "--durations", "1", "-q", "--steps", "3", "--size", "32"])
+    err = capsys.readouterr().err
+    assert code == 1 and "give one per segment" in err and err.count("\n") == 1 and not out.exists()

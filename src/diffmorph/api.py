@@ -208,14 +208,16 @@ def render(result: MorphResult, *, frames: int | None = None,
            device: str | torch.device | None = None) -> Iterator[np.ndarray]:
     """Yield the morph's frames, A first and B last, as ``(H, W, 3)`` uint8 arrays at A's size.
 
-    The config's ``ease`` and ``hold`` set the timing (``hold`` repeats the first and last frames).
+    The config's ``ease``, ``hold`` and ``pacing`` set the timing (``hold`` repeats the first and last
+    frames), its ``mode`` how frames are made.
 
     Args:
-        frames: frames from A to B (the config's ``frames`` by default); at least 2.
+        frames: frames from A to B (by default the config's ``frames``, or its ``durations``); at least 2.
     """
-    config = replace(result.config, frames=result.config.frames if frames is None else frames).validate()
-    renderer = result.renderer(device)
-    return (to_uint8(renderer.frame(t)) for t in timeline(config.frames, config.fps, config.ease, config.hold))
+    config = result.config if frames is None else replace(result.config, frames=frames, durations=())
+    (count,) = config.validate().segment_frames(1)
+    renderer = replace(result, config=config).renderer(device)
+    return (to_uint8(renderer.frame(t)) for t in timeline(count, config.fps, config.ease, config.hold))
 
 
 def save_maps(result: MorphResult, path: str | Path) -> None:

@@ -15,11 +15,29 @@ from tqdm import tqdm
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
-from diffmorph.config import EASES, FITS, MODES, PACINGS, PRECISIONS, RENDER_SETTINGS, SCHEDULES, MorphConfig
+from diffmorph.config import (
+    EASES,
+    FITS,
+    GIF_PALETTES,
+    MODES,
+    PACINGS,
+    PRECISIONS,
+    RENDER_SETTINGS,
+    SCHEDULES,
+    MorphConfig,
+)
 from diffmorph.demo import demo_pair
 from diffmorph.errors import ConfigError, DiffmorphError
 from diffmorph.evaluate import GOOD_VALUES, evaluate
-from diffmorph.export import DEFAULT_FORMATS, EXPORT_FORMATS, ExportReport, check_formats, export, output_names
+from diffmorph.export import (
+    DEFAULT_FORMATS,
+    EXPORT_FORMATS,
+    ExportReport,
+    check_formats,
+    export,
+    output_names,
+    render_config,
+)
 from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
 from diffmorph.io.outputs import check_output_folder
 from diffmorph.renderer import timeline
@@ -47,10 +65,12 @@ _HELP = {
     "mult_scale": "strength of the colour-factor map",
     "add_scale": "strength of the colour-offset map",
     "frames": "frames from A to B, both included",
+    "durations": "seconds of each segment (one per segment; instead of --frames)",
     "fps": "frames per second of the animations",
     "ease": "timing of the frames: linear, in (slow start), out (slow end) or in-out",
     "hold": "seconds to show A before the morph and B after it",
     "width": "width of every output in pixels, aspect kept; 0 keeps the first image's size",
+    "gif_palette": "colours of morph.gif: clip (one palette for the whole morph) or frame (one per frame)",
     "gif_width": "largest width of morph.gif in pixels, aspect kept; 0 keeps the output size",
     "seed": "seed of the network's initial weights (same seed, same morph on a CPU)",
     "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
@@ -87,11 +107,14 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
         default = getattr(_DEFAULTS, name)
         kind = fields[name].type
         choices = {"mode": MODES, "pacing": PACINGS, "fit": FITS, "schedule": SCHEDULES, "precision": PRECISIONS,
-                   "ease": EASES}.get(name)
+                   "ease": EASES, "gif_palette": GIF_PALETTES}.get(name)
         if choices:
             parser.add_argument(_flag(name), choices=choices, default=None, help=f"{_HELP[name]} (default: {default})")
         elif name == "lr":
             parser.add_argument("--lr", type=float, default=None, metavar="LR", help=_HELP[name])
+        elif name == "durations":
+            parser.add_argument("--durations", type=float, nargs="+", default=None, metavar="SECONDS",
+                                help=_HELP[name])
         elif name == "add_first":
             parser.add_argument("--add-first", action="store_true", default=None,
                                 help="add the colour offset before applying the colour factor")
@@ -164,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from(args: argparse.Namespace, base: MorphConfig = _DEFAULTS) -> MorphConfig:
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(MorphConfig)
                if getattr(args, f.name, None) is not None}
+    if "durations" in changes:
+        changes["durations"] = tuple(changes["durations"])
     return dataclasses.replace(base, **changes).validate()
 
 
@@ -176,6 +201,7 @@ def _formats(args: argparse.Namespace) -> tuple[str, ...]:
 def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse.Namespace, log: _Log,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     config = _config_from(args)
+    config.segment_frames(1)  # one duration for a pair, checked before fitting
     device = resolve_device(config.device)
     formats = _formats(args)
     check_output_folder(args.output, output_names(formats))
@@ -194,8 +220,8 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
 
 def _export(result: MorphResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
     settings = {name: getattr(args, name) for name in RENDER_SETTINGS}
-    config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None})
-    total = len(timeline(config.frames, config.fps, config.ease, config.hold))
+    config = render_config(result.config, settings)
+    total = len(timeline(config.segment_frames(1)[0], config.fps, config.ease, config.hold))
     with log.bar(total, "rendering", "frame") as bar:
         report = export(result, args.output, formats=formats, device=getattr(args, "device", None),
                         on_frame=lambda done: bar.update(done - bar.n), **settings)
@@ -219,6 +245,7 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
     config = _config_from(args)
     formats = _formats(args)
     segments = len(args.images) - 1 + args.loop
+    config.segment_frames(segments)  # one duration per segment, checked before fitting
     check_output_folder(args.output, sequence_output_names(formats, segments))
     with log.bar(config.steps * segments, f"fitting {segments} segments", "step") as bar:
         def progress(done: int, loss: float) -> None:
@@ -234,7 +261,7 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
 
 def _export_sequence(result: SequenceResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
     settings = {name: getattr(args, name) for name in RENDER_SETTINGS}
-    config = dataclasses.replace(result.config, **{k: v for k, v in settings.items() if v is not None}).validate()
+    config = render_config(result.config, settings)
     total = len(sequence_timeline(len(result.segments), config, pingpong=args.pingpong))
     with log.bar(total, "rendering", "frame") as bar:
         written = export_sequence(result, args.output, formats=formats, pingpong=args.pingpong,
@@ -254,10 +281,7 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
     formats = _formats(args)
     if args.device is not None:
         resolve_device(args.device)
-    for name in RENDER_SETTINGS:
-        value = getattr(args, name)
-        if value is not None:
-            dataclasses.replace(_DEFAULTS, **{name: value}).validate()
+    render_config(_DEFAULTS, {name: getattr(args, name) for name in RENDER_SETTINGS})
     if is_sequence_file(args.maps_file):
         sequence = SequenceResult.load(args.maps_file)
         check_output_folder(args.output, sequence_output_names(formats, len(sequence.segments)))

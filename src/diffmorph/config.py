@@ -21,7 +21,9 @@ SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 EASES = ("linear", "in", "out", "in-out")
 # Settings that `diffmorph render` can change without fitting again.
-RENDER_SETTINGS = ("mode", "pacing", "frames", "fps", "ease", "hold", "width", "gif_width")
+RENDER_SETTINGS = ("mode", "pacing", "frames", "durations", "fps", "ease", "hold", "width", "gif_width",
+                   "gif_palette")
+GIF_PALETTES = ("clip", "frame")
 DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
 
 
@@ -70,6 +72,9 @@ class MorphConfig:
     add_first: bool = False
     # Frames rendered from A (first) to B (last), both included.
     frames: int = 100
+    # Seconds of each segment (one per segment of a chain, one for a pair), instead of `frames`:
+    # a segment of d seconds gets round(d * fps) + 1 frames, both ends included. Empty: `frames` each.
+    durations: tuple[float, ...] = ()
     # Playback rate of the video outputs, frames per second.
     fps: float = 45.0
     # Timing of the frames between A and B: "linear", or easing "in" (slow start), "out" (slow end)
@@ -83,6 +88,9 @@ class MorphConfig:
     # Largest width of morph.gif in pixels, aspect kept; 0 keeps the output size. GIFs of large
     # photos get very big (every frame is stored with its own palette).
     gif_width: int = 0
+    # Colours of morph.gif: "clip" maps every frame to one 256-colour palette chosen for the whole
+    # morph (no flicker, one colour table); "frame" gives each frame its own 256 colours.
+    gif_palette: str = "clip"
     # Seed of the network's initial weights; the same seed gives the same morph on a CPU.
     seed: int = 0
     # "auto" picks CUDA, then Apple MPS, then CPU; or name a torch device such as "cpu" or "cuda:1".
@@ -109,6 +117,8 @@ class MorphConfig:
             raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.ease not in EASES:
             raise ConfigError(f"unknown ease {self.ease!r}; choose one of: {', '.join(EASES)}")
+        if self.gif_palette not in GIF_PALETTES:
+            raise ConfigError(f"unknown gif palette {self.gif_palette!r}; choose one of: {', '.join(GIF_PALETTES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         _require(self.size >= 8, "size", self.size, "an integer of at least 8")
@@ -116,6 +126,8 @@ class MorphConfig:
         _require(self.frames >= 2, "frames", self.frames, "an integer of at least 2 (first and last)")
         _require(self.gif_width >= 0, "gif_width", self.gif_width, "0 (native size) or a positive width")
         _require(self.width == 0 or self.width >= 4, "width", self.width, "0 (native size) or a width of at least 4")
+        for value in self.durations:
+            _require(math.isfinite(value) and value > 0, "durations", value, "positive numbers of seconds")
         for name in ("lr", "fps"):
             value = getattr(self, name)
             if name == "lr" and value is None:
@@ -125,6 +137,22 @@ class MorphConfig:
             value = getattr(self, name)
             _require(math.isfinite(value) and value >= 0, name, value, "a number of at least 0")
         return self
+
+    def segment_frames(self, segments: int) -> list[int]:
+        """Frames of each of ``segments`` segments, both ends included: ``frames``, or from ``durations``.
+
+        >>> MorphConfig(durations=(1.0, 0.5), fps=10).segment_frames(2)
+        [11, 6]
+
+        Raises:
+            ConfigError: ``durations`` does not give one duration per segment.
+        """
+        if not self.durations:
+            return [self.frames] * segments
+        if len(self.durations) != segments:
+            raise ConfigError(f"--durations gives {len(self.durations)} duration(s) for {segments} segment(s); "
+                              f"give one per segment")
+        return [max(2, round(seconds * self.fps) + 1) for seconds in self.durations]
 
     @property
     def frame_pacing(self) -> str:
@@ -152,6 +180,8 @@ class MorphConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        if "durations" in data:  # a JSON list
+            data = {**data, "durations": tuple(data["durations"])}
         return cls(**data)
 
 

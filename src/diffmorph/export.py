@@ -21,7 +21,7 @@ from diffmorph.io.flow import write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
 from diffmorph.io.outputs import OutputFolder
 from diffmorph.io.pictures import contact_sheet, flow_to_rgb, maps_picture
-from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, even_size, open_writer
+from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, clip_palette, even_size, open_writer
 from diffmorph.optimize import scales_of
 from diffmorph.renderer import Renderer, ease, timeline, to_uint8
 
@@ -88,6 +88,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     """
     formats = check_formats(formats)
     config = render_config(result.config, render_settings)
+    (frame_count,) = config.segment_frames(1)
     result = replace(result, config=config)
     width, height = result.size
     notes = []
@@ -107,7 +108,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
 
         def frames() -> Iterator[np.ndarray]:
             frame, frame_time = None, None
-            for t in timeline(config.frames, config.fps, config.ease, config.hold):
+            for t in timeline(frame_count, config.fps, config.ease, config.hold):
                 if t != frame_time:  # held frames repeat the last one
                     frame, frame_time = to_uint8(renderer.frame(t)), t
                 nearest = min(sheet_times, key=lambda wanted: abs(wanted - t))
@@ -115,7 +116,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
                     sheet[nearest] = (t, frame)
                 yield frame
 
-        write_animations(out, formats, frames(), width, height, config, on_frame)
+        keyframes = [to_uint8(renderer.a), to_uint8(renderer.b)]
+        write_animations(out, formats, frames(), width, height, config, on_frame, keyframes)
         frames_seconds = time.perf_counter() - started
 
         # 2. Stills and the maps file.
@@ -133,7 +135,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         seconds = {"render_and_encode": frames_seconds, "export": time.perf_counter() - started}
         summary = _summary(result, fidelity, formats, seconds)
         out.temp("config.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return ExportReport(files=out.written, frames=config.frames, fps=config.fps, fidelity=fidelity, notes=notes,
+    return ExportReport(files=out.written, frames=frame_count, fps=config.fps, fidelity=fidelity, notes=notes,
                         seconds=seconds)
 
 
@@ -146,20 +148,30 @@ def render_config(config: MorphConfig, settings: dict[str, object]) -> MorphConf
     unknown = sorted(set(settings) - set(RENDER_SETTINGS))
     if unknown:
         raise ConfigError(f"not a render setting: {', '.join(unknown)}")
-    return replace(config, **{k: v for k, v in settings.items() if v is not None}).validate()
+    changes = {k: v for k, v in settings.items() if v is not None}
+    if "durations" in changes:
+        changes["durations"] = tuple(changes["durations"])
+    elif "frames" in changes:
+        changes["durations"] = ()  # frames asked for now replace durations stored with the fit
+    return replace(config, **changes).validate()
 
 
 def write_animations(out: OutputFolder, formats: Sequence[str], frames: Iterable[np.ndarray], width: int,
-                     height: int, config: MorphConfig, on_frame: FrameCallback | None) -> None:
+                     height: int, config: MorphConfig, on_frame: FrameCallback | None,
+                     keyframes: Sequence[np.ndarray]) -> None:
     """Stream ``frames`` to a writer per animation format in ``formats``, under ``out``'s temporary names.
+
+    Args:
+        keyframes: the images the morph passes through, in order, for the GIF's clip palette.
 
     The stack closes every writer even when rendering or another writer fails.
     """
+    palette = clip_palette(keyframes) if "gif" in formats and config.gif_palette == "clip" else None
     with ExitStack() as closing:
         writers: list[FrameWriter] = []
         for kind in (kind for kind in formats if kind in FORMATS):
             writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps,
-                                 gif_width=config.gif_width)
+                                 gif_width=config.gif_width, gif_palette=palette)
             closing.callback(writer.close)
             writers.append(writer)
         for index, frame in enumerate(frames):

@@ -132,8 +132,8 @@ def sequence_timeline(segments: int, config: MorphConfig, *, pingpong: bool = Fa
     """
     held = round(config.hold * config.fps)
     times: list[tuple[int, float]] = [(0, 0.0)] * held
-    for segment in range(segments):
-        eased = [(segment, ease(t, config.ease)) for t in frame_times(config.frames)]
+    for segment, count in enumerate(config.segment_frames(segments)):
+        eased = [(segment, ease(t, config.ease)) for t in frame_times(count)]
         times += eased if segment == 0 else eased[1:]
         times += [(segment, 1.0)] * held
     if pingpong:
@@ -183,10 +183,11 @@ def export_sequence(result: SequenceResult, folder: str | Path, *, formats: Sequ
     target = resolve_device(device) if isinstance(device, str) else device
     started = time.perf_counter()
     with OutputFolder(folder, sequence_output_names(formats, len(result.segments))) as out:
+        keyframes = [to_uint8(frame) for frame in result.keyframes()]
         write_animations(out, formats, render_sequence(result, pingpong=pingpong, device=target), width, height,
-                         config, on_frame)
-        keyframes = [(f"image {i + 1}", to_uint8(frame)) for i, frame in enumerate(result.keyframes())]
-        contact_sheet(keyframes[:-1] if result.loop else keyframes).save(out.temp("contact_sheet.png"), format="PNG")
+                         config, on_frame, keyframes)
+        labelled = [(f"image {i + 1}", frame) for i, frame in enumerate(keyframes)]
+        contact_sheet(labelled[:-1] if result.loop else labelled).save(out.temp("contact_sheet.png"), format="PNG")
         if "flow" in formats:
             for index, segment in enumerate(result.segments):
                 write_flows(out, segment.renderer(target), f"flow_{index + 1:02d}")

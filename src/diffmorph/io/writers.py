@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Sequence
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import Protocol
 
@@ -112,16 +114,19 @@ def gif_delay_ms(fps: float) -> int:
 class GifWriter:
     """Looping animated GIF, written frame by frame: memory does not grow with the frame count.
 
-    Each frame gets its own 256-colour palette, so colours stay true as the morph moves through them.
-    The palette comes from Pillow's fast octree: 7 ms for a 1024 x 1024 frame against 50-180 ms for
-    median cut, at 2-3 grey levels of mean error instead of 0.4-2.6 (a photo and the demo pair). Pillow's
-    own animated-GIF writer keeps every frame until it finishes; this writer uses its per-frame encoder.
+    With a ``palette`` (see :func:`clip_palette`) every frame is mapped to that one palette, chosen for
+    the whole clip: colours do not flicker from frame to frame and the file stores a single colour
+    table. Without one, each frame gets its own 256 colours from Pillow's fast octree (7 ms for a
+    1024 x 1024 frame against 50-180 ms for median cut), which follows colours that the clip's
+    palette covers less well. Pillow's own animated-GIF writer keeps every frame until it finishes;
+    this writer uses its per-frame encoder.
     """
 
-    def __init__(self, path: Path, fps: float, *, max_width: int = 0):
+    def __init__(self, path: Path, fps: float, *, max_width: int = 0, palette: Image.Image | None = None):
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
         self._delay = gif_delay_ms(fps)
         self._max_width = max_width
+        self._palette = palette
         self._started = False
 
     def add(self, frame: np.ndarray) -> None:
@@ -129,17 +134,46 @@ class GifWriter:
         if 0 < self._max_width < image.width:
             height = max(1, round(image.height * self._max_width / image.width))
             image = image.resize((self._max_width, height), Image.Resampling.LANCZOS)
-        image = image.quantize(256, method=Image.Quantize.FASTOCTREE)
+        if self._palette is None:
+            image = image.quantize(256, method=Image.Quantize.FASTOCTREE)
+        else:
+            # No dithering: a dither pattern that changes every frame crawls, and compresses badly.
+            image = image.quantize(palette=self._palette, dither=Image.Dither.NONE)
         if not self._started:
             header, _ = GifImagePlugin.getheader(image, info={"loop": 0})
             self._file.writelines(header)
             self._started = True
-        self._file.writelines(GifImagePlugin.getdata(image, duration=self._delay, include_color_table=True))
+        # The header holds the first frame's palette as the global colour table; frames with the same
+        # palette need no table of their own.
+        local_table = self._palette is None
+        self._file.writelines(GifImagePlugin.getdata(image, duration=self._delay, include_color_table=local_table))
 
     def close(self) -> None:
         if not self._file.closed:
             self._file.write(b";")  # GIF trailer
             self._file.close()
+
+
+def clip_palette(keyframes: Sequence[np.ndarray], side: int = 192) -> Image.Image:
+    """One 256-colour palette for a whole morph, from its keyframes.
+
+    A morph's frames hold the colours of the images it passes through and mixtures of consecutive
+    ones, so the palette is fitted (median cut) to small copies of every keyframe and of the mean of
+    each consecutive pair.
+
+    Args:
+        keyframes: ``(H, W, 3)`` uint8 images of one size, in the order the morph shows them.
+        side: longest side of the small copies.
+
+    Returns:
+        A "P" image whose palette :meth:`GifWriter` maps frames to.
+    """
+    height, width = keyframes[0].shape[:2]
+    scale = min(1.0, side / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = [np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR)) for frame in keyframes]
+    mixtures = [((first.astype(np.uint16) + second) // 2).astype(np.uint8) for first, second in pairwise(small)]
+    return Image.fromarray(np.concatenate(small + mixtures, axis=0)).quantize(256, method=Image.Quantize.MEDIANCUT)
 
 
 class WebpWriter(EncoderWriter):
@@ -205,12 +239,19 @@ class PngFramesWriter:
         pass
 
 
-def open_writer(kind: str, path: Path, width: int, height: int, fps: float, *, gif_width: int = 0) -> FrameWriter:
-    """A writer for one of :data:`FORMATS` at ``path``; ``gif_width`` caps the GIF's width (0: native)."""
+def open_writer(kind: str, path: Path, width: int, height: int, fps: float, *, gif_width: int = 0,
+                gif_palette: Image.Image | None = None) -> FrameWriter:
+    """A writer for one of :data:`FORMATS` at ``path``.
+
+    Args:
+        gif_width: caps the GIF's width (0: native).
+        gif_palette: the GIF's palette for every frame (see :func:`clip_palette`); None gives each
+            frame its own.
+    """
     if kind == "mp4":
         return BackgroundWriter(Mp4Writer(path, width, height, fps))
     if kind == "gif":
-        return BackgroundWriter(GifWriter(path, fps, max_width=gif_width))
+        return BackgroundWriter(GifWriter(path, fps, max_width=gif_width, palette=gif_palette))
     if kind == "webp":
         return BackgroundWriter(WebpWriter(path, width, height, fps))
     if kind == "frames":
