@@ -104,7 +104,7 @@ class _Stack:
         """``images`` (the sources by default) warped by each direction's flow times its strength.
 
         Args:
-            strengths: ``(2, 1, 1, 1)``.
+            strengths: ``(2,)``, one per direction.
         """
         grids = torch.lerp(self.identity, self.grids, strengths.view(2, 1, 1, 1))  # (2, H, W, 2)
         return sample(self.sources if images is None else images, grids)
