@@ -4,7 +4,7 @@ import torch
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.ops import flow_from_warp_map, psnr, resize
-from diffmorph.optimize import _Adam, fit_maps, one_cycle, scales_of
+from diffmorph.optimize import _Adam, fit_batch, fit_maps, one_cycle, scales_of
 from diffmorph.renderer import Renderer
 from synthetic import shifted_pair
 
@@ -119,3 +119,30 @@ def test_adam_matches_pytorchs():
         optimizer.step(1e-2, beta1)
         reference.step()
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_fits_each_pair_as_if_alone():
+    a, b = shifted_pair(32)
+    c, d = shifted_pair(32, shift=(-2.0, 1.5))
+    config = MorphConfig(size=32, steps=6, precision="fp32")
+    batch = fit_batch([(a, b), (c, d)], config, CPU)
+    for fit, (first, second) in zip(batch, [(a, b), (c, d)], strict=True):
+        alone = fit_maps(first, second, config, CPU)
+        torch.testing.assert_close(fit.maps, alone.maps, atol=2e-4, rtol=0)  # grouped convolutions round differently
+        assert fit.losses == pytest.approx(alone.losses, rel=1e-4)
+    assert not torch.allclose(batch[0].maps, batch[1].maps)
+
+
+def test_members_start_as_single_networks_and_see_only_their_input():
+    from diffmorph.model import MapNet
+
+    single = MapNet(generator=torch.Generator().manual_seed(5))
+    pair = MapNet(members=2, seed=5)
+    inputs = torch.randn(2, 8, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(pair(inputs)[1:2], single(inputs[1:2]), atol=1e-5, rtol=0)
+        changed = inputs.clone()
+        changed[0] += 1.0
+        assert torch.equal(pair(changed)[1], pair(inputs)[1])
+    with pytest.raises(ValueError, match="2 members need 2 inputs"):
+        pair(inputs[:1])

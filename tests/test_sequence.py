@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import diffmorph
@@ -155,3 +156,11 @@ def test_durations_set_the_frames_of_each_segment(chain, tmp_path, capsys):
     code = main(["morph", *map(str, paths), "-o", str(out), "--durations", "1", "-q", "--steps", "3", "--size", "32"])
     err = capsys.readouterr().err
     assert code == 1 and "give one per segment" in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_segments_fitted_side_by_side_match_one_after_another(chain):
+    images, one_by_one = chain
+    side_by_side = diffmorph.morph_sequence(images, batch=True, **FAST)
+    assert len(side_by_side.segments) == 2
+    for together, alone in zip(side_by_side.segments, one_by_one.segments, strict=True):
+        torch.testing.assert_close(together.maps, alone.maps, atol=1e-3, rtol=0)

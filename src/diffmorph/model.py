@@ -21,23 +21,37 @@ class MapNet(nn.Module):
 
     Weights are Glorot-uniform and biases zero, as in the original (Keras defaults).
 
+    With ``members`` > 1 the module holds that many independent networks side by side, as grouped
+    convolutions, so several pairs fit in one pass: member ``k`` sees input ``k`` only, and each
+    member starts from the weights a single network gets from the same seed.
+
     Args:
         in_channels: 8 for the classic input (coordinate grid, 0.1 A, 0.1 B).
-        generator: source of the initial weights, so a seed fixes the whole fit.
+        members: independent networks held side by side.
+        generator: source of the initial weights of a single network, so a seed fixes the whole fit.
+        seed: with ``members``, every member's weights come from ``torch.Generator().manual_seed(seed)``.
     """
 
-    def __init__(self, in_channels: int = 8, hidden: int = 64, *, generator: torch.Generator | None = None):
+    def __init__(self, in_channels: int = 8, hidden: int = 64, *, members: int = 1,
+                 generator: torch.Generator | None = None, seed: int | None = None):
         super().__init__()
+        self.members = members
         self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, 5),
+            nn.Conv2d(in_channels * members, hidden * members, 5, groups=members),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(hidden, hidden, 5),
+            nn.Conv2d(hidden * members, hidden * members, 5, groups=members),
             nn.LeakyReLU(0.2),
-            nn.Conv2d(hidden, MAP_CHANNELS, 5),
+            nn.Conv2d(hidden * members, MAP_CHANNELS * members, 5, groups=members),
         )
+        generators = [generator] if seed is None else [torch.Generator().manual_seed(seed) for _ in range(members)]
+        if len(generators) != members:
+            raise ValueError(f"give a seed for {members} members, not one generator")
         for layer in self.layers:
             if isinstance(layer, nn.Conv2d):
-                nn.init.xavier_uniform_(layer.weight, generator=generator)
+                with torch.no_grad():  # each member drawn as a single network's layer: its own fans and stream
+                    shape = (layer.out_channels // members, *layer.weight.shape[1:])
+                    layer.weight.copy_(torch.cat([nn.init.xavier_uniform_(torch.empty(shape), generator=g)
+                                                  for g in generators]))
                 nn.init.zeros_(layer.bias)
 
     @staticmethod
@@ -58,9 +72,15 @@ class MapNet(nn.Module):
         """Raw maps of both directions.
 
         Args:
-            prepared: ``(B, C, 96, 96)`` from :meth:`prepare`.
+            prepared: ``(B, C, 96, 96)`` from :meth:`prepare`; with members, ``B`` equals ``members``
+                and item ``k`` goes to member ``k``.
 
         Returns:
             ``(B, 16, 84, 84)``: A->B mult, add, warp (0-7), then B->A (8-15).
         """
-        return self.layers(prepared)
+        if self.members == 1:
+            return self.layers(prepared)
+        if prepared.shape[0] != self.members:
+            raise ValueError(f"{self.members} members need {self.members} inputs, got {prepared.shape[0]}")
+        maps = self.layers(prepared.reshape(1, -1, *prepared.shape[2:]))  # (1, members * 16, 84, 84)
+        return maps.view(self.members, MAP_CHANNELS, *maps.shape[2:])
