@@ -78,8 +78,9 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
 
     Args:
         render_settings: config fields to change for rendering, any of
-            :data:`~diffmorph.config.RENDER_SETTINGS` (mode, pacing, frames, fps, ease, hold, width,
-            gif_width); None keeps the config's value. They are recorded in ``config.json``.
+            :data:`~diffmorph.config.RENDER_SETTINGS` (mode, pacing, frames, durations, fps, ease, hold,
+            width, gif_width, gif_palette); None keeps the config's value. They are recorded in
+            ``config.json``.
         device: where to render (the config's device by default).
         on_frame: optional progress callback.
 
