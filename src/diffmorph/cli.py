@@ -15,17 +15,7 @@ from tqdm import tqdm
 
 from diffmorph._version import __version__
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
-from diffmorph.config import (
-    EASES,
-    FITS,
-    GIF_PALETTES,
-    MODES,
-    PACINGS,
-    PRECISIONS,
-    RENDER_SETTINGS,
-    SCHEDULES,
-    MorphConfig,
-)
+from diffmorph.config import CHOICES, FITS, RENDER_SETTINGS, MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.errors import ConfigError, DiffmorphError
 from diffmorph.evaluate import GOOD_VALUES, evaluate
@@ -106,8 +96,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> 
     for name in names:
         default = getattr(_DEFAULTS, name)
         kind = fields[name].type
-        choices = {"mode": MODES, "pacing": PACINGS, "fit": FITS, "schedule": SCHEDULES, "precision": PRECISIONS,
-                   "ease": EASES, "gif_palette": GIF_PALETTES}.get(name)
+        choices = CHOICES.get(name)
         if choices:
             parser.add_argument(_flag(name), choices=choices, default=None, help=f"{_HELP[name]} (default: {default})")
         elif name == "lr":
@@ -187,8 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from(args: argparse.Namespace, base: MorphConfig = _DEFAULTS) -> MorphConfig:
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(MorphConfig)
                if getattr(args, f.name, None) is not None}
-    if "durations" in changes:
-        changes["durations"] = tuple(changes["durations"])
     return dataclasses.replace(base, **changes).validate()
 
 

@@ -24,6 +24,9 @@ EASES = ("linear", "in", "out", "in-out")
 RENDER_SETTINGS = ("mode", "pacing", "frames", "durations", "fps", "ease", "hold", "width", "gif_width",
                    "gif_palette")
 GIF_PALETTES = ("clip", "frame")
+# Fields that take one of a few names, in the order validate() checks them; the CLI offers the same.
+CHOICES = {"mode": MODES, "pacing": PACINGS, "fit": FITS, "schedule": SCHEDULES, "ease": EASES,
+           "gif_palette": GIF_PALETTES, "precision": PRECISIONS}
 DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
 
 
@@ -101,26 +104,20 @@ class MorphConfig:
     # Colour that transparent pixels are composited onto, and padding colour: a name or #rrggbb.
     background: str = "white"
 
+    def __post_init__(self) -> None:
+        # Durations arrive as lists from JSON and the command line; a tuple keeps the config immutable.
+        object.__setattr__(self, "durations", tuple(self.durations))
+
     def validate(self) -> MorphConfig:
         """Check every field; return self so calls can chain.
 
         Raises:
             ConfigError: naming the first field out of range, its value and what is allowed.
         """
-        if self.mode not in MODES:
-            raise ConfigError(f"unknown mode {self.mode!r}; choose one of: {', '.join(MODES)}")
-        if self.pacing not in PACINGS:
-            raise ConfigError(f"unknown pacing {self.pacing!r}; choose one of: {', '.join(PACINGS)}")
-        if self.fit not in FITS:
-            raise ConfigError(f"unknown fit {self.fit!r}; choose one of: {', '.join(FITS)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if self.ease not in EASES:
-            raise ConfigError(f"unknown ease {self.ease!r}; choose one of: {', '.join(EASES)}")
-        if self.gif_palette not in GIF_PALETTES:
-            raise ConfigError(f"unknown gif palette {self.gif_palette!r}; choose one of: {', '.join(GIF_PALETTES)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of: {', '.join(allowed)}")
         _require(self.size >= 8, "size", self.size, "an integer of at least 8")
         _require(self.steps >= 1, "steps", self.steps, "a positive integer")
         _require(self.frames >= 2, "frames", self.frames, "an integer of at least 2 (first and last)")
@@ -180,8 +177,6 @@ class MorphConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-        if "durations" in data:  # a JSON list
-            data = {**data, "durations": tuple(data["durations"])}
         return cls(**data)
 
 

@@ -150,9 +150,7 @@ def render_config(config: MorphConfig, settings: dict[str, object]) -> MorphConf
     if unknown:
         raise ConfigError(f"not a render setting: {', '.join(unknown)}")
     changes = {k: v for k, v in settings.items() if v is not None}
-    if "durations" in changes:
-        changes["durations"] = tuple(changes["durations"])
-    elif "frames" in changes:
+    if "frames" in changes and "durations" not in changes:
         changes["durations"] = ()  # frames asked for now replace durations stored with the fit
     return replace(config, **changes).validate()
 
