@@ -161,13 +161,16 @@ def sequence_timeline(segments: int, config: MorphConfig, *, pingpong: bool = Fa
 
 def render_sequence(result: SequenceResult, *, pingpong: bool = False, device: str | torch.device | None = None
                     ) -> Iterator[np.ndarray]:
-    """Yield the chain's frames as ``(H, W, 3)`` uint8 arrays; repeated times are rendered once each."""
+    """Yield the chain's frames as ``(H, W, 3)`` uint8 arrays; a held frame repeats the one before it."""
     renderers: dict[int, object] = {}
+    shown, frame = None, None
     for segment, t in sequence_timeline(len(result.segments), result.config, pingpong=pingpong):
-        if segment not in renderers:
-            renderers.clear()  # one segment's full-resolution maps in memory at a time
-            renderers[segment] = result.segments[segment].renderer(device)
-        yield to_uint8(renderers[segment].frame(t))
+        if (segment, t) != shown:
+            if segment not in renderers:
+                renderers.clear()  # one segment's full-resolution maps in memory at a time
+                renderers[segment] = result.segments[segment].renderer(device)
+            shown, frame = (segment, t), to_uint8(renderers[segment].frame(t))
+        yield frame
 
 
 def sequence_output_names(formats: Sequence[str], segments: int) -> list[str]:
