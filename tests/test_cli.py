@@ -6,9 +6,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from diffmorph.api import load_maps
 from diffmorph.cli import main
 from synthetic import blobs
 
@@ -266,4 +268,18 @@ def test_render_switches_mode_and_pacing_without_fitting(image_files, tmp_path, 
         assert np.array_equal(frames[0], sharp[0]) and np.array_equal(frames[-1], sharp[-1])
     assert not np.array_equal(classic[4], sharp[4]) and not np.array_equal(classic[4], even[4])
     code, _, err = run(["render", out / "maps.safetensors", "-o", tmp_path / "x", "--mode", "fancy"], capsys)
+    assert code == 2 and "invalid choice" in err
+
+
+def test_objective_reaches_the_fit_and_is_recorded(image_files, tmp_path, capsys):
+    maps = {}
+    for objective in ("classic", "coarse-to-fine"):
+        out = tmp_path / objective
+        code, _, err = run(["morph", *image_files, "-o", out, *FAST, "--objective", objective, "--format", "frames",
+                            "-q"], capsys)
+        assert code == 0, err
+        assert json.loads((out / "config.json").read_text())["config"]["objective"] == objective
+        maps[objective] = load_maps(out / "maps.safetensors").maps
+    assert not torch.equal(maps["classic"], maps["coarse-to-fine"])  # same seed and steps: only the loss differs
+    code, _, err = run(["morph", *image_files, "-o", tmp_path / "bad", *FAST, "--objective", "fine"], capsys)
     assert code == 2 and "invalid choice" in err

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from diffmorph.ops import (
     blend_frame,
     coordinate_grid,
     flow_from_warp_map,
+    gaussian_blur,
     morph_loss,
     psnr,
     resize,
@@ -139,6 +142,27 @@ class TestLossAndFrames:
         net_input = torch.cat((coordinate_grid(8, 8), a, b), dim=1)
         loss = morph_loss(net_input, a, b, torch.zeros(1, 16, 8, 8), MapScales())
         assert loss.item() == pytest.approx(0.3 * 0.25 + 0.3 * 0.25)
+
+    def test_colour_weight_penalises_only_the_colour_maps(self):
+        a, b = torch.zeros(2, 3, 8, 8), torch.full((2, 3, 8, 8), 0.5)
+        net_input = torch.cat((coordinate_grid(8, 8).expand(2, -1, -1, -1), a, b), dim=1)
+        maps = torch.zeros(2, 16, 8, 8)
+        maps[0, 0:6] = 0.5  # pair 0: half of the 12 colour channels at 0.5, a mean square of 0.125
+        maps[1, 6:8] = 1.0  # pair 1: a warp only, which the penalty must ignore
+        plain = morph_loss(net_input, a, b, maps, MapScales())
+        held = morph_loss(net_input, a, b, maps, MapScales(), colour_weight=2.0)
+        assert held[0].item() == pytest.approx(plain[0].item() + 2.0 * 0.125)
+        assert held[1].item() == pytest.approx(plain[1].item())
+
+    def test_gaussian_blur_keeps_constants_and_mass(self):
+        flat = torch.full((1, 3, 12, 10), 0.3)
+        assert torch.allclose(gaussian_blur(flat, 4.0), flat)
+        spike = torch.zeros(1, 1, 21, 21)
+        spike[0, 0, 10, 10] = 1.0
+        blurred = gaussian_blur(spike, 2.0)
+        assert blurred.sum().item() == pytest.approx(1.0, abs=1e-5)
+        assert blurred[0, 0, 10, 10].item() == pytest.approx(1 / (2 * math.pi * 4), rel=0.02)  # the Gaussian's peak
+        assert gaussian_blur(spike, 0.2) is spike
 
     def test_endpoints_are_the_inputs(self):
         a, b = torch.rand(1, 3, 8, 8) * 2 - 1, torch.rand(1, 3, 8, 8) * 2 - 1

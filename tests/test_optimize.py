@@ -1,12 +1,23 @@
+import numpy as np
 import pytest
 import torch
 
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
-from diffmorph.ops import flow_from_warp_map, psnr, resize
-from diffmorph.optimize import _Adam, fit_batch, fit_maps, one_cycle, scales_of
-from diffmorph.renderer import Renderer
-from synthetic import shifted_pair
+from diffmorph.ops import flow_from_warp_map, psnr, resize, warp
+from diffmorph.optimize import (
+    COARSE_BLUR,
+    COARSE_FRACTION,
+    COLOUR_HOLD,
+    _Adam,
+    coarse_to_fine,
+    fit_batch,
+    fit_maps,
+    one_cycle,
+    scales_of,
+)
+from diffmorph.renderer import Renderer, to_uint8
+from synthetic import blobs, shifted_pair
 
 CPU = torch.device("cpu")
 
@@ -146,3 +157,34 @@ def test_members_start_as_single_networks_and_see_only_their_input():
         assert torch.equal(pair(changed)[1], pair(inputs)[1])
     with pytest.raises(ValueError, match="2 members need 2 inputs"):
         pair(inputs[:1])
+
+
+def test_coarse_to_fine_schedule_ends_in_the_classic_objective():
+    plan = [coarse_to_fine(step, 200) for step in range(200)]
+    assert plan[0] == (COARSE_BLUR, COLOUR_HOLD)
+    sigmas, weights = zip(*plan, strict=True)
+    assert list(sigmas) == sorted(sigmas, reverse=True) and list(weights) == sorted(weights, reverse=True)
+    classic_from = round(COARSE_FRACTION * 200)
+    assert sigmas[classic_from - 1] > 0 and weights[classic_from - 1] > 0
+    assert set(plan[classic_from:]) == {(0.0, 0.0)}
+
+
+def test_coarse_to_fine_finds_a_move_the_classic_fit_misses():
+    # Fine texture moved by a fifth of the frame and recoloured: the classic loss only sees about a pixel around
+    # each sample, so it recolours instead; blurred images give the warp the reach.
+    size, shift = 64, (6.0, -12.0)
+    noisy = blobs(size, size, seed=3) + np.random.default_rng(3).normal(0, 60, (size, size, 1))
+    a = torch.from_numpy(np.clip(noisy, 0, 255)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+    moved = warp(a, torch.tensor(shift).view(1, 2, 1, 1).expand(1, 2, size, size))
+    b = (moved * torch.tensor([0.7, 1.0, 1.2]).view(1, 3, 1, 1) + 0.1).clamp(-1, 1)  # recoloured too
+    b = torch.from_numpy(to_uint8(b)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1  # on grey levels
+    found = {}
+    for objective in ("classic", "coarse-to-fine"):
+        config = MorphConfig(size=32, steps=60, precision="fp32", objective=objective)
+        maps = resize(fit_maps(a, b, config, CPU).maps.unsqueeze(0), size, size)
+        flows = [flow_from_warp_map(maps[:, k:k + 2], config.warp_scale)[0, :, 16:48, 16:48].mean(dim=(1, 2))
+                 for k in (6, 14)]  # A->B and B->A, away from the borders
+        expected = torch.tensor(shift)
+        found[objective] = max((flows[0] - expected).abs().max(), (flows[1] + expected).abs().max())
+    # Seeds 0-3 measured: classic misses by 11.0-11.7 px, coarse-to-fine by 1.2-5.9 (it gets at least halfway).
+    assert found["classic"] > 8.0 and found["coarse-to-fine"] < 0.6 * found["classic"]

@@ -45,6 +45,8 @@ _HELP = {
     "mode": "how frames are made: sharp (fine detail kept at full contrast) or classic (the original)",
     "pacing": "timing of the maps: even (equal change per frame), linear (the original) or auto "
               "(even for sharp, linear for classic)",
+    "objective": "what the fit minimises: classic (the original) or coarse-to-fine (blurred images and colour "
+                 "held back at first, so the warp may carry what moved far; try it when a morph shows content twice)",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
     "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",

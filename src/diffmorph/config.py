@@ -16,6 +16,7 @@ from diffmorph.errors import ConfigError
 
 MODES = ("sharp", "classic")
 PACINGS = ("auto", "even", "linear")
+OBJECTIVES = ("classic", "coarse-to-fine")
 FITS = ("crop", "pad", "stretch")
 SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -25,8 +26,8 @@ RENDER_SETTINGS = ("mode", "pacing", "frames", "durations", "fps", "ease", "hold
                    "gif_palette")
 GIF_PALETTES = ("clip", "frame")
 # Fields that take one of a few names, in the order validate() checks them; the CLI offers the same.
-CHOICES = {"mode": MODES, "pacing": PACINGS, "fit": FITS, "schedule": SCHEDULES, "ease": EASES,
-           "gif_palette": GIF_PALETTES, "precision": PRECISIONS}
+CHOICES = {"mode": MODES, "pacing": PACINGS, "objective": OBJECTIVES, "fit": FITS, "schedule": SCHEDULES,
+           "ease": EASES, "gif_palette": GIF_PALETTES, "precision": PRECISIONS}
 DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
 
 
@@ -47,6 +48,13 @@ class MorphConfig:
     # same amount at every step, "linear" scales the maps by t as the original did; "auto" is even
     # for "sharp" and linear for "classic".
     pacing: str = "auto"
+    # What the fit minimises. "classic" is the original's loss on the images as they are, from the
+    # first step. "coarse-to-fine" compares blurred images during the first quarter of the steps (the
+    # blur shrinks to none) and holds the colour maps back meanwhile, so that the warp rather than a
+    # change of colour may carry content that moved further than a few pixels. It is a second
+    # opinion, not a better default: on some pairs it removes double images that the classic fit
+    # leaves, on others it does worse (measured in the README); try it when a morph shows content twice.
+    objective: str = "classic"
     # Working resolution of the fit (square, like the original). The network always sees a 96 x 96
     # resize of its input, so maps fitted small transfer to any output size; the original used 1024.
     size: int = 128

@@ -16,6 +16,7 @@ Conventions (the only place they are defined; every other module relies on them)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -206,17 +207,21 @@ def resize(image: torch.Tensor, height: int, width: int, *, antialias: bool = Fa
 
 
 def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor,
-               scales: MapScales) -> torch.Tensor:
-    """The classic objective of a fit, for each of ``K`` independent pairs.
+               scales: MapScales, *, colour_weight: float = 0.0) -> torch.Tensor:
+    """The objective of a fit, for each of ``K`` independent pairs.
 
     ``MSE(M, warp(warp(M, flow_AB), flow_BA)) + 0.3 MSE(apply(A, maps_AB), B) + 0.3 MSE(apply(B, maps_BA), A)``:
     both directions reproduce the other image, and warping forth and back returns the network input
-    ``M`` (the warp-consistency term, which keeps the two flows inverse to each other).
+    ``M`` (the warp-consistency term, which keeps the two flows inverse to each other). That is the
+    classic objective. A coarse-to-fine fit passes blurred ``a`` and ``b`` early on, and a
+    ``colour_weight`` that adds ``colour_weight * mean(mult² + add²)`` over both directions' raw colour
+    maps: with colour held back, only the warp can lower the error.
 
     Args:
         net_input: ``(K, 8, S, S)`` network inputs ``M``: coordinate grid, ``0.1 A``, ``0.1 B``.
-        a, b: ``(K, 3, S, S)`` images in ``[-1, 1]``.
+        a, b: ``(K, 3, S, S)`` images in ``[-1, 1]`` that the maps must reproduce.
         maps: ``(K, 16, S, S)`` both directions' maps at the working resolution.
+        colour_weight: weight of the penalty on the colour maps; 0 (classic) leaves it out.
 
     Returns:
         ``(K,)``: the loss of each pair (sum them to fit all at once: each pair's gradient is its own).
@@ -231,7 +236,37 @@ def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: 
     mapped = apply_maps(torch.cat((a, b)), torch.cat((maps_ab, maps_ba)), scales)  # (2K, 3, S, S)
     fidelity_ab = _mse_each(mapped[:pairs], b)
     fidelity_ba = _mse_each(mapped[pairs:], a)
-    return consistency + 0.3 * fidelity_ab + 0.3 * fidelity_ba
+    loss = consistency + 0.3 * fidelity_ab + 0.3 * fidelity_ba
+    if colour_weight > 0.0:
+        colour = torch.cat((maps_ab[:, 0:6], maps_ba[:, 0:6]), dim=1)  # (K, 12, S, S)
+        loss = loss + colour_weight * colour.square().mean(dim=(1, 2, 3))
+    return loss
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with the border repeated, ``sigma`` in pixels (below 0.3: unchanged).
+
+    Args:
+        image: ``(B, C, H, W)``.
+
+    Returns:
+        ``(B, C, H, W)``.
+
+    >>> x = torch.zeros(1, 1, 9, 9); x[0, 0, 4, 4] = 1.0
+    >>> y = gaussian_blur(x, 1.0)
+    >>> round(float(y.sum()), 4), bool(y[0, 0, 4, 4] < 0.2)
+    (1.0, True)
+    """
+    if sigma < 0.3:
+        return image
+    radius = min(math.ceil(3.0 * sigma), max(image.shape[-2:]) - 1)  # replicate padding needs radius < size
+    taps = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = image.shape[1]
+    padded = F.pad(image, (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def _mse_each(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
