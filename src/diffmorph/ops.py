@@ -259,7 +259,7 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     if sigma < 0.3:
         return image
-    radius = min(math.ceil(3.0 * sigma), max(image.shape[-2:]) - 1)  # replicate padding needs radius < size
+    radius = min(math.ceil(3.0 * sigma), max(image.shape[-2:]) - 1)  # wider taps would only add border repeats
     taps = torch.arange(-radius, radius + 1, device=image.device, dtype=image.dtype)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
     kernel = kernel / kernel.sum()
