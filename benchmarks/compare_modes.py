@@ -77,28 +77,51 @@ def run(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "diffmorph", *args, "-q"], check=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_arguments(doc: str, sheet_help: str) -> argparse.Namespace:
+    """The options every comparison takes: your own pair, frames, the sheet and the device."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", nargs=2, type=Path, metavar=("A", "B"), help="your own pair instead")
     parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--sheet", type=Path, help="write the side-by-side contact sheet here (PNG)")
+    parser.add_argument("--sheet", type=Path, help=sheet_help)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def pair_files(images: list[Path] | None, folder: Path,
+               generated: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[tuple[str, Path, Path]]:
+    """``(name, A, B)`` paths: your pair, or the generated ones saved as PNG in ``folder``."""
+    if images:
+        return [("your pair", *images)]
+    pairs = []
+    for name, (a, b) in generated.items():
+        if a.dtype != np.uint8:
+            a, b = ((image * 255).round().astype(np.uint8) for image in (a, b))
+        paths = folder / f"{name}_a.png", folder / f"{name}_b.png"
+        for image, path in zip((a, b), paths, strict=True):
+            Image.fromarray(image).save(path)
+        pairs.append((name, *paths))
+    return pairs
+
+
+def save_sheet(tiles: list[list[tuple[str, np.ndarray]]], path: Path, tile_width: int) -> None:
+    """One contact-sheet row per list of labelled frames, stacked into one PNG."""
+    sheets = [contact_sheet(row, tile_width=tile_width) for row in tiles]
+    canvas = Image.new("RGB", (max(s.width for s in sheets), sum(s.height for s in sheets)), "white")
+    top = 0
+    for sheet in sheets:
+        canvas.paste(sheet, (0, top))
+        top += sheet.height
+    canvas.save(path)
+    print(f"\nsheet: {path}")
+
+
+def main() -> None:
+    args = parse_arguments(__doc__, "write the side-by-side contact sheet here (PNG)")
 
     rows, tiles = [], []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        if args.images:
-            pairs = [("your pair", *args.images)]
-        else:
-            pairs = []
-            for name, (a, b) in (("demo", demo_pair()), ("textured", textured_pair())):
-                if a.dtype != np.uint8:
-                    a, b = ((image * 255).round().astype(np.uint8) for image in (a, b))
-                paths = folder / f"{name}_a.png", folder / f"{name}_b.png"
-                for image, path in zip((a, b), paths, strict=True):
-                    Image.fromarray(image).save(path)
-                pairs.append((name, *paths))
+        pairs = pair_files(args.images, folder, {"demo": demo_pair(), "textured": textured_pair()})
         for name, a, b in pairs:
             fitted = folder / f"{name}_classic"
             run(["morph", str(a), str(b), "-o", str(fitted), "--mode", "classic", "--format", "frames",
@@ -129,14 +152,7 @@ def main() -> None:
               f"{r.mid_frame_detail:.3f} | {r.pacing_cv:.3f} | {r.pacing_max_over_median:.2f} | "
               f"{r.fidelity_a_to_b_db:.2f} / {r.fidelity_b_to_a_db:.2f} |")
     if args.sheet:
-        sheets = [contact_sheet(row, tile_width=300) for row in tiles]
-        canvas = Image.new("RGB", (max(s.width for s in sheets), sum(s.height for s in sheets)), "white")
-        top = 0
-        for sheet in sheets:
-            canvas.paste(sheet, (0, top))
-            top += sheet.height
-        canvas.save(args.sheet)
-        print(f"\nsheet: {args.sheet}")
+        save_sheet(tiles, args.sheet, tile_width=300)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ frame over ground that changes). Or your own with ``--images``.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import math
 import sys
@@ -31,11 +30,10 @@ import torch
 from PIL import Image
 
 from bench_morph import machine
-from compare_modes import run, textured_pair
+from compare_modes import pair_files, parse_arguments, run, save_sheet, textured_pair
 from diffmorph.api import MorphResult
 from diffmorph.demo import demo_pair
 from diffmorph.evaluate import evaluate
-from diffmorph.io.pictures import contact_sheet
 from diffmorph.ops import flow_from_warp_map, gaussian_blur, resize, warp
 
 OBJECTIVES = ("classic", "coarse-to-fine")
@@ -71,27 +69,13 @@ def halfway_alignment(maps_file: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", nargs=2, type=Path, metavar=("A", "B"), help="your own pair instead")
-    parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--sheet", type=Path, help="write the contact sheet of middle frames here (PNG)")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = parse_arguments(__doc__, "write the contact sheet of middle frames here (PNG)")
 
     rows, tiles = [], []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        if args.images:
-            pairs = [("your pair", *args.images)]
-        else:
-            pairs = []
-            for name, (a, b) in (("moved", moved_pair()), ("demo", demo_pair()), ("textured", textured_pair())):
-                if a.dtype != np.uint8:
-                    a, b = ((image * 255).round().astype(np.uint8) for image in (a, b))
-                paths = folder / f"{name}_a.png", folder / f"{name}_b.png"
-                for image, path in zip((a, b), paths, strict=True):
-                    Image.fromarray(image).save(path)
-                pairs.append((name, *paths))
+        pairs = pair_files(args.images, folder, {"moved": moved_pair(), "demo": demo_pair(),
+                                                 "textured": textured_pair()})
         for name, a, b in pairs:
             row = []
             for objective in OBJECTIVES:
@@ -120,14 +104,7 @@ def main() -> None:
               f"{r.mid_frame_detail:.3f} | {r.pacing_cv:.3f} | {r.pacing_max_over_median:.2f} | "
               f"{r.endpoint_error_first:.2f} / {r.endpoint_error_last:.2f} |")
     if args.sheet:
-        sheets = [contact_sheet(row, tile_width=360) for row in tiles]
-        canvas = Image.new("RGB", (max(s.width for s in sheets), sum(s.height for s in sheets)), "white")
-        top = 0
-        for sheet in sheets:
-            canvas.paste(sheet, (0, top))
-            top += sheet.height
-        canvas.save(args.sheet)
-        print(f"\nsheet: {args.sheet}")
+        save_sheet(tiles, args.sheet, tile_width=360)
 
 
 if __name__ == "__main__":
