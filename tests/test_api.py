@@ -45,6 +45,13 @@ def test_bad_settings_are_config_errors():
         diffmorph.morph(a, a, mode="fancy")
 
 
+
+def test_config_of_an_older_file_keeps_the_settings_it_was_made_with():
+    config = diffmorph.MorphConfig
+    assert config().align == "auto"
+    assert config.from_dict({}).align == "none"  # files written before --align existed were fitted without it
+    assert config.from_dict(config().to_dict()) == config()
+
 @pytest.mark.parametrize(("name", "message"), [("gpu", "unknown device"), ("meta", "unsupported device"),
                                                ("cuda:7", "CUDA"), ("mps", "MPS")])
 def test_resolve_device_errors(name, message):

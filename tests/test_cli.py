@@ -283,3 +283,24 @@ def test_objective_reaches_the_fit_and_is_recorded(image_files, tmp_path, capsys
     assert not torch.equal(maps["classic"], maps["coarse-to-fine"])  # same seed and steps: only the loss differs
     code, _, err = run(["morph", *image_files, "-o", tmp_path / "bad", *FAST, "--objective", "fine"], capsys)
     assert code == 2 and "invalid choice" in err
+
+
+def test_align_reaches_the_fit_is_reported_and_recorded(tmp_path, capsys):
+    # B is A's textured scene moved 10 px right and 5 px down: auto alignment finds it and says so.
+    noisy = blobs(64, 64, seed=4) + np.random.default_rng(4).normal(0, 50, (64, 64, 1))
+    scene = np.clip(noisy, 0, 255).astype(np.uint8)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(scene).save(a)
+    Image.fromarray(np.roll(scene, (5, 10), axis=(0, 1))).save(b)
+    maps = {}
+    for align in ("auto", "none"):
+        out = tmp_path / align
+        code, _, err = run(["morph", a, b, "-o", out, *FAST, "--align", align, "--format", "frames"], capsys)
+        assert code == 0, err
+        assert ("aligned: B is A moved 16 % right and 8 % down" in err) == (align == "auto")
+        assert json.loads((out / "config.json").read_text())["config"]["align"] == align
+        maps[align] = load_maps(out / "maps.safetensors").maps
+    flow_dx = maps["auto"][7].mean() * 0.05 * 64  # A->B, pixels: the fit started from the move
+    assert abs(flow_dx - 10) < 2 and abs(maps["none"][7].mean() * 0.05 * 64) < 2
+    code, _, err = run(["morph", a, b, "-o", tmp_path / "bad", *FAST, "--align", "global"], capsys)
+    assert code == 2 and "invalid choice" in err

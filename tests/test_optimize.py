@@ -169,22 +169,53 @@ def test_coarse_to_fine_schedule_ends_in_the_classic_objective():
     assert set(plan[classic_from:]) == {(0.0, 0.0)}
 
 
-def test_coarse_to_fine_finds_a_move_the_classic_fit_misses():
-    # Fine texture moved by a fifth of the frame and recoloured: the classic loss only sees about a pixel around
-    # each sample, so it recolours instead; blurred images give the warp the reach.
-    size, shift = 64, (6.0, -12.0)
+def moved_texture(size: int = 64, shift: tuple[float, float] = (6.0, -12.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fine texture, and the same moved by ``shift`` pixels and recoloured, on grey levels: ``(1, 3, S, S)``."""
     noisy = blobs(size, size, seed=3) + np.random.default_rng(3).normal(0, 60, (size, size, 1))
     a = torch.from_numpy(np.clip(noisy, 0, 255)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
     moved = warp(a, torch.tensor(shift).view(1, 2, 1, 1).expand(1, 2, size, size))
-    b = (moved * torch.tensor([0.7, 1.0, 1.2]).view(1, 3, 1, 1) + 0.1).clamp(-1, 1)  # recoloured too
-    b = torch.from_numpy(to_uint8(b)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1  # on grey levels
-    found = {}
-    for objective in ("classic", "coarse-to-fine"):
-        config = MorphConfig(size=32, steps=60, precision="fp32", objective=objective)
-        maps = resize(fit_maps(a, b, config, CPU).maps.unsqueeze(0), size, size)
-        flows = [flow_from_warp_map(maps[:, k:k + 2], config.warp_scale)[0, :, 16:48, 16:48].mean(dim=(1, 2))
-                 for k in (6, 14)]  # A->B and B->A, away from the borders
-        expected = torch.tensor(shift)
-        found[objective] = max((flows[0] - expected).abs().max(), (flows[1] + expected).abs().max())
+    b = (moved * torch.tensor([0.7, 1.0, 1.2]).view(1, 3, 1, 1) + 0.1).clamp(-1, 1)
+    return a, torch.from_numpy(to_uint8(b)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+
+
+def found_move_error(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, shift: tuple[float, float]) -> float:
+    """How far the fitted flows are from ``shift`` (A->B) and its opposite (B->A), mean over the inner half."""
+    size = a.shape[-1]
+    maps = resize(fit_maps(a, b, config, CPU).maps.unsqueeze(0), size, size)
+    inner = slice(size // 4, 3 * size // 4)
+    flows = [flow_from_warp_map(maps[:, k:k + 2], config.warp_scale)[0, :, inner, inner].mean(dim=(1, 2))
+             for k in (6, 14)]
+    expected = torch.tensor(shift)
+    return float(max((flows[0] - expected).abs().max(), (flows[1] + expected).abs().max()))
+
+
+def test_coarse_to_fine_finds_a_move_the_classic_fit_misses():
+    # Fine texture moved by a fifth of the frame and recoloured: the classic loss only sees about a pixel around
+    # each sample, so it recolours instead; blurred images give the warp the reach. Without the alignment, which
+    # would find this move before either fit starts.
+    a, b = moved_texture()
+    found = {objective: found_move_error(a, b, MorphConfig(size=32, steps=60, precision="fp32", objective=objective,
+                                                           align="none"), (6.0, -12.0))
+             for objective in ("classic", "coarse-to-fine")}
     # Seeds 0-3 measured: classic misses by 11.0-11.7 px, coarse-to-fine by 1.2-5.9 (it gets at least halfway).
     assert found["classic"] > 8.0 and found["coarse-to-fine"] < 0.6 * found["classic"]
+
+
+def test_alignment_starts_the_warp_at_the_move():
+    a, b = moved_texture()
+    found = {}
+    for align in ("none", "auto"):
+        config = MorphConfig(size=32, steps=60, precision="fp32", align=align)
+        found[align] = found_move_error(a, b, config, (6.0, -12.0))
+    assert found["none"] > 8.0 and found["auto"] < 1.0
+    fit = fit_maps(a, b, MorphConfig(size=32, steps=2), CPU)
+    assert fit.alignment is not None and fit.alignment.shift == pytest.approx((6 / 64, -12 / 64), abs=1 / 32)
+
+
+def test_alignment_is_per_pair_in_a_batch():
+    moved, still = moved_texture(), shifted_pair(64, shift=(0.0, 0.0))  # still: B is A
+    config = MorphConfig(size=32, steps=3, precision="fp32")
+    batch = fit_batch([moved, still], config, CPU)
+    assert batch[0].alignment is not None and batch[1].alignment is None
+    for pair, fitted in zip([moved, still], batch, strict=True):
+        torch.testing.assert_close(fitted.maps, fit_maps(*pair, config, CPU).maps, atol=2e-4, rtol=0)

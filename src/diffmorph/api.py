@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from diffmorph._version import __version__
+from diffmorph.align import Alignment
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.io.images import (
@@ -71,6 +72,8 @@ class MorphResult:
         losses: the fit's loss at every step.
         framing: how B was fitted to A's frame.
         fit_seconds: wall time of the fit.
+        alignment: the move of the whole picture the warp started from (``--align auto``), or None;
+            known after a fit only (maps files do not keep it; the maps include it).
     """
 
     maps: torch.Tensor
@@ -80,6 +83,7 @@ class MorphResult:
     losses: list[float] = field(default_factory=list)
     framing: Framing | None = None
     fit_seconds: float = float("nan")
+    alignment: Alignment | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -201,7 +205,7 @@ def fit_pair(image_a: torch.Tensor, image_b: torch.Tensor, config: MorphConfig, 
     """
     fitted = fit_maps(image_a, image_b, config, resolve_device(config.device), progress=progress)
     return MorphResult(maps=fitted.maps, image_a=image_a, image_b=image_b, config=config, losses=fitted.losses,
-                       framing=framing, fit_seconds=fitted.seconds)
+                       framing=framing, fit_seconds=fitted.seconds, alignment=fitted.alignment)
 
 
 def render(result: MorphResult, *, frames: int | None = None,

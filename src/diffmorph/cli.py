@@ -47,6 +47,8 @@ _HELP = {
               "(even for sharp, linear for classic)",
     "objective": "what the fit minimises: classic (the original) or coarse-to-fine (blurred images and colour "
                  "held back at first, so the warp may carry what moved far; try it when a morph shows content twice)",
+    "align": "where the warp starts: auto (from the move of the whole picture, where B clearly shows A's "
+             "content moved or zoomed) or none (no warp, as the original)",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
     "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",
@@ -202,6 +204,8 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
             bar.update(done - bar.n)
 
         result = fit_pair(image_a, image_b, config, framing=framing, progress=progress)
+    if result.alignment is not None:
+        log(result.alignment.describe())
     log(f"fitted {config.steps} steps at {config.size} x {config.size} on {device} in {result.fit_seconds:.1f} s "
         f"(final loss {result.losses[-1]:.5f})")
     return _export(result, args, log, formats)

@@ -17,6 +17,7 @@ from diffmorph.errors import ConfigError
 MODES = ("sharp", "classic")
 PACINGS = ("auto", "even", "linear")
 OBJECTIVES = ("classic", "coarse-to-fine")
+ALIGNS = ("auto", "none")
 FITS = ("crop", "pad", "stretch")
 SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -26,8 +27,10 @@ RENDER_SETTINGS = ("mode", "pacing", "frames", "durations", "fps", "ease", "hold
                    "gif_palette")
 GIF_PALETTES = ("clip", "frame")
 # Fields that take one of a few names, in the order validate() checks them; the CLI offers the same.
-CHOICES = {"mode": MODES, "pacing": PACINGS, "objective": OBJECTIVES, "fit": FITS, "schedule": SCHEDULES,
-           "ease": EASES, "gif_palette": GIF_PALETTES, "precision": PRECISIONS}
+CHOICES = {"mode": MODES, "pacing": PACINGS, "objective": OBJECTIVES, "align": ALIGNS, "fit": FITS,
+           "schedule": SCHEDULES, "ease": EASES, "gif_palette": GIF_PALETTES, "precision": PRECISIONS}
+# Values that files written before a field existed were made with (where the default has changed).
+FORMER = {"align": "none"}
 DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
 
 
@@ -55,6 +58,11 @@ class MorphConfig:
     # opinion, not a better default: on some pairs it removes double images that the classic fit
     # leaves, on others it does worse (measured in the README); try it when a morph shows content twice.
     objective: str = "classic"
+    # Where the warp starts. "auto" first looks for a move of the whole picture (a shift and a zoom,
+    # see diffmorph.align) and, where B clearly shows A's content moved or zoomed, starts the fit from
+    # it, so content that moved far is carried rather than faded out and in; unrelated images start
+    # from no warp. "none" always starts from no warp, as the original did.
+    align: str = "auto"
     # Working resolution of the fit (square, like the original). The network always sees a 96 x 96
     # resize of its input, so maps fitted small transfer to any output size; the original used 1024.
     size: int = 128
@@ -180,12 +188,16 @@ class MorphConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MorphConfig:
-        """Build from a dict such as :meth:`to_dict` gives; unknown keys raise ConfigError."""
+        """Build from a dict such as :meth:`to_dict` gives; unknown keys raise ConfigError.
+
+        Fields missing from ``data`` take their default, or for a file written before the field
+        existed, the value it was made with (:data:`FORMER`).
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{**FORMER, **data})
 
 
 def _require(ok: bool, name: str, value: object, expected: str) -> None:

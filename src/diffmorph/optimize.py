@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
+from diffmorph.align import Alignment, find_alignment, warp_prior
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
-from diffmorph.model import MapNet
+from diffmorph.model import MAP_CHANNELS, MAP_SIZE, MapNet
 from diffmorph.ops import MapScales, coordinate_grid, gaussian_blur, morph_loss, resize
 
 ProgressCallback = Callable[[int, float], None]
@@ -34,11 +35,13 @@ class FitResult:
             them bilinearly to any resolution to apply them.
         losses: the loss at every step, before that step's update.
         seconds: wall time of the fit.
+        alignment: the move the warp started from (see :mod:`diffmorph.align`), or None.
     """
 
     maps: torch.Tensor
     losses: list[float]
     seconds: float
+    alignment: Alignment | None = None
 
 
 def scales_of(config: MorphConfig) -> MapScales:
@@ -193,11 +196,17 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     grid = coordinate_grid(size, size, device=device).expand(count, -1, -1, -1)
     net_input = torch.cat((grid, a_work * 0.1, b_work * 0.1), dim=1)  # (K, 8, S, S)
     prepared = MapNet.prepare(net_input)  # (K, 8, 96, 96)
+    alignments = [find_alignment(a.to(device), b.to(device)) if config.align == "auto" else None for a, b in pairs]
 
     # 2. Networks and optimiser. Weights are drawn on the CPU so a seed means the same start everywhere.
     #    Channels-last is oneDNN's and cuDNN's preferred layout for convolutions (about 15 % faster here).
     net = MapNet(in_channels=net_input.shape[1], members=count, seed=config.seed)
     net = net.to(device, memory_format=torch.channels_last)
+    # Where a move was found, the warp starts from it: its maps are added to the network's output.
+    priors = None
+    if any(alignments):
+        priors = torch.stack([warp_prior(found, config.warp_scale, MAP_SIZE, MAP_SIZE) if found
+                              else torch.zeros(MAP_CHANNELS, MAP_SIZE, MAP_SIZE) for found in alignments]).to(device)
     prepared = prepared.contiguous(memory_format=torch.channels_last)
     optimizer = _Adam(list(net.parameters()))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
@@ -215,8 +224,10 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
             blurred[sigma] = (gaussian_blur(a_work, sigma * size), gaussian_blur(b_work, sigma * size))
         targets = blurred[sigma]
         with autocast:
-            raw = net(prepared)  # (K, 16, 84, 84)
-        maps = resize(raw.float(), size, size)  # (K, 16, S, S): the warps and the loss stay float32
+            raw = net(prepared).float()  # (K, 16, 84, 84)
+        if priors is not None:
+            raw = raw + priors
+        maps = resize(raw, size, size)  # (K, 16, S, S): the warps and the loss stay float32
         loss = morph_loss(net_input, *targets, maps, scales, colour_weight=colour_weight)  # (K,)
         net.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -241,10 +252,13 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     # 4. The maps of the fitted networks, in float32 whatever the training precision. The networks
     #    themselves are discarded.
     with torch.no_grad():
-        raw = net(prepared).float().cpu()  # (K, 16, 84, 84)
+        raw = net(prepared).float()  # (K, 16, 84, 84)
+        if priors is not None:
+            raw = raw + priors
+        raw = raw.cpu()
     seconds = time.perf_counter() - started
-    return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds)
-            for k in range(count)]
+    return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds,
+                      alignment=alignments[k]) for k in range(count)]
 
 
 def _clip_each(params: list[torch.Tensor], members: int, max_norm: float) -> None:

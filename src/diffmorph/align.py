@@ -1,0 +1,166 @@
+"""A first guess of the warp, found before the fit: how B's content sits in A's frame as a whole.
+
+The fit is a descent on an image difference, whose gradient with respect to the warp only sees about
+a pixel around each sample. Content that moved further than that is not followed but recoloured:
+mid-morph it fades out in one place and in at the other, and shows twice. When B is A's scene moved
+or zoomed (a second shot of the same subject, a re-framed photo), that move is found here, directly,
+and the fit starts from it and refines it.
+
+The move is a shift and a scale about the centre. For each of a few scales, A is scaled and the shift
+is read off the peak of the phase correlation of A's and B's structure (their luma with coarse shading
+and the frame's edges suppressed). The best peak is used only if it stands far above the rest of the
+correlation surface and carrying A by it makes A's structure agree better with B's; unrelated images
+give no such peak, and their fit starts from no warp, as the original's did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from diffmorph.ops import flow_from_warp_map, gaussian_blur, resize, warp
+
+SIZE = 128  # Both images are compared at this square size, whatever the fit's working size.
+SCALES = (0.8, 0.9, 1.0, 1.1, 1.25)  # Zooms tried, B's content against A's.
+CONFIDENCE = 12.0  # Least height of the correlation peak, in standard deviations of the whole surface.
+STRUCTURE_BAND = 1 / 16  # Shading coarser than this fraction of the frame is left out of the correlation.
+
+# Measured (benchmarks/compare_objectives.py pairs and skimage photos): moved or zoomed
+# copies of a scene peak at 18-37, unrelated pairs at 6.5-9.8.
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """B's content is A's, scaled by ``scale`` about the centre, then moved by ``shift``.
+
+    Attributes:
+        scale: zoom from A to B (above 1: B shows it larger).
+        shift: ``(dy, dx)`` as fractions of the height and width (positive: down and right).
+        confidence: height of the correlation peak in standard deviations of the surface.
+    """
+
+    scale: float
+    shift: tuple[float, float]
+    confidence: float
+
+    def describe(self) -> str:
+        """One line for a log, e.g. ``B is A moved 12 % right and 6 % down, 1.1x larger``."""
+        dy, dx = self.shift
+        moves = [f"{abs(value) * 100:.0f} % {names[value > 0]}"
+                 for value, names in ((dx, ("left", "right")), (dy, ("up", "down"))) if round(abs(value) * 100)]
+        parts = [f"moved {' and '.join(moves)}"] if moves else []
+        if self.scale != 1.0:
+            parts.append(f"{self.scale:g}x {'larger' if self.scale > 1 else 'smaller'}")
+        return f"aligned: B is A {', '.join(parts) or 'as it is'}"
+
+
+def structure(image: torch.Tensor) -> torch.Tensor:
+    """What the correlation compares: luma less its coarse shading, faded out towards the frame's edges.
+
+    Args:
+        image: ``(1, 3, S, S)`` in ``[-1, 1]``.
+
+    Returns:
+        ``(S, S)``.
+    """
+    size = image.shape[-1]
+    luma = (image * torch.tensor(_LUMA, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    band = (luma - gaussian_blur(luma, STRUCTURE_BAND * size))[0, 0]
+    window = torch.hann_window(size, periodic=False, dtype=image.dtype, device=image.device)
+    return (band - band.mean()) * window[:, None] * window[None, :]
+
+
+def phase_correlate(a: torch.Tensor, b: torch.Tensor) -> tuple[tuple[int, int], float]:
+    """The whole-pixel shift ``d`` with ``b(x) ≈ a(x - d)``, and the height of its peak.
+
+    Args:
+        a, b: ``(S, S)`` real images, such as :func:`structure` gives.
+
+    Returns:
+        ``((dy, dx), confidence)``: the shift in pixels, each in ``[-S/2, S/2)``, and the peak in
+        standard deviations of the correlation surface.
+
+    >>> x = torch.rand(32, 32)
+    >>> phase_correlate(x, x.roll((3, -5), (0, 1)))[0]
+    (3, -5)
+    """
+    size = a.shape[-1]
+    cross = torch.fft.rfft2(b) * torch.fft.rfft2(a).conj()
+    surface = torch.fft.irfft2(cross / (cross.abs() + 1e-9), s=a.shape)
+    # Centred and smoothed a little: a shift between whole pixels spreads its peak over neighbours.
+    surface = surface.roll((size // 2, size // 2), (0, 1))
+    surface = gaussian_blur(surface[None, None], 1.0)[0, 0]
+    peak = int(surface.argmax())
+    confidence = float((surface.max() - surface.mean()) / surface.std())
+    return (peak // size - size // 2, peak % size - size // 2), confidence
+
+
+def find_alignment(a: torch.Tensor, b: torch.Tensor) -> Alignment | None:
+    """How B's content sits in A's frame, if the two clearly show the same thing moved or zoomed.
+
+    Args:
+        a, b: ``(1, 3, H, W)`` images in ``[-1, 1]`` of the same size; they are compared squashed
+            to :data:`SIZE` x :data:`SIZE`, as the fit squashes them to its working size.
+
+    Returns:
+        An :class:`Alignment`, or None when no move stands out (unrelated images) or the best one
+        is no move at all.
+    """
+    size = SIZE
+    a, b = resize(a, size, size, antialias=True), resize(b, size, size, antialias=True)
+    target = structure(b)
+    best: Alignment | None = None
+    for scale in SCALES:
+        (dy, dx), confidence = phase_correlate(structure(_zoom(a, scale)), target)
+        if best is None or confidence > best.confidence:
+            best = Alignment(scale=scale, shift=(dy / size, dx / size), confidence=confidence)
+    if best is None or best.confidence < CONFIDENCE or (best.scale == 1.0 and best.shift == (0.0, 0.0)):
+        return None
+    carried = warp(a, flow_from_warp_map(warp_prior(best, 1.0, size, size)[None, 6:8].to(a), 1.0))
+    if _agreement(carried, b) <= _agreement(a, b):
+        return None
+    return best
+
+
+def warp_prior(alignment: Alignment, warp_scale: float, height: int, width: int) -> torch.Tensor:
+    """Raw maps that only warp, by ``alignment`` from A to B and by its inverse from B to A.
+
+    The fit adds them to its network's output, so it starts from the move.
+
+    Args:
+        warp_scale: the config's ``warp_scale`` (map value 1 moves this fraction of the frame).
+        height, width: the maps' resolution. Pixel centres sit at ``(i + 0.5) / n`` of the frame, so
+            a bilinear resize of the maps to any size keeps the field affine.
+
+    Returns:
+        ``(16, height, width)``: zero colour maps; warp maps in channels 6-7 (A->B) and 14-15 (B->A).
+    """
+    ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height - 0.5  # from the centre, fractions
+    xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width - 0.5
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    scale, (dy, dx) = alignment.scale, alignment.shift
+    maps = torch.zeros(16, height, width)
+    # A->B: B(p) = A((p - d) / s), so the backward flow is p - (p - d) / s. B->A: A(p) = B(s p + d).
+    maps[6], maps[7] = y - (y - dy) / scale, x - (x - dx) / scale
+    maps[14], maps[15] = y - (scale * y + dy), x - (scale * x + dx)
+    return maps / warp_scale
+
+
+def _zoom(image: torch.Tensor, scale: float) -> torch.Tensor:
+    """``image`` scaled by ``scale`` about its centre, in its own frame, the border repeated."""
+    if scale == 1.0:
+        return image
+    theta = torch.tensor([[[1.0 / scale, 0.0, 0.0], [0.0, 1.0 / scale, 0.0]]], dtype=image.dtype,
+                         device=image.device)
+    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _agreement(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Correlation of two images' :func:`structure`."""
+    sx, sy = structure(x).flatten(), structure(y).flatten()
+    return float((sx * sy).sum() / (sx.norm() * sy.norm() + 1e-12))

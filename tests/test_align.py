@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from diffmorph.align import CONFIDENCE, Alignment, find_alignment, phase_correlate, structure, warp_prior
+from diffmorph.config import MorphConfig
+from diffmorph.ops import apply_maps, flow_from_warp_map, psnr, resize, warp
+from diffmorph.optimize import scales_of
+from synthetic import blobs
+
+SIZE = 128
+
+
+def texture(seed: int) -> torch.Tensor:
+    """Blobs with fine noise on top, ``(1, 3, S, S)`` in [-1, 1]: structure at every scale, like a photo."""
+    noisy = blobs(SIZE, SIZE, seed=seed) + np.random.default_rng(seed).normal(0, 40, (SIZE, SIZE, 1))
+    image = torch.from_numpy(np.clip(noisy, 0, 255)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+    return torch.nn.functional.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def moved(image: torch.Tensor, alignment: Alignment) -> torch.Tensor:
+    """``image`` as B would show it under ``alignment``: carried by the prior's A->B warp."""
+    prior = warp_prior(alignment, 1.0, SIZE, SIZE)
+    return warp(image, flow_from_warp_map(prior[None, 6:8], 1.0))
+
+
+def test_phase_correlation_finds_a_whole_pixel_shift_with_a_tall_peak():
+    a = structure(texture(0))
+    shift, confidence = phase_correlate(a, a.roll((-9, 14), (0, 1)))
+    assert shift == (-9, 14) and confidence > 3 * CONFIDENCE
+
+
+@pytest.mark.parametrize(("scale", "shift"), [(1.0, (0.1, -0.15)), (1.1, (-0.05, 0.08)), (0.9, (0.0, 0.2))])
+def test_finds_the_shift_and_zoom_of_a_moved_scene(scale, shift):
+    a = texture(1)
+    b = (moved(a, Alignment(scale, shift, 0.0)) * 0.8 + 0.1).clamp(-1, 1)  # recoloured too
+    found = find_alignment(a, b)
+    assert found is not None and found.confidence >= CONFIDENCE
+    assert found.scale == scale
+    assert found.shift == pytest.approx(shift, abs=1.5 / SIZE)
+
+
+@pytest.mark.parametrize("seeds", [(2, 3), (4, 5), (6, 7)])
+def test_unrelated_images_and_a_still_pair_have_no_alignment(seeds):
+    a, b = texture(seeds[0]), texture(seeds[1])
+    assert find_alignment(a, b) is None
+    assert find_alignment(a, a) is None  # the best move is none at all
+
+
+def test_prior_maps_carry_a_onto_b_and_back():
+    alignment = Alignment(1.1, (0.06, -0.1), 20.0)
+    a = texture(8)
+    b = moved(a, alignment)
+    config = MorphConfig()
+    prior = resize(warp_prior(alignment, config.warp_scale, 84, 84).unsqueeze(0), SIZE, SIZE)  # as fits store them
+    inner = (slice(None), slice(None), slice(24, 104), slice(24, 104))  # away from the repeated border
+    assert psnr(apply_maps(a, prior[:, :8], scales_of(config))[inner], b[inner]) > 35 > psnr(a[inner], b[inner]) + 10
+    # A->B then B->A returns every inner pixel where it started: the two warps are inverse.
+    grid = torch.stack(torch.meshgrid(torch.arange(float(SIZE)), torch.arange(float(SIZE)), indexing="ij"))[None]
+    round_trip = warp(warp(grid, flow_from_warp_map(prior[:, 6:8], config.warp_scale)),
+                      flow_from_warp_map(prior[:, 14:16], config.warp_scale))
+    assert (round_trip - grid)[inner].abs().max() < 0.05
+    assert torch.count_nonzero(prior[:, 0:6]) == 0 and torch.count_nonzero(prior[:, 8:14]) == 0
+
+
+def test_describe_says_where_b_went():
+    assert Alignment(1.1, (0.08, 0.12), 20.0).describe() == "aligned: B is A moved 12 % right and 8 % down, 1.1x larger"
+    assert Alignment(0.9, (-0.001, -0.05), 20.0).describe() == "aligned: B is A moved 5 % left, 0.9x smaller"
+    assert Alignment(1.25, (0.0, 0.0), 20.0).describe() == "aligned: B is A 1.25x larger"
