@@ -35,7 +35,7 @@ from diffmorph.io.images import load_image
 # The method's original schedule: 1000 steps of Adam at a constant 2e-4, no clipping, on a 1024 x 1024
 # working size, float32.
 REFERENCE = ["--size", "1024", "--steps", "1000", "--schedule", "constant", "--lr", "2e-4", "--grad-clip", "0",
-             "--precision", "fp32"]
+             "--precision", "fp32", "--align", "none"]
 RENDER_4K = (3840, 2160)
 
 
