@@ -30,13 +30,16 @@ def test_phase_correlation_finds_a_whole_pixel_shift_with_a_tall_peak():
     assert shift == (-9, 14) and confidence > 3 * CONFIDENCE
 
 
-@pytest.mark.parametrize(("scale", "shift"), [(1.0, (0.1, -0.15)), (1.1, (-0.05, 0.08)), (0.9, (0.0, 0.2))])
-def test_finds_the_shift_and_zoom_of_a_moved_scene(scale, shift):
+@pytest.mark.parametrize(("scale", "angle", "shift"), [
+    (1.0, 0.0, (0.1, -0.15)), (1.1, 0.0, (-0.05, 0.08)), (0.9, 0.0, (0.0, 0.2)), (1.0, 10.0, (0.0, 0.0)),
+    (1.1, -5.0, (0.06, 0.1)),
+])
+def test_finds_the_shift_turn_and_zoom_of_a_moved_scene(scale, angle, shift):
     a = texture(1)
-    b = (moved(a, Alignment(scale, shift, 0.0)) * 0.8 + 0.1).clamp(-1, 1)  # recoloured too
+    b = (moved(a, Alignment(scale, shift, 0.0, angle)) * 0.8 + 0.1).clamp(-1, 1)  # recoloured too
     found = find_alignment(a, b)
     assert found is not None and found.confidence >= CONFIDENCE
-    assert found.scale == scale
+    assert (found.scale, found.angle) == (scale, angle)
     assert found.shift == pytest.approx(shift, abs=1.5 / SIZE)
 
 
@@ -48,7 +51,7 @@ def test_unrelated_images_and_a_still_pair_have_no_alignment(seeds):
 
 
 def test_prior_maps_carry_a_onto_b_and_back():
-    alignment = Alignment(1.1, (0.06, -0.1), 20.0)
+    alignment = Alignment(1.1, (0.06, -0.1), 20.0, angle=7.0)
     a = texture(8)
     b = moved(a, alignment)
     config = MorphConfig()
@@ -67,3 +70,14 @@ def test_describe_says_where_b_went():
     assert Alignment(1.1, (0.08, 0.12), 20.0).describe() == "aligned: B is A moved 12 % right and 8 % down, 1.1x larger"
     assert Alignment(0.9, (-0.001, -0.05), 20.0).describe() == "aligned: B is A moved 5 % left, 0.9x smaller"
     assert Alignment(1.25, (0.0, 0.0), 20.0).describe() == "aligned: B is A 1.25x larger"
+    assert (Alignment(1.0, (0.0, 0.0), 20.0, angle=-5.0).describe()
+            == "aligned: B is A turned 5 degrees clockwise")
+
+
+def test_positive_angles_turn_content_anticlockwise_on_screen():
+    # A bright dot right of the centre; turned 90 degrees anticlockwise it shows above the centre (rows grow down).
+    a = torch.full((1, 3, SIZE, SIZE), -1.0)
+    a[..., 62:66, 94:98] = 1.0
+    b = moved(a, Alignment(1.0, (0.0, 0.0), 0.0, angle=90.0))
+    row, column = divmod(int(b[0, 0].argmax()), SIZE)
+    assert abs(row - 32) <= 2 and abs(column - 64) <= 2

@@ -2,19 +2,21 @@
 
 The fit is a descent on an image difference, whose gradient with respect to the warp only sees about
 a pixel around each sample. Content that moved further than that is not followed but recoloured:
-mid-morph it fades out in one place and in at the other, and shows twice. When B is A's scene moved
-or zoomed (a second shot of the same subject, a re-framed photo), that move is found here, directly,
+mid-morph it fades out in one place and in at the other, and shows twice. When B is A's scene moved,
+zoomed or turned (a second shot of the same subject, a re-framed photo), that move is found here, directly,
 and the fit starts from it and refines it.
 
-The move is a shift and a scale about the centre. For each of a few scales, A is scaled and the shift
-is read off the peak of the phase correlation of A's and B's structure (their luma with coarse shading
-and the frame's edges suppressed). The best peak is used only if it stands far above the rest of the
-correlation surface and carrying A by it makes A's structure agree better with B's; unrelated images
-give no such peak, and their fit starts from no warp, as the original's did.
+The move is a turn and a zoom about the centre, then a shift. For each of a few turns and zooms, A is
+turned and scaled, and the shift is read off the peak of the phase correlation of A's and B's
+structure (their luma with coarse shading and the frame's edges suppressed). The best peak is used
+only if it stands far above the rest of the correlation surface and carrying A by it makes A's
+structure agree better with B's; unrelated images give no such peak, and their fit starts from no
+warp, as the original's did.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,37 +26,42 @@ from diffmorph.ops import flow_from_warp_map, gaussian_blur, resize, warp
 
 SIZE = 128  # Both images are compared at this square size, whatever the fit's working size.
 SCALES = (0.8, 0.9, 1.0, 1.1, 1.25)  # Zooms tried, B's content against A's.
-CONFIDENCE = 12.0  # Least height of the correlation peak, in standard deviations of the whole surface.
+ANGLES = (-10.0, -5.0, 0.0, 5.0, 10.0)  # Turns tried, degrees anticlockwise; the fit refines the rest.
+CONFIDENCE = 14.0  # Least height of the correlation peak, in standard deviations of the whole surface.
 STRUCTURE_BAND = 1 / 16  # Shading coarser than this fraction of the frame is left out of the correlation.
 
-# Measured (benchmarks/compare_objectives.py pairs and skimage photos): moved or zoomed
-# copies of a scene peak at 18-37, unrelated pairs at 6.5-9.8.
+# Measured (benchmarks/compare_objectives.py pairs and skimage photos): copies of a scene moved, zoomed
+# and turned by up to 15 degrees peak at 21-55, unrelated pairs at 7.2-10.8.
 
 _LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
 class Alignment:
-    """B's content is A's, scaled by ``scale`` about the centre, then moved by ``shift``.
+    """B's content is A's turned by ``angle`` and scaled by ``scale`` about the centre, then moved by ``shift``.
 
     Attributes:
         scale: zoom from A to B (above 1: B shows it larger).
         shift: ``(dy, dx)`` as fractions of the height and width (positive: down and right).
         confidence: height of the correlation peak in standard deviations of the surface.
+        angle: turn from A to B in degrees, anticlockwise as seen on screen.
     """
 
     scale: float
     shift: tuple[float, float]
     confidence: float
+    angle: float = 0.0
 
     def describe(self) -> str:
-        """One line for a log, e.g. ``B is A moved 12 % right and 6 % down, 1.1x larger``."""
+        """One line for a log, e.g. ``aligned: B is A moved 12 % right and 6 % down, 1.1x larger``."""
         dy, dx = self.shift
         moves = [f"{abs(value) * 100:.0f} % {names[value > 0]}"
                  for value, names in ((dx, ("left", "right")), (dy, ("up", "down"))) if round(abs(value) * 100)]
         parts = [f"moved {' and '.join(moves)}"] if moves else []
         if self.scale != 1.0:
             parts.append(f"{self.scale:g}x {'larger' if self.scale > 1 else 'smaller'}")
+        if self.angle:
+            parts.append(f"turned {abs(self.angle):g} degrees {'anticlockwise' if self.angle > 0 else 'clockwise'}")
         return f"aligned: B is A {', '.join(parts) or 'as it is'}"
 
 
@@ -114,11 +121,13 @@ def find_alignment(a: torch.Tensor, b: torch.Tensor) -> Alignment | None:
     a, b = resize(a, size, size, antialias=True), resize(b, size, size, antialias=True)
     target = structure(b)
     best: Alignment | None = None
-    for scale in SCALES:
-        (dy, dx), confidence = phase_correlate(structure(_zoom(a, scale)), target)
-        if best is None or confidence > best.confidence:
-            best = Alignment(scale=scale, shift=(dy / size, dx / size), confidence=confidence)
-    if best is None or best.confidence < CONFIDENCE or (best.scale == 1.0 and best.shift == (0.0, 0.0)):
+    for angle in ANGLES:
+        for scale in SCALES:
+            (dy, dx), confidence = phase_correlate(structure(_turn_and_zoom(a, scale, angle)), target)
+            if best is None or confidence > best.confidence:
+                best = Alignment(scale=scale, shift=(dy / size, dx / size), confidence=confidence, angle=angle)
+    if best is None or best.confidence < CONFIDENCE or (best.scale == 1.0 and best.angle == 0.0
+                                                         and best.shift == (0.0, 0.0)):
         return None
     carried = warp(a, flow_from_warp_map(warp_prior(best, 1.0, size, size)[None, 6:8].to(a), 1.0))
     if _agreement(carried, b) <= _agreement(a, b):
@@ -142,20 +151,26 @@ def warp_prior(alignment: Alignment, warp_scale: float, height: int, width: int)
     ys = (torch.arange(height, dtype=torch.float32) + 0.5) / height - 0.5  # from the centre, fractions
     xs = (torch.arange(width, dtype=torch.float32) + 0.5) / width - 0.5
     y, x = torch.meshgrid(ys, xs, indexing="ij")
-    scale, (dy, dx) = alignment.scale, alignment.shift
+    (dy, dx), scale = alignment.shift, alignment.scale
+    cos, sin = math.cos(math.radians(alignment.angle)), math.sin(math.radians(alignment.angle))
     maps = torch.zeros(16, height, width)
-    # A->B: B(p) = A((p - d) / s), so the backward flow is p - (p - d) / s. B->A: A(p) = B(s p + d).
-    maps[6], maps[7] = y - (y - dy) / scale, x - (x - dx) / scale
-    maps[14], maps[15] = y - (scale * y + dy), x - (scale * x + dx)
+    # A->B: B(p) = A(M (p - d)) with M = R / s, R the turn matrix in (x, y): the backward flow is
+    # p - M (p - d). B->A: A(p) = B(M^-1 p + d) with M^-1 = s R^T.
+    ty, tx = y - dy, x - dx
+    maps[6] = y - (sin * tx + cos * ty) / scale
+    maps[7] = x - (cos * tx - sin * ty) / scale
+    maps[14] = y - (scale * (-sin * x + cos * y) + dy)
+    maps[15] = x - (scale * (cos * x + sin * y) + dx)
     return maps / warp_scale
 
 
-def _zoom(image: torch.Tensor, scale: float) -> torch.Tensor:
-    """``image`` scaled by ``scale`` about its centre, in its own frame, the border repeated."""
-    if scale == 1.0:
+def _turn_and_zoom(image: torch.Tensor, scale: float, angle: float) -> torch.Tensor:
+    """``image`` turned by ``angle`` degrees anticlockwise and scaled by ``scale`` about its centre, in its
+    own frame, the border repeated."""
+    if scale == 1.0 and angle == 0.0:
         return image
-    theta = torch.tensor([[[1.0 / scale, 0.0, 0.0], [0.0, 1.0 / scale, 0.0]]], dtype=image.dtype,
-                         device=image.device)
+    cos, sin = math.cos(math.radians(angle)) / scale, math.sin(math.radians(angle)) / scale
+    theta = torch.tensor([[[cos, -sin, 0.0], [sin, cos, 0.0]]], dtype=image.dtype, device=image.device)
     grid = F.affine_grid(theta, list(image.shape), align_corners=False)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 

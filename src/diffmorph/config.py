@@ -58,8 +58,8 @@ class MorphConfig:
     # opinion, not a better default: on some pairs it removes double images that the classic fit
     # leaves, on others it does worse (measured in the README); try it when a morph shows content twice.
     objective: str = "classic"
-    # Where the warp starts. "auto" first looks for a move of the whole picture (a shift and a zoom,
-    # see diffmorph.align) and, where B clearly shows A's content moved or zoomed, starts the fit from
+    # Where the warp starts. "auto" first looks for a move of the whole picture (a shift, a zoom and a
+    # turn, see diffmorph.align) and, where B clearly shows A's content so moved, starts the fit from
     # it, so content that moved far is carried rather than faded out and in; unrelated images start
     # from no warp. "none" always starts from no warp, as the original did.
     align: str = "auto"
