@@ -50,6 +50,12 @@ def test_unrelated_images_and_a_still_pair_have_no_alignment(seeds):
     assert find_alignment(a, a) is None  # the best move is none at all
 
 
+def test_flat_images_have_no_alignment():
+    flat = torch.zeros(1, 3, 40, 30)
+    assert phase_correlate(structure(resize(flat, SIZE, SIZE)), structure(resize(flat, SIZE, SIZE)))[1] == 0.0
+    assert find_alignment(flat, flat + 0.5) is None
+
+
 def test_prior_maps_carry_a_onto_b_and_back():
     alignment = Alignment(1.1, (0.06, -0.1), 20.0, angle=7.0)
     a = texture(8)

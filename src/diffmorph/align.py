@@ -102,12 +102,13 @@ def phase_correlate(a: torch.Tensor, b: torch.Tensor) -> tuple[tuple[int, int], 
     surface = surface.roll((size // 2, size // 2), (0, 1))
     surface = gaussian_blur(surface[None, None], 1.0)[0, 0]
     peak = int(surface.argmax())
-    confidence = float((surface.max() - surface.mean()) / surface.std())
+    spread = float(surface.std())
+    confidence = float(surface.max() - surface.mean()) / spread if spread > 0 else 0.0  # flat images: no peak
     return (peak // size - size // 2, peak % size - size // 2), confidence
 
 
 def find_alignment(a: torch.Tensor, b: torch.Tensor) -> Alignment | None:
-    """How B's content sits in A's frame, if the two clearly show the same thing moved or zoomed.
+    """How B's content sits in A's frame, if the two clearly show the same thing moved, zoomed or turned.
 
     Args:
         a, b: ``(1, 3, H, W)`` images in ``[-1, 1]`` of the same size; they are compared squashed
