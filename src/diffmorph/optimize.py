@@ -196,7 +196,9 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     grid = coordinate_grid(size, size, device=device).expand(count, -1, -1, -1)
     net_input = torch.cat((grid, a_work * 0.1, b_work * 0.1), dim=1)  # (K, 8, S, S)
     prepared = MapNet.prepare(net_input)  # (K, 8, 96, 96)
-    alignments = [find_alignment(a.to(device), b.to(device)) if config.align == "auto" else None for a, b in pairs]
+    # The move each warp starts from, found on the CPU (a few small FFTs) so every device finds the same.
+    alignments = [find_alignment(a.cpu().float(), b.cpu().float()) if config.align == "auto" else None
+                  for a, b in pairs]
 
     # 2. Networks and optimiser. Weights are drawn on the CPU so a seed means the same start everywhere.
     #    Channels-last is oneDNN's and cuDNN's preferred layout for convolutions (about 15 % faster here).
