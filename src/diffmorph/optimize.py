@@ -24,6 +24,11 @@ COARSE_BLUR = 0.125  # Gaussian sigma of the first level, as a fraction of the w
 COARSE_LEVELS = 6  # Blur levels, from COARSE_BLUR down to none.
 COARSE_FRACTION = 0.25  # Share of the steps spent before the images are compared unblurred.
 COLOUR_HOLD = 1.0  # Weight of the colour-map penalty at the first step; it falls to 0 with the blur.
+# A loss this many times the lowest so far is a spike: the network goes back to the state that gave the
+# lowest, and that pair's learning rate is halved for the rest of the fit (see fit_batch). Measured at the
+# one-cycle peak: one-step blips of up to 6x that recover by themselves (left alone), and a climb to 36x
+# that settled at twice the loss other seeds reach (caught).
+SPIKE = 10.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,9 @@ class _Adam:
         self.second = [torch.zeros_like(p) for p in self.params]
 
     @torch.no_grad()
-    def step(self, lr: float, beta1: float) -> None:
+    def step(self, lr: float, beta1: float, rates: torch.Tensor | None = None) -> None:
+        """One update; ``rates``, one factor per member network (see :class:`~diffmorph.model.MapNet`),
+        scales each member's step."""
         self.step_count += 1
         first_correction = 1.0 - beta1**self.step_count
         second_correction_sqrt = math.sqrt(1.0 - self.beta2**self.step_count)
@@ -142,7 +149,8 @@ class _Adam:
             first.lerp_(grad, 1.0 - beta1)
             second.mul_(self.beta2).addcmul_(grad, grad, value=1.0 - self.beta2)
             denominator = (second.sqrt() / second_correction_sqrt).add_(self.eps)
-            param.addcdiv_(first, denominator, value=-lr / first_correction)
+            moment = first if rates is None else _per_member(first, rates) * first
+            param.addcdiv_(moment, denominator, value=-lr / first_correction)
 
 
 def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torch.device, *,
@@ -210,7 +218,13 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         priors = torch.stack([warp_prior(found, config.warp_scale, MAP_SIZE, MAP_SIZE) if found
                               else torch.zeros(MAP_CHANNELS, MAP_SIZE, MAP_SIZE) for found in alignments]).to(device)
     prepared = prepared.contiguous(memory_format=torch.channels_last)
-    optimizer = _Adam(list(net.parameters()))
+    params = list(net.parameters())
+    optimizer = _Adam(params)
+    # The state of the lowest loss so far, per pair, to go back to after a spike (on the device: no reads).
+    state = params + optimizer.first + optimizer.second
+    best_state = [tensor.detach().clone() for tensor in state]
+    best_loss = torch.full((count,), math.inf, device=device)
+    rates = torch.ones(count, device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
 
     # 3. Gradient steps. Losses stay on the device and are read back in blocks: reading every step
@@ -224,6 +238,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         sigma, colour_weight = coarse_to_fine(step, config.steps) if coarse else (0.0, 0.0)
         if sigma not in blurred:
             blurred[sigma] = (gaussian_blur(a_work, sigma * size), gaussian_blur(b_work, sigma * size))
+            best_loss.fill_(math.inf)  # sharper targets raise the loss: that is no spike
         targets = blurred[sigma]
         with autocast:
             raw = net(prepared).float()  # (K, 16, 84, 84)
@@ -231,14 +246,26 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
             raw = raw + priors
         maps = resize(raw, size, size)  # (K, 16, S, S): the warps and the loss stay float32
         loss = morph_loss(net_input, *targets, maps, scales, colour_weight=colour_weight)  # (K,)
+        with torch.no_grad():
+            current = loss.detach()
+            improved, spiked = current < best_loss, current > SPIKE * best_loss
+            best_loss = torch.where(improved, current, best_loss)
+            for saved, live in zip(best_state, state, strict=True):
+                saved.copy_(torch.where(_per_member(live, improved), live, saved))
         net.zero_grad(set_to_none=True)
         loss.sum().backward()
+        with torch.no_grad():  # a pair that spiked goes back, and does not learn from the spike's gradient
+            for saved, live in zip(best_state, state, strict=True):
+                live.copy_(torch.where(_per_member(live, spiked), saved, live))
+            for param in params:
+                param.grad.mul_(_per_member(param, ~spiked))
+            rates = torch.where(spiked, rates * 0.5, rates)
         if config.grad_clip > 0:
-            _clip_each(list(net.parameters()), count, config.grad_clip)
+            _clip_each(params, count, config.grad_clip)
         if config.schedule == "onecycle":
-            optimizer.step(*one_cycle(step, config.steps, config.learning_rate))
+            optimizer.step(*one_cycle(step, config.steps, config.learning_rate), rates)
         else:
-            optimizer.step(config.learning_rate, 0.9)
+            optimizer.step(config.learning_rate, 0.9, rates)
         losses[step] = loss.detach()
         if (step + 1) % sync_every == 0 or step + 1 == config.steps:
             block = losses[len(history):step + 1].tolist()
@@ -261,6 +288,16 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     seconds = time.perf_counter() - started
     return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds,
                       alignment=alignments[k]) for k in range(count)]
+
+
+def _per_member(tensor: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``values``, one per member network, shaped to broadcast over ``tensor``'s members.
+
+    A member's parameters are contiguous blocks along dimension 0 (see :class:`~diffmorph.model.MapNet`).
+    """
+    members = values.shape[0]
+    block = tensor.shape[0] // members
+    return values.repeat_interleave(block).view(-1, *[1] * (tensor.dim() - 1))
 
 
 def _clip_each(params: list[torch.Tensor], members: int, max_norm: float) -> None:
