@@ -164,3 +164,21 @@ def test_segments_fitted_side_by_side_match_one_after_another(chain):
     assert len(side_by_side.segments) == 2
     for together, alone in zip(side_by_side.segments, one_by_one.segments, strict=True):
         torch.testing.assert_close(together.maps, alone.maps, atol=1e-3, rtol=0)
+
+
+def test_each_segment_starts_from_its_own_alignment(tmp_path, capsys):
+    # Image 2 is image 1's textured scene moved; image 3 is unrelated: only segment 1 finds a move.
+    noisy = blobs(64, 64, seed=4) + np.random.default_rng(4).normal(0, 50, (64, 64, 1))
+    scene = np.clip(noisy, 0, 255).astype(np.uint8)
+    images = [scene, np.roll(scene, (5, 10), axis=(0, 1)), blobs(64, 64, seed=9)]
+    chain = diffmorph.morph_sequence(images, **FAST)
+    assert chain.segments[0].alignment is not None and chain.segments[1].alignment is None
+    assert chain.segments[0].alignment.shift == pytest.approx((5 / 64, 10 / 64), abs=1 / 64)
+    paths = []
+    for index, image in enumerate(images):
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(image).save(paths[-1])
+    flags = ["--steps", "3", "--size", "32", "--frames", "4", "--device", "cpu", "--format", "frames"]
+    assert main(["morph", *map(str, paths), "-o", str(tmp_path / "out"), *flags]) == 0
+    err = capsys.readouterr().err
+    assert "segment 1: aligned: B is A moved 16 % right and 8 % down" in err and "segment 2" not in err

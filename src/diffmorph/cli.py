@@ -248,6 +248,9 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
         result = morph_sequence(args.images, config, loop=args.loop, progress=progress, max_pixels=args.max_pixels)
     for index, framing in enumerate(result.framings):
         log(framing.describe(f"image {index + 2}", "image 1"))
+    for index, segment in enumerate(result.segments):
+        if segment.alignment is not None:
+            log(f"segment {index + 1}: {segment.alignment.describe()}")
     log(f"fitted {segments} segments in {sum(s.fit_seconds for s in result.segments):.1f} s")
     return _export_sequence(result, args, log, formats)
 
