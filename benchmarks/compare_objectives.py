@@ -34,7 +34,7 @@ from compare_modes import moved_pair, pair_files, parse_arguments, run, save_she
 from diffmorph.api import MorphResult
 from diffmorph.demo import demo_pair
 from diffmorph.evaluate import evaluate
-from diffmorph.ops import flow_from_warp_map, gaussian_blur, resize, warp
+from diffmorph.ops import flow_from_warp_map, gaussian_blur, luma, resize, warp
 
 FITS = {"none, classic": ["--align", "none", "--objective", "classic"],  # label "start, objective": options
         "auto, classic": ["--align", "auto", "--objective", "classic"],
@@ -48,9 +48,9 @@ def halfway_alignment(maps_file: Path) -> float:
     maps = resize(result.maps.view(2, 8, *result.maps.shape[-2:]), height, width)  # A->B, B->A
     flows = flow_from_warp_map(maps[:, 6:8], result.config.warp_scale)
     layers = warp(torch.cat((result.image_a, result.image_b)), 0.5 * flows)  # (2, 3, H, W)
-    luma = (layers * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+    grey = luma(layers)
     scale = max(height, width) / 512
-    band = gaussian_blur(luma, 3 * scale) - gaussian_blur(luma, 24 * scale)
+    band = gaussian_blur(grey, 3 * scale) - gaussian_blur(grey, 24 * scale)
     band = band.flatten(1) - band.flatten(1).mean(dim=1, keepdim=True)
     return float((band[0] * band[1]).sum() / (band[0].norm() * band[1].norm()))
 

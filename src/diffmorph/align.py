@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from diffmorph.ops import flow_from_warp_map, gaussian_blur, resize, warp
+from diffmorph.ops import flow_from_warp_map, gaussian_blur, luma, resize, warp
 
 SIZE = 128  # Both images are compared at this square size, whatever the fit's working size.
 SCALES = (0.8, 0.9, 1.0, 1.1, 1.25)  # Zooms tried, B's content against A's.
@@ -32,8 +32,6 @@ STRUCTURE_BAND = 1 / 16  # Shading coarser than this fraction of the frame is le
 
 # Measured (benchmarks/compare_objectives.py pairs and skimage photos): copies of a scene moved, zoomed
 # and turned by up to 15 degrees peak at 21-55, unrelated pairs at 7.2-10.8.
-
-_LUMA = (0.299, 0.587, 0.114)
 
 
 @dataclass(frozen=True)
@@ -75,8 +73,8 @@ def structure(image: torch.Tensor) -> torch.Tensor:
         ``(S, S)``.
     """
     size = image.shape[-1]
-    luma = (image * torch.tensor(_LUMA, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    band = (luma - gaussian_blur(luma, STRUCTURE_BAND * size))[0, 0]
+    grey = luma(image)
+    band = (grey - gaussian_blur(grey, STRUCTURE_BAND * size))[0, 0]
     window = torch.hann_window(size, periodic=False, dtype=image.dtype, device=image.device)
     return (band - band.mean()) * window[:, None] * window[None, :]
 

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from diffmorph import ops
 from diffmorph.errors import InputImageError
 from diffmorph.io.images import ImageSource, fit_to_frame, load_image
 from diffmorph.io.readers import open_frames
 
-LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 weights for the greyscale of the detail metric
+LUMA = np.array(ops.LUMA)  # the greyscale of the detail metric
 
 
 def greyscale(frame: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 MULT_FLOOR = 0.1  # The original's floor on the colour factor: mult can darken to 10 %, never invert.
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G and B in the greyscale of an image.
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,12 @@ def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: 
         colour = torch.cat((maps_ab[:, 0:6], maps_ba[:, 0:6]), dim=1)  # (K, 12, S, S)
         loss = loss + colour_weight * colour.square().mean(dim=(1, 2, 3))
     return loss
+
+
+def luma(image: torch.Tensor) -> torch.Tensor:
+    """Greyscale with the :data:`LUMA` weights: ``(B, 3, H, W)`` -> ``(B, 1, H, W)``."""
+    weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    return (image * weights).sum(dim=1, keepdim=True)
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
