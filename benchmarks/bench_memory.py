@@ -10,12 +10,11 @@ format, each in a child process, and prints a table with the machine, date and c
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import tempfile
 from pathlib import Path
 
-from bench_morph import machine, timed, write_pair
+from bench_morph import print_header, timed, write_pair
 
 
 def main() -> None:
@@ -42,9 +41,7 @@ def main() -> None:
             print(f"  done: {kind}", file=sys.stderr)
 
     few, many = args.frames
-    print(f"machine: {machine(args.device)}")
-    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"command: python benchmarks/bench_memory.py {' '.join(sys.argv[1:])}")
+    print_header(args.device)
     print(f"pair: built-in demo pair at {args.size}×{args.size}; peak RSS of diffmorph render")
     print()
     print(f"| format | {few} frames MB | {many} frames MB | growth per frame MB |")

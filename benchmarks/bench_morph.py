@@ -95,6 +95,13 @@ def render_case(args: argparse.Namespace) -> dict:
             "frames_s": summary["seconds"]["render_and_encode"], **summary["fidelity_db"]}
 
 
+def print_header(device: str) -> None:
+    """The lines every benchmark table starts with: the machine, the date and the command that made it."""
+    print(f"machine: {machine(device)}")
+    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"command: python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}".rstrip())
+
+
 def machine(device: str) -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -133,9 +140,7 @@ def main() -> None:
         rows.append(render_case(args))
         print("  done: render 4K", file=sys.stderr)
 
-    print(f"machine: {machine(args.device)}")
-    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"command: python benchmarks/bench_morph.py {' '.join(sys.argv[1:])}")
+    print_header(args.device)
     print(f"pair: {' and '.join(args.images) if args.images else 'built-in demo pair'}; device {args.device}; "
           f"{args.frames} frames to H.264 MP4")
     print()

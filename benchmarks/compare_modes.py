@@ -19,7 +19,6 @@ ball that moves and grows); and "moved", a photo-like scene and the same scene s
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import subprocess
 import sys
@@ -29,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench_morph import machine
+from bench_morph import print_header
 from diffmorph.demo import demo_pair
-from diffmorph.evaluate import evaluate
+from diffmorph.evaluate import EvalReport, evaluate
 from diffmorph.io.pictures import contact_sheet
 
 SHEET_TIMES = (0.25, 0.5, 0.75)
@@ -98,6 +97,15 @@ def run(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "diffmorph", *args, "-q"], check=True)
 
 
+def morph_frames(a: Path, b: Path, out: Path, options: list[str],
+                 args: argparse.Namespace) -> tuple[EvalReport, list[Path]]:
+    """``diffmorph morph`` of one pair to PNG frames in ``out`` with ``options``; its eval report and frames."""
+    run(["morph", str(a), str(b), "-o", str(out), *options, "--format", "frames", "--frames", str(args.frames),
+         "--device", args.device])
+    report = evaluate(out / "frames", a, b, maps_file=out / "maps.safetensors")
+    return report, sorted((out / "frames").iterdir())
+
+
 def parse_arguments(doc: str, sheet_help: str) -> argparse.Namespace:
     """The options every comparison takes: your own pair, frames, the sheet and the device."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,20 +154,14 @@ def main() -> None:
                                                  "moved": moved_pair()})
         for name, a, b in pairs:
             for mode, options in METHODS.items():
-                out = folder / f"{name}_{mode}"
-                run(["morph", str(a), str(b), "-o", str(out), *options, "--format", "frames",
-                     "--frames", str(args.frames), "--device", args.device])
-                report = evaluate(out / "frames", a, b, maps_file=out / "maps.safetensors")
+                report, frames = morph_frames(a, b, folder / f"{name}_{mode}", options, args)
                 rows.append((name, mode, report))
-                frames = sorted((out / "frames").iterdir())
                 picked = [frames[round(t * (len(frames) - 1))] for t in SHEET_TIMES]
                 tiles.append([(f"{name}, {mode}, t = {t:.2f}", np.asarray(Image.open(p).convert("RGB")))
                               for t, p in zip(SHEET_TIMES, picked, strict=True)])
             print(f"  done: {name}", file=sys.stderr)
 
-    print(f"machine: {machine(args.device)}")
-    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"command: python benchmarks/compare_modes.py {' '.join(sys.argv[1:])}")
+    print_header(args.device)
     print(f"{args.frames} frames as PNG; classic: {' '.join(METHODS['classic'])}; default: no options")
     print()
     print("| pair | method | endpoint error A / B | mid-frame detail | pacing CV | largest / median step "

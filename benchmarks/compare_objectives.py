@@ -20,7 +20,6 @@ frame over ground that changes). Or your own with ``--images``.
 
 from __future__ import annotations
 
-import datetime
 import sys
 import tempfile
 from pathlib import Path
@@ -29,11 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench_morph import machine
-from compare_modes import moved_pair, pair_files, parse_arguments, run, save_sheet, textured_pair
+from bench_morph import print_header
+from compare_modes import morph_frames, moved_pair, pair_files, parse_arguments, save_sheet, textured_pair
 from diffmorph.api import MorphResult
 from diffmorph.demo import demo_pair
-from diffmorph.evaluate import evaluate
 from diffmorph.ops import flow_from_warp_map, gaussian_blur, luma, resize, warp
 
 FITS = {"none, classic": ["--align", "none", "--objective", "classic"],  # label "start, objective": options
@@ -67,20 +65,14 @@ def main() -> None:
             row = []
             for number, (fit, options) in enumerate(FITS.items()):
                 out = folder / f"{name}_{number}"
-                run(["morph", str(a), str(b), "-o", str(out), *options, "--format", "frames",
-                     "--frames", str(args.frames), "--device", args.device])
-                maps_file = out / "maps.safetensors"
-                report = evaluate(out / "frames", a, b, maps_file=maps_file)
-                rows.append((name, fit, report, halfway_alignment(maps_file)))
-                frames = sorted((out / "frames").iterdir())
+                report, frames = morph_frames(a, b, out, options, args)
+                rows.append((name, fit, report, halfway_alignment(out / "maps.safetensors")))
                 middle = np.asarray(Image.open(frames[(len(frames) - 1) // 2]).convert("RGB"))
                 row.append((f"{name}: {fit}", middle))
             tiles.append(row)
             print(f"  done: {name}", file=sys.stderr)
 
-    print(f"machine: {machine(args.device)}")
-    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"command: python benchmarks/compare_objectives.py {' '.join(sys.argv[1:])}")
+    print_header(args.device)
     print(f"{args.frames} frames as PNG; default settings (sharp mode, even pacing) but for the start and objective")
     print()
     print("| pair | start, objective | halfway alignment | fidelity A→B / B→A dB | mid-frame detail | pacing CV "
