@@ -129,7 +129,7 @@ def find_alignment(a: torch.Tensor, b: torch.Tensor) -> Alignment | None:
                                                          and best.shift == (0.0, 0.0)):
         return None
     carried = warp(a, flow_from_warp_map(warp_prior(best, 1.0, size, size)[None, 6:8].to(a), 1.0))
-    if _agreement(carried, b) <= _agreement(a, b):
+    if _agreement(carried, target) <= _agreement(a, target):
         return None
     return best
 
@@ -174,7 +174,7 @@ def _turn_and_zoom(image: torch.Tensor, scale: float, angle: float) -> torch.Ten
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _agreement(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Correlation of two images' :func:`structure`."""
-    sx, sy = structure(x).flatten(), structure(y).flatten()
+def _agreement(image: torch.Tensor, target: torch.Tensor) -> float:
+    """Correlation of an image's :func:`structure` with another's, ``target``."""
+    sx, sy = structure(image).flatten(), target.flatten()
     return float((sx * sy).sum() / (sx.norm() * sy.norm() + 1e-12))
