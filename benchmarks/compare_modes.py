@@ -26,12 +26,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from bench_morph import print_header
 from diffmorph.demo import demo_pair
 from diffmorph.evaluate import EvalReport, evaluate
 from diffmorph.io.pictures import contact_sheet
+from diffmorph.ops import warp
 
 SHEET_TIMES = (0.25, 0.5, 0.75)
 METHODS = {"classic": ["--mode", "classic", "--align", "none"], "default": []}  # options of `diffmorph morph`
@@ -95,6 +97,18 @@ def moved_pair(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
 
 def run(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "diffmorph", *args, "-q"], check=True)
+
+
+def bent_pair(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """A photo-like scene, and the same scene bent by a smooth field and cooled: ``(H, W, 3)`` uint8.
+
+    No one move explains the bend (the ball changes shape, the ground flows): a subject that changes
+    shape, such as two faces or two poses, in a form that can be generated."""
+    scene = torch.from_numpy(textured_pair(size)[0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    control = torch.from_numpy(np.random.default_rng(7).normal(0.0, 0.05 * size, (1, 2, 4, 4))).float()
+    field = torch.nn.functional.interpolate(control, size=(size, size), mode="bicubic", align_corners=True)
+    bent = (warp(scene, field)[0].permute(1, 2, 0).numpy() + 1) * 127.5 * np.array([0.9, 0.98, 1.08])
+    return textured_pair(size)[0], np.clip(bent, 0, 255).round().astype(np.uint8)
 
 
 def morph_frames(a: Path, b: Path, out: Path, options: list[str],

@@ -1,8 +1,9 @@
 """Compare the ways a fit can start and what it minimises: double images in the middle, and fidelity.
 
-Each pair is morphed three times with the default sharp mode, PNG frames: the original's fit
+Each pair is morphed four times with the default sharp mode, PNG frames: the original's fit
 (``--align none --objective classic``), the default (``--align auto``: the warp starts from the move
-of the whole picture, where one is found) and the default with ``--objective coarse-to-fine``. Every
+of the whole picture, where one is found), the default with ``--objective coarse-to-fine``, and
+``--align local`` (that move, bent region by region before the fit). Every
 result goes through ``diffmorph.evaluate``, the same code as ``diffmorph eval``. One more figure
 measures double images directly: the *halfway alignment*, the correlation of A's and B's structure
 (a 3-24 px band at 512 px) after each is carried halfway by its own warp. Those two layers make the
@@ -10,7 +11,8 @@ middle frame: near 1 they coincide; near 0 the content they share shows twice (o
 Prints a table with the machine, date and command, and writes a contact sheet of the middle frames.
 
 Pairs, all generated (nothing is downloaded): "moved", a photo-like scene and the same scene shot
-from elsewhere (shifted by 12 % and 6 % of the frame, 10 % larger, turned by 5 degrees, warmer); the
+from elsewhere (shifted by 12 % and 6 % of the frame, 10 % larger, turned by 5 degrees, warmer);
+"bent", the same scene bent by a smooth random field (the ball changes shape) and cooled; the
 built-in demo pair; and the "textured" pair of ``compare_modes.py`` (a ball that moves a third of the
 frame over ground that changes). Or your own with ``--images``.
 
@@ -29,14 +31,23 @@ import torch
 from PIL import Image
 
 from bench_morph import print_header
-from compare_modes import morph_frames, moved_pair, pair_files, parse_arguments, save_sheet, textured_pair
+from compare_modes import (
+    bent_pair,
+    morph_frames,
+    moved_pair,
+    pair_files,
+    parse_arguments,
+    save_sheet,
+    textured_pair,
+)
 from diffmorph.api import MorphResult
 from diffmorph.demo import demo_pair
 from diffmorph.ops import flow_from_warp_map, gaussian_blur, luma, resize, warp
 
 FITS = {"none, classic": ["--align", "none", "--objective", "classic"],  # label "start, objective": options
         "auto, classic": ["--align", "auto", "--objective", "classic"],
-        "auto, coarse-to-fine": ["--align", "auto", "--objective", "coarse-to-fine"]}
+        "auto, coarse-to-fine": ["--align", "auto", "--objective", "coarse-to-fine"],
+        "local, classic": ["--align", "local", "--objective", "classic"]}
 
 
 def halfway_alignment(maps_file: Path) -> float:
@@ -59,7 +70,7 @@ def main() -> None:
     rows, tiles = [], []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        pairs = pair_files(args.images, folder, {"moved": moved_pair(), "demo": demo_pair(),
+        pairs = pair_files(args.images, folder, {"moved": moved_pair(), "bent": bent_pair(), "demo": demo_pair(),
                                                  "textured": textured_pair()})
         for name, a, b in pairs:
             row = []

@@ -2,7 +2,17 @@ import numpy as np
 import pytest
 import torch
 
-from diffmorph.align import CONFIDENCE, Alignment, find_alignment, phase_correlate, structure, warp_prior
+from diffmorph.align import (
+    CONFIDENCE,
+    Alignment,
+    _area_change,
+    find_alignment,
+    local_warp,
+    phase_correlate,
+    starting_maps,
+    structure,
+    warp_prior,
+)
 from diffmorph.config import MorphConfig
 from diffmorph.ops import apply_maps, flow_from_warp_map, psnr, resize, warp
 from diffmorph.optimize import scales_of
@@ -87,3 +97,48 @@ def test_positive_angles_turn_content_anticlockwise_on_screen():
     b = moved(a, Alignment(1.0, (0.0, 0.0), 0.0, angle=90.0))
     row, column = divmod(int(b[0, 0].argmax()), SIZE)
     assert abs(row - 32) <= 2 and abs(column - 64) <= 2
+
+
+def bent(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``image`` bent by a smooth field that no one move explains, recoloured; and that field (pixels)."""
+    ys, xs = torch.meshgrid(torch.arange(SIZE) / SIZE, torch.arange(SIZE) / SIZE, indexing="ij")
+    field = torch.stack((4.0 * torch.sin(2 * torch.pi * xs), 4.0 * torch.cos(2 * torch.pi * ys)))[None]
+    return (warp(image, field) * 0.8 + 0.1).clamp(-1, 1), field  # (1, 3, S, S), (1, 2, S, S)
+
+
+def test_local_warp_follows_a_bend_both_ways():
+    a = texture(8)
+    b, field = bent(a)
+    flows = local_warp(a, b, find_alignment(a, b)) * SIZE  # (2, 2, S, S) pixels
+    inner = slice(SIZE // 8, 7 * SIZE // 8)
+    error = (flows[0] - field[0])[:, inner, inner].norm(dim=0).mean()
+    assert field[0].norm(dim=0).mean() > 3.5 and error < 1.0  # measured 0.3 px
+    # B->A has no field written down; carrying B by it must give A back far better than not moving it.
+    back, still = warp(b, flows[1:]), b
+    gain = psnr(back[..., inner, inner], a[..., inner, inner]) - psnr(still[..., inner, inner], a[..., inner, inner])
+    assert gain > 3.0
+    assert _area_change(flows).min() > 0  # nowhere folded
+
+
+@pytest.mark.parametrize("seed", [9, 12])
+def test_local_warp_of_a_still_pair_stays_put(seed):
+    a = texture(seed)
+    flows = local_warp(a, a, None) * SIZE
+    # Points may drift where nothing tells them apart (flat patches; the frame's edges, where windows see the
+    # repeated border): what counts is that carrying A by its flows leaves it as it was.
+    assert flows.abs().mean() < 0.2
+    inner = slice(16, SIZE - 16)
+    carried = warp(a.expand(2, -1, -1, -1), flows)[..., inner, inner]
+    assert psnr(carried, a[..., inner, inner].expand(2, -1, -1, -1)) > 40.0
+
+
+@pytest.mark.parametrize("how", ["none", "auto", "local"])
+def test_starting_maps_only_warp(how):
+    a = texture(10)
+    b = moved(a, Alignment(1.0, (0.05, 0.1), 0.0))
+    maps, found = starting_maps(a, b, how, 0.05, 84)
+    assert (found is None) == (how == "none") and (maps is None) == (how == "none")
+    if maps is not None:
+        assert maps.shape == (16, 84, 84) and not maps[[*range(6), *range(8, 14)]].any()
+        dx = maps[7, 21:63, 21:63].mean() * 0.05  # A->B, fraction of the width
+        assert dx == pytest.approx(0.1, abs=0.01)

@@ -48,7 +48,9 @@ _HELP = {
     "objective": "what the fit minimises: classic (the original) or coarse-to-fine (blurred images and colour "
                  "held back at first, so the warp may carry what moved far; try it when a morph shows content twice)",
     "align": "where the warp starts: auto (from the move of the whole picture, where B clearly shows A's "
-             "content moved, zoomed or turned) or none (no warp, as the original)",
+             "content moved, zoomed or turned), local (that move, then bent region by region: for a "
+             "subject that changes shape, such as two faces; slower, and it can tear a subject that moved "
+             "far) or none (no warp, as the original)",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
     "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",

@@ -17,7 +17,7 @@ from diffmorph.errors import ConfigError
 MODES = ("sharp", "classic")
 PACINGS = ("auto", "even", "linear")
 OBJECTIVES = ("classic", "coarse-to-fine")
-ALIGNS = ("auto", "none")
+ALIGNS = ("auto", "local", "none")
 FITS = ("crop", "pad", "stretch")
 SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -61,7 +61,11 @@ class MorphConfig:
     # Where the warp starts. "auto" first looks for a move of the whole picture (a shift, a zoom and a
     # turn, see diffmorph.align) and, where B clearly shows A's content so moved, starts the fit from
     # it, so content that moved far is carried rather than faded out and in; unrelated images start
-    # from no warp. "none" always starts from no warp, as the original did.
+    # from no warp. "local" starts from that move and bends it region by region to match A's structure
+    # to B's (diffmorph.align.local_warp): for a subject that changes shape, such as two faces, where no
+    # one move fits; it adds about a second per pair on a CPU, and where a subject moved far across a
+    # ground that changed it can tear the subject mid-morph. "none" always starts from no warp, as the
+    # original did.
     align: str = "auto"
     # Working resolution of the fit (square, like the original). The network always sees a 96 x 96
     # resize of its input, so maps fitted small transfer to any output size; the original used 1024.

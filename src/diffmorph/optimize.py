@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffmorph.align import Alignment, find_alignment, warp_prior
+from diffmorph.align import Alignment, starting_maps
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.model import MAP_CHANNELS, MAP_SIZE, MapNet
@@ -204,19 +204,20 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     grid = coordinate_grid(size, size, device=device).expand(count, -1, -1, -1)
     net_input = torch.cat((grid, a_work * 0.1, b_work * 0.1), dim=1)  # (K, 8, S, S)
     prepared = MapNet.prepare(net_input)  # (K, 8, 96, 96)
-    # The move each warp starts from, found on the CPU (a few small FFTs) so every device finds the same.
-    alignments = [find_alignment(a.cpu().float(), b.cpu().float()) if config.align == "auto" else None
-                  for a, b in pairs]
+    # Where each warp starts, found on the CPU (small FFTs, a small fit) so every device finds the same.
+    starts = [starting_maps(a.cpu().float(), b.cpu().float(), config.align, config.warp_scale, MAP_SIZE)
+              for a, b in pairs]
+    alignments = [found for _, found in starts]
 
     # 2. Networks and optimiser. Weights are drawn on the CPU so a seed means the same start everywhere.
     #    Channels-last is oneDNN's and cuDNN's preferred layout for convolutions (about 15 % faster here).
     net = MapNet(in_channels=net_input.shape[1], members=count, seed=config.seed)
     net = net.to(device, memory_format=torch.channels_last)
-    # Where a move was found, the warp starts from it: its maps are added to the network's output.
+    # Where a start was found, the warp starts from it: its maps are added to the network's output.
     priors = None
-    if any(alignments):
-        priors = torch.stack([warp_prior(found, config.warp_scale, MAP_SIZE, MAP_SIZE) if found
-                              else torch.zeros(MAP_CHANNELS, MAP_SIZE, MAP_SIZE) for found in alignments]).to(device)
+    if any(maps is not None for maps, _ in starts):
+        priors = torch.stack([torch.zeros(MAP_CHANNELS, MAP_SIZE, MAP_SIZE) if maps is None else maps
+                              for maps, _ in starts]).to(device)
     prepared = prepared.contiguous(memory_format=torch.channels_last)
     params = list(net.parameters())
     optimizer = _Adam(params)
