@@ -214,6 +214,8 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
     """
     if how == "none":
         return None, None
+    # Both searches look at the images squashed to SIZE: squash them once (their own resizes then pass).
+    a, b = resize(a, SIZE, SIZE, antialias=True), resize(b, SIZE, SIZE, antialias=True)
     found = find_alignment(a, b)
     if how == "local":
         flows = resize(local_warp(a, b, found), size, size, antialias=True) / warp_scale  # (2, 2, size, size)
