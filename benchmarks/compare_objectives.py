@@ -1,9 +1,10 @@
 """Compare the ways a fit can start and what it minimises: double images in the middle, and fidelity.
 
 Each pair is morphed four times with the default sharp mode, PNG frames: the original's fit
-(``--align none --objective classic``), the default (``--align auto``: the warp starts from the move
-of the whole picture, where one is found), the default with ``--objective coarse-to-fine``, and
-``--align local`` (that move, bent region by region before the fit). Every
+(``--align none --objective classic``), ``--align global`` (the warp starts from the move of the
+whole picture, where one is found), the same with ``--objective coarse-to-fine``, and ``--align local``
+(that move, bent region by region before the fit). The default, ``--align auto``, takes the global
+or the local start per pair; the table says which. Every
 result goes through ``diffmorph.evaluate``, the same code as ``diffmorph eval``. One more figure
 measures double images directly: the *halfway alignment*, the correlation of A's and B's structure
 (a 3-24 px band at 512 px) after each is carried halfway by its own warp. Those two layers make the
@@ -40,14 +41,23 @@ from compare_modes import (
     save_sheet,
     textured_pair,
 )
+from diffmorph.align import starting_maps
 from diffmorph.api import MorphResult
 from diffmorph.demo import demo_pair
+from diffmorph.model import MAP_SIZE
 from diffmorph.ops import flow_from_warp_map, gaussian_blur, luma, resize, warp
 
 FITS = {"none, classic": ["--align", "none", "--objective", "classic"],  # label "start, objective": options
-        "auto, classic": ["--align", "auto", "--objective", "classic"],
-        "auto, coarse-to-fine": ["--align", "auto", "--objective", "coarse-to-fine"],
+        "global, classic": ["--align", "global", "--objective", "classic"],
+        "global, coarse-to-fine": ["--align", "global", "--objective", "coarse-to-fine"],
         "local, classic": ["--align", "local", "--objective", "classic"]}
+
+
+def auto_start(maps_file: Path) -> str:
+    """Which start the default ``--align auto`` takes for the pair of a maps file: "global" or "local"."""
+    result = MorphResult.load(maps_file)
+    start = starting_maps(result.image_a, result.image_b, "auto", result.config.warp_scale, MAP_SIZE)
+    return "local" if start.bent else "global"
 
 
 def halfway_alignment(maps_file: Path) -> float:
@@ -67,7 +77,7 @@ def halfway_alignment(maps_file: Path) -> float:
 def main() -> None:
     args = parse_arguments(__doc__, "write the contact sheet of middle frames here (PNG)")
 
-    rows, tiles = [], []
+    rows, tiles, starts = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         pairs = pair_files(args.images, folder, {"moved": moved_pair(), "bent": bent_pair(), "demo": demo_pair(),
@@ -81,6 +91,7 @@ def main() -> None:
                 middle = np.asarray(Image.open(frames[(len(frames) - 1) // 2]).convert("RGB"))
                 row.append((f"{name}: {fit}", middle))
             tiles.append(row)
+            starts.append(f"{name} {auto_start(folder / f'{name}_0' / 'maps.safetensors')}")
             print(f"  done: {name}", file=sys.stderr)
 
     print_header(args.device)
@@ -93,6 +104,8 @@ def main() -> None:
         print(f"| {name} | {fit} | {alignment:.3f} | {r.fidelity_a_to_b_db:.2f} / {r.fidelity_b_to_a_db:.2f} | "
               f"{r.mid_frame_detail:.3f} | {r.pacing_cv:.3f} | {r.pacing_max_over_median:.2f} | "
               f"{r.endpoint_error_first:.2f} / {r.endpoint_error_last:.2f} |")
+    print()
+    print(f"The default (--align auto) starts as: {', '.join(starts)}.")
     if args.sheet:
         save_sheet(tiles, args.sheet, tile_width=300)
 

@@ -6,6 +6,7 @@ from diffmorph.align import (
     CONFIDENCE,
     Alignment,
     _area_change,
+    describe,
     find_alignment,
     local_warp,
     phase_correlate,
@@ -14,6 +15,7 @@ from diffmorph.align import (
     warp_prior,
 )
 from diffmorph.config import MorphConfig
+from diffmorph.demo import demo_pair
 from diffmorph.ops import apply_maps, flow_from_warp_map, psnr, resize, warp
 from diffmorph.optimize import scales_of
 from synthetic import blobs
@@ -132,13 +134,32 @@ def test_local_warp_of_a_still_pair_stays_put(seed):
     assert psnr(carried, a[..., inner, inner].expand(2, -1, -1, -1)) > 40.0
 
 
-@pytest.mark.parametrize("how", ["none", "auto", "local"])
+@pytest.mark.parametrize("how", ["none", "global", "auto", "local"])
 def test_starting_maps_only_warp(how):
     a = texture(10)
     b = moved(a, Alignment(1.0, (0.05, 0.1), 0.0))
-    maps, found = starting_maps(a, b, how, 0.05, 84)
-    assert (found is None) == (how == "none") and (maps is None) == (how == "none")
-    if maps is not None:
-        assert maps.shape == (16, 84, 84) and not maps[[*range(6), *range(8, 14)]].any()
-        dx = maps[7, 21:63, 21:63].mean() * 0.05  # A->B, fraction of the width
+    start = starting_maps(a, b, how, 0.05, 84)
+    assert (start.move is None) == (how == "none") and (start.maps is None) == (how == "none")
+    assert start.bent == (how == "local")  # auto: the move explains the pair, so it is not bent
+    if start.maps is not None:
+        assert start.maps.shape == (16, 84, 84) and not start.maps[[*range(6), *range(8, 14)]].any()
+        dx = start.maps[7, 21:63, 21:63].mean() * 0.05  # A->B, fraction of the width
         assert dx == pytest.approx(0.1, abs=0.01)
+
+
+def test_auto_bends_where_one_move_leaves_the_structure_apart():
+    a = texture(8)
+    b, _ = bent(a)
+    auto, local, moved_only = (starting_maps(a, b, how, 0.05, 84) for how in ("auto", "local", "global"))
+    assert auto.bent and torch.equal(auto.maps, local.maps)
+    assert not moved_only.bent
+    assert describe(auto.move, auto.bent).endswith("bent region by region")
+
+
+def test_auto_does_not_bend_smooth_pictures():
+    # Two smooth scenes with little structure (the demo pair): bending would follow nothing, so none is kept,
+    # although "local" bends them.
+    a, b = (torch.from_numpy(x).permute(2, 0, 1)[None].float() / 127.5 - 1 for x in demo_pair(160, 120))
+    auto, local = starting_maps(a, b, "auto", 0.05, 84), starting_maps(a, b, "local", 0.05, 84)
+    assert not auto.bent and auto.maps is None and describe(auto.move, auto.bent) is None
+    assert local.bent and local.maps.abs().max() > 0

@@ -293,16 +293,18 @@ def test_align_reaches_the_fit_is_reported_and_recorded(tmp_path, capsys):
     Image.fromarray(scene).save(a)
     Image.fromarray(np.roll(scene, (5, 10), axis=(0, 1))).save(b)
     maps = {}
-    for align in ("auto", "local", "none"):
+    for align in ("auto", "global", "local", "none"):
         out = tmp_path / align
         code, _, err = run(["morph", a, b, "-o", out, *FAST, "--align", align, "--format", "frames"], capsys)
         assert code == 0, err
         assert ("aligned: B is A moved 16 % right and 8 % down" in err) == (align != "none")
+        assert ("then bent region by region" in err) == (align == "local")  # auto: the move explains the pair
         assert json.loads((out / "config.json").read_text())["config"]["align"] == align
         maps[align] = load_maps(out / "maps.safetensors").maps
-    flow_dx = maps["auto"][7].mean() * 0.05 * 64  # A->B, pixels: the fit started from the move
+    flow_dx = maps["global"][7].mean() * 0.05 * 64  # A->B, pixels: the fit started from the move
     assert abs(flow_dx - 10) < 2 and abs(maps["none"][7].mean() * 0.05 * 64) < 2
+    assert torch.equal(maps["auto"], maps["global"])
     assert abs(maps["local"][7].mean() * 0.05 * 64 - 10) < 2  # local starts from the same move, then bends it
-    assert not torch.equal(maps["local"], maps["auto"])
-    code, _, err = run(["morph", a, b, "-o", tmp_path / "bad", *FAST, "--align", "global"], capsys)
+    assert not torch.equal(maps["local"], maps["global"])
+    code, _, err = run(["morph", a, b, "-o", tmp_path / "bad", *FAST, "--align", "bent"], capsys)
     assert code == 2 and "invalid choice" in err

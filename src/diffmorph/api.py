@@ -74,6 +74,7 @@ class MorphResult:
         fit_seconds: wall time of the fit.
         alignment: the move of the whole picture the warp started from (``--align auto``), or None;
             known after a fit only (maps files do not keep it; the maps include it).
+        bent: whether the warp started from that move (or none) bent region by region; after a fit only.
     """
 
     maps: torch.Tensor
@@ -84,6 +85,7 @@ class MorphResult:
     framing: Framing | None = None
     fit_seconds: float = float("nan")
     alignment: Alignment | None = None
+    bent: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -205,7 +207,8 @@ def fit_pair(image_a: torch.Tensor, image_b: torch.Tensor, config: MorphConfig, 
     """
     fitted = fit_maps(image_a, image_b, config, resolve_device(config.device), progress=progress)
     return MorphResult(maps=fitted.maps, image_a=image_a, image_b=image_b, config=config, losses=fitted.losses,
-                       framing=framing, fit_seconds=fitted.seconds, alignment=fitted.alignment)
+                       framing=framing, fit_seconds=fitted.seconds, alignment=fitted.alignment,
+                       bent=fitted.bent)
 
 
 def render(result: MorphResult, *, frames: int | None = None,

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from diffmorph._version import __version__
+from diffmorph.align import describe as describe_start
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
 from diffmorph.config import CHOICES, FITS, RENDER_SETTINGS, MorphConfig
 from diffmorph.demo import demo_pair
@@ -47,10 +48,11 @@ _HELP = {
               "(even for sharp, linear for classic)",
     "objective": "what the fit minimises: classic (the original) or coarse-to-fine (blurred images and colour "
                  "held back at first, so the warp may carry what moved far; try it when a morph shows content twice)",
-    "align": "where the warp starts: auto (from the move of the whole picture, where B clearly shows A's "
-             "content moved, zoomed or turned), local (that move, then bent region by region: for a "
-             "subject that changes shape, such as two faces; slower, and it can tear a subject that moved "
-             "far) or none (no warp, as the original)",
+    "align": "where the warp starts: global (from the move of the whole picture, where B clearly shows A's "
+             "content moved, zoomed or turned), local (that move, then bent region by region, for a "
+             "subject that changes shape, such as two faces; it can tear a subject that moved far), "
+             "auto (the move, bent where that brings the pictures' structure markedly closer) or none "
+             "(no warp, as the original)",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
     "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",
@@ -206,8 +208,9 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
             bar.update(done - bar.n)
 
         result = fit_pair(image_a, image_b, config, framing=framing, progress=progress)
-    if result.alignment is not None:
-        log(result.alignment.describe())
+    started = describe_start(result.alignment, result.bent)
+    if started:
+        log(started)
     log(f"fitted {config.steps} steps at {config.size} x {config.size} on {device} in {result.fit_seconds:.1f} s "
         f"(final loss {result.losses[-1]:.5f})")
     return _export(result, args, log, formats)
@@ -251,8 +254,9 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
     for index, framing in enumerate(result.framings):
         log(framing.describe(f"image {index + 2}", "image 1"))
     for index, segment in enumerate(result.segments):
-        if segment.alignment is not None:
-            log(f"segment {index + 1}: {segment.alignment.describe()}")
+        started = describe_start(segment.alignment, segment.bent)
+        if started:
+            log(f"segment {index + 1}: {started}")
     log(f"fitted {segments} segments in {sum(s.fit_seconds for s in result.segments):.1f} s")
     return _export_sequence(result, args, log, formats)
 

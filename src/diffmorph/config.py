@@ -17,7 +17,7 @@ from diffmorph.errors import ConfigError
 MODES = ("sharp", "classic")
 PACINGS = ("auto", "even", "linear")
 OBJECTIVES = ("classic", "coarse-to-fine")
-ALIGNS = ("auto", "local", "none")
+ALIGNS = ("auto", "global", "local", "none")
 FITS = ("crop", "pad", "stretch")
 SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -58,14 +58,16 @@ class MorphConfig:
     # opinion, not a better default: on some pairs it removes double images that the classic fit
     # leaves, on others it does worse (measured in the README); try it when a morph shows content twice.
     objective: str = "classic"
-    # Where the warp starts. "auto" first looks for a move of the whole picture (a shift, a zoom and a
+    # Where the warp starts. "global" looks for a move of the whole picture (a shift, a zoom and a
     # turn, see diffmorph.align) and, where B clearly shows A's content so moved, starts the fit from
     # it, so content that moved far is carried rather than faded out and in; unrelated images start
-    # from no warp. "local" starts from that move and bends it region by region to match A's structure
-    # to B's (diffmorph.align.local_warp): for a subject that changes shape, such as two faces, where no
-    # one move fits; it adds about a second per pair on a CPU, and where a subject moved far across a
-    # ground that changed it can tear the subject mid-morph. "none" always starts from no warp, as the
-    # original did.
+    # from no warp. "local" starts from that move (or none) and bends it region by region to match A's
+    # structure to B's (diffmorph.align.local_warp): for a subject that changes shape, such as two
+    # faces, where no one move fits; where a subject moved far across a ground that changed it can tear
+    # the subject mid-morph. "auto" takes the move where it explains the pair, else the bent start where
+    # bending brings the two pictures' structure markedly closer (not on smooth pictures with little
+    # structure), else the move; bending adds about a second per pair on a CPU. "none" always starts
+    # from no warp, as the original did.
     align: str = "auto"
     # Working resolution of the fit (square, like the original). The network always sees a 96 x 96
     # resize of its input, so maps fitted small transfer to any output size; the original used 1024.

@@ -40,13 +40,15 @@ class FitResult:
             them bilinearly to any resolution to apply them.
         losses: the loss at every step, before that step's update.
         seconds: wall time of the fit.
-        alignment: the move the warp started from (see :mod:`diffmorph.align`), or None.
+        alignment: the move of the whole picture the warp started from (see :mod:`diffmorph.align`), or None.
+        bent: whether the warp started from that move (or none) bent region by region.
     """
 
     maps: torch.Tensor
     losses: list[float]
     seconds: float
     alignment: Alignment | None = None
+    bent: bool = False
 
 
 def scales_of(config: MorphConfig) -> MapScales:
@@ -207,7 +209,6 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     # Where each warp starts, found on the CPU (small FFTs, a small fit) so every device finds the same.
     starts = [starting_maps(a.cpu().float(), b.cpu().float(), config.align, config.warp_scale, MAP_SIZE)
               for a, b in pairs]
-    alignments = [found for _, found in starts]
 
     # 2. Networks and optimiser. Weights are drawn on the CPU so a seed means the same start everywhere.
     #    Channels-last is oneDNN's and cuDNN's preferred layout for convolutions (about 15 % faster here).
@@ -215,9 +216,9 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     net = net.to(device, memory_format=torch.channels_last)
     # Where a start was found, the warp starts from it: its maps are added to the network's output.
     priors = None
-    if any(maps is not None for maps, _ in starts):
-        priors = torch.stack([torch.zeros(MAP_CHANNELS, MAP_SIZE, MAP_SIZE) if maps is None else maps
-                              for maps, _ in starts]).to(device)
+    if any(start.maps is not None for start in starts):
+        priors = torch.stack([torch.zeros(MAP_CHANNELS, MAP_SIZE, MAP_SIZE) if start.maps is None else start.maps
+                              for start in starts]).to(device)
     prepared = prepared.contiguous(memory_format=torch.channels_last)
     params = list(net.parameters())
     optimizer = _Adam(params)
@@ -288,7 +289,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         raw = raw.cpu()
     seconds = time.perf_counter() - started
     return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds,
-                      alignment=alignments[k]) for k in range(count)]
+                      alignment=starts[k].move, bent=starts[k].bent) for k in range(count)]
 
 
 def _per_member(tensor: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
