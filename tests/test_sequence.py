@@ -168,13 +168,13 @@ def test_segments_fitted_side_by_side_match_one_after_another(chain):
 
 def test_each_segment_starts_from_its_own_alignment(tmp_path, capsys):
     # Image 2 is image 1's textured scene moved; image 3 is unrelated: only segment 1 finds a move, and
-    # segment 2 is bent region by region (its structure has something to follow, unlike smooth pictures').
+    # segment 2 is not bent either (bending leaves unrelated structures apart).
     noisy = blobs(64, 64, seed=4) + np.random.default_rng(4).normal(0, 50, (64, 64, 1))
     scene = np.clip(noisy, 0, 255).astype(np.uint8)
     images = [scene, np.roll(scene, (5, 10), axis=(0, 1)), blobs(64, 64, seed=9)]
     chain = diffmorph.morph_sequence(images, **FAST)
     assert chain.segments[0].alignment is not None and chain.segments[1].alignment is None
-    assert not chain.segments[0].bent and chain.segments[1].bent
+    assert not chain.segments[0].bent and not chain.segments[1].bent
     assert chain.segments[0].alignment.shift == pytest.approx((5 / 64, 10 / 64), abs=1 / 64)
     paths = []
     for index, image in enumerate(images):
@@ -183,5 +183,4 @@ def test_each_segment_starts_from_its_own_alignment(tmp_path, capsys):
     flags = ["--steps", "3", "--size", "32", "--frames", "4", "--device", "cpu", "--format", "frames"]
     assert main(["morph", *map(str, paths), "-o", str(tmp_path / "out"), *flags]) == 0
     err = capsys.readouterr().err
-    assert "segment 1: aligned: B is A moved 16 % right and 8 % down\n" in err
-    assert "segment 2: aligned: bent region by region\n" in err
+    assert "segment 1: aligned: B is A moved 16 % right and 8 % down\n" in err and "segment 2" not in err
