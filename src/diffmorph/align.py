@@ -238,9 +238,12 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
         a, b: ``(1, 3, H, W)`` images in ``[-1, 1]`` of the same size.
         how: ``"none"`` (no warp), ``"global"`` (the move of the whole picture, where one is found),
             ``"local"`` (that move, then bent region by region, see :func:`local_warp`) or ``"auto"``
-            (the move, bent where that brings the pictures markedly closer, see the module's text).
+            (the move, bent where bending makes the two pictures' structure agree, see the module's text).
         warp_scale: the config's ``warp_scale``.
         size: the maps' side.
+
+    Returns:
+        A :class:`Start`: its maps are None where the warp starts from nothing.
     """
     if how == "none":
         return Start(None, None)
