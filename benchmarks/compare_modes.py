@@ -2,7 +2,8 @@
 
 Each pair is morphed twice to PNG frames: as the original did (``diffmorph morph --mode classic
 --align none``: classic render, linear pacing, the warp fitted from nothing) and with the defaults
-(sharp render, even pacing, the warp started from the move of the whole picture where there is one).
+(sharp render, even pacing, the warp started as ``--align auto`` chooses: from the move of the whole
+picture where there is one, bent where that makes the pictures agree).
 Both frame folders go through ``diffmorph.evaluate``, the same code as ``diffmorph eval``. Prints a
 table with the machine, date and command, and writes a contact sheet of the frames at t = 0.25, 0.5
 and 0.75 for each pair and method.
