@@ -214,12 +214,19 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     #    Channels-last is oneDNN's and cuDNN's preferred layout for convolutions (about 15 % faster here).
     net = MapNet(in_channels=net_input.shape[1], members=count, seed=config.seed)
     net = net.to(device, memory_format=torch.channels_last)
-    # Where a start was found, the warp starts from it: its maps are added to the network's output.
+    prepared = prepared.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
+    # Where a start was found, the fit starts from exactly its maps: they are added to the network's
+    # output, less that output's first value (the random weights' own maps would move the warp off the
+    # start by a pixel or two, enough to show edges twice mid-morph).
     priors = None
     if any(start.maps is not None for start in starts):
         priors = torch.stack([torch.zeros(MAP_CHANNELS, MAP_SIZE, MAP_SIZE) if start.maps is None else start.maps
                               for start in starts]).to(device)
-    prepared = prepared.contiguous(memory_format=torch.channels_last)
+        found = torch.tensor([start.maps is not None for start in starts], device=device)
+        with torch.no_grad(), autocast:
+            first = net(prepared).float()
+        priors = priors - first * found.view(-1, 1, 1, 1)
     params = list(net.parameters())
     optimizer = _Adam(params)
     # The state of the lowest loss so far, per pair, to go back to after a spike (on the device: no reads).
@@ -227,7 +234,6 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     best_state = [tensor.detach().clone() for tensor in state]
     best_loss = torch.full((count,), math.inf, device=device)
     rates = torch.ones(count, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
 
     # 3. Gradient steps. Losses stay on the device and are read back in blocks: reading every step
     #    would stall a GPU. On a CPU reading is free, so progress and NaN checks are per step.
