@@ -7,6 +7,8 @@ from diffmorph.align import (
     LOCAL_SIZE,
     Alignment,
     _area_change,
+    _contrast,
+    _local_agreement,
     describe,
     find_alignment,
     local_warp,
@@ -17,7 +19,7 @@ from diffmorph.align import (
 )
 from diffmorph.config import MorphConfig
 from diffmorph.demo import demo_pair
-from diffmorph.ops import apply_maps, flow_from_warp_map, psnr, resize, warp
+from diffmorph.ops import apply_maps, flow_from_warp_map, luma, psnr, resize, warp
 from diffmorph.optimize import scales_of
 from synthetic import blobs
 
@@ -168,3 +170,16 @@ def test_auto_does_not_bend_unrelated_pictures():
     auto, local = starting_maps(a, b, "auto", 0.05, 84), starting_maps(a, b, "local", 0.05, 84)
     assert not auto.bent and auto.maps is None and describe(auto.move, auto.bent) is None
     assert local.bent and local.maps.abs().max() > 0
+
+
+def test_local_agreement_counts_windows_by_contrast():
+    # Twice the contrast on the left of the fixed image than on the right; the moving image matches it on
+    # the left only. Counted by contrast, the matching half weighs twice as much as the other.
+    fixed = luma(texture(3))
+    fixed[..., :SIZE // 2] *= 2.0
+    moving = fixed.clone()
+    moving[..., SIZE // 2:] = luma(texture(4))[..., SIZE // 2:]
+    assert _local_agreement(fixed, fixed, _contrast(fixed)).item() > 0.85  # measured 0.89 (faint windows lose some)
+    weighted = _local_agreement(moving, fixed, _contrast(fixed)).item()
+    plain = _local_agreement(moving, fixed, torch.ones_like(fixed)).item()
+    assert weighted > plain + 0.1  # measured 0.67 against 0.51
