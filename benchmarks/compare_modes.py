@@ -122,10 +122,13 @@ def morph_frames(a: Path, b: Path, out: Path, options: list[str],
     return report, sorted((out / "frames").iterdir())
 
 
-def parse_arguments(doc: str, sheet_help: str) -> argparse.Namespace:
-    """The options every comparison takes: your own pair, frames, the sheet and the device."""
+def parse_arguments(doc: str, sheet_help: str, photos_help: str | None = None) -> argparse.Namespace:
+    """The options every comparison takes: your own pair, frames, the sheet and the device (and, with
+    ``photos_help``, ``--photos``)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", nargs=2, type=Path, metavar=("A", "B"), help="your own pair instead")
+    if photos_help:
+        parser.add_argument("--photos", action="store_true", help=photos_help)
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--sheet", type=Path, help=sheet_help)
     parser.add_argument("--device", default="cpu")

@@ -15,14 +15,18 @@ Pairs, all generated (nothing is downloaded): "moved", a photo-like scene and th
 from elsewhere (shifted by 12 % and 6 % of the frame, 10 % larger, turned by 5 degrees, warmer);
 "bent", the same scene bent by a smooth random field (the ball changes shape) and cooled; the
 built-in demo pair; and the "textured" pair of ``compare_modes.py`` (a ball that moves a third of the
-frame over ground that changes). Or your own with ``--images``.
+frame over ground that changes). Or your own with ``--images``, or with ``--photos`` five pairs made
+from photos that come inside scikit-image's wheel where it is installed (nothing is downloaded; see
+:func:`photo_pairs`).
 
     python benchmarks/compare_objectives.py --sheet docs/objectives.png
+    python benchmarks/compare_objectives.py --photos
     python benchmarks/compare_objectives.py --images a.jpg b.jpg
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -74,14 +78,65 @@ def halfway_alignment(maps_file: Path) -> float:
     return float((band[0] * band[1]).sum() / (band[0].norm() * band[1].norm()))
 
 
+WARM = np.array([1.06, 0.97, 0.85])  # how the photo pairs' second images are recoloured
+
+
+def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pairs made from scikit-image's photos, ``(H, W, 3)`` uint8 each.
+
+    "photo, moved less" and "photo, moved": the astronaut photo (512 x 512, public domain) and the same
+    photo enlarged by 10 % about its top-left corner, turned by 5 degrees, shifted so that its centre moves
+    by 8 % and 3 % of the frame (right and down) or by 15 % and 7 %, and warmed. "photo, bent": the photo
+    bent by a bicubic field of 4 x 4 random displacements (standard deviation 6 % of the frame), warmed.
+    "photo, mirrored": the photo and its mirror image (the face moves across the frame and is not quite
+    symmetric: a stand-in for two faces in two poses). "stereo": the Middlebury 2014 motorcycle pair
+    (741 x 500), the left and the right view of one scene, near parts moving up to 60 px against 7 px for
+    the far wall (see compare_correspondence.py).
+    """
+    try:
+        from skimage import data
+    except ImportError:
+        sys.exit("--photos needs scikit-image: pip install scikit-image")
+    photo = data.astronaut()
+    size = photo.shape[0]
+    pairs = {}
+    for name, (right, down) in (("photo, moved less", (0.08, 0.03)), ("photo, moved", (0.15, 0.07))):
+        angle, scale = math.radians(5.0), 1.1
+        cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+        centre = size / 2
+        # B(p) = A(M^-1 (p - t)), M = scale * turn about the top-left corner; t puts the centre where wanted.
+        tx = centre + right * size - (cos * centre - sin * centre)
+        ty = centre + down * size - (sin * centre + cos * centre)
+        inverse = np.linalg.inv(np.array([[cos, -sin], [sin, cos]]))
+        # PIL's affine transform maps each output pixel to the input pixel it shows.
+        coefficients = (*inverse[0], -(inverse[0] @ (tx, ty)), *inverse[1], -(inverse[1] @ (tx, ty)))
+        moved = Image.fromarray(photo).transform((size, size), Image.Transform.AFFINE, coefficients,
+                                                 resample=Image.Resampling.BICUBIC, fillcolor=(40, 36, 30))
+        pairs[name] = photo, _recoloured(np.asarray(moved), WARM)
+    image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1
+    control = torch.from_numpy(np.random.default_rng(5).normal(0.0, 0.06 * size, (1, 2, 4, 4))).float()
+    field = torch.nn.functional.interpolate(control, size=(size, size), mode="bicubic", align_corners=True)
+    bent = (warp(image, field)[0].permute(1, 2, 0).numpy() + 1) * 127.5
+    pairs["photo, bent"] = photo, _recoloured(bent, WARM)
+    pairs["photo, mirrored"] = photo, np.ascontiguousarray(photo[:, ::-1])
+    pairs["stereo"] = data.stereo_motorcycle()[:2]
+    return pairs
+
+
+def _recoloured(image: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(image, np.float64) * factors, 0, 255).round().astype(np.uint8)
+
+
 def main() -> None:
-    args = parse_arguments(__doc__, "write the contact sheet of middle frames here (PNG)")
+    args = parse_arguments(__doc__, "write the contact sheet of middle frames here (PNG)",
+                           "the pairs made from scikit-image's photos instead (see photo_pairs)")
 
     rows, tiles, starts = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        pairs = pair_files(args.images, folder, {"moved": moved_pair(), "bent": bent_pair(), "demo": demo_pair(),
-                                                 "textured": textured_pair()})
+        generated = photo_pairs() if args.photos else {"moved": moved_pair(), "bent": bent_pair(),
+                                                       "demo": demo_pair(), "textured": textured_pair()}
+        pairs = pair_files(args.images, folder, generated)
         for name, a, b in pairs:
             row = []
             for number, (fit, options) in enumerate(FITS.items()):
