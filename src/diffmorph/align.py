@@ -24,7 +24,9 @@ a subject that moved further than its own size. ``"global"`` never bends, ``"loc
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -251,24 +253,27 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
     """
     if how == "none":
         return Start(None, None)
-    # The searches look at the images squashed to SIZE or LOCAL_SIZE: squash them once (their own
-    # resizes then pass).
-    fine = [resize(image, LOCAL_SIZE, LOCAL_SIZE, antialias=True) for image in (a, b)]
-    a, b = (resize(image, SIZE, SIZE, antialias=True) for image in (a, b))
-    found = find_alignment(a, b)
+    # The move is looked for in the images squashed to SIZE and bending squashes them to LOCAL_SIZE:
+    # squash them once (the searches' own resizes then pass), to LOCAL_SIZE only where bending may run.
+    small = [resize(image, SIZE, SIZE, antialias=True) for image in (a, b)]
+    found = find_alignment(*small)
     moved = Start(warp_prior(found, warp_scale, size, size) if found else None, found)
     if how == "global":
         return moved
+    fine = [resize(image, LOCAL_SIZE, LOCAL_SIZE, antialias=True) for image in (a, b)]
     if how == "local":
         return _bent_start(local_warp(*fine, found), found, warp_scale, size)
-    agreement = _carried_agreement(a, b, _move_flows(found, SIZE))
+    agreement = _carried_agreement(*small, _move_flows(found, SIZE))
     if agreement >= EXPLAINED:
         return moved
-    # Decided on the levels up to SIZE (a third of the time of all of them); the finest only where kept.
-    bent = local_warp(*fine, found, levels=DECIDING_LEVELS)
-    if _carried_agreement(a, b, resize(bent, SIZE, SIZE, antialias=True)) < max(AGREED, agreement + BENT_GAIN):
+    # Decided on the levels up to SIZE (a third of the time of all of them); the finer ones only where kept,
+    # going on from there.
+    fields = _bent_fields(*fine, found)
+    bent = _nth(fields, DECIDING_LEVELS)
+    if _carried_agreement(*small, resize(bent, SIZE, SIZE, antialias=True)) < max(AGREED, agreement + BENT_GAIN):
         return moved
-    return _bent_start(local_warp(*fine, found), found, warp_scale, size)
+    finest = _nth(fields, len(LOCAL_LEVELS) - DECIDING_LEVELS)  # the levels left, after those decided on
+    return _bent_start(finest, found, warp_scale, size)
 
 
 def _bent_start(flows: torch.Tensor, found: Alignment | None, warp_scale: float, size: int) -> Start:
@@ -319,22 +324,27 @@ def local_warp(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None, *,
         ``(2, 2, LOCAL_SIZE, LOCAL_SIZE)``: the A->B flow, then the B->A flow, ``(dy, dx)`` in fractions of
         the frame's height and width, with ``b(p) ≈ a(p - flow_ab(p))`` as in :func:`diffmorph.ops.warp`.
     """
+    return _nth(_bent_fields(a, b, alignment), levels or len(LOCAL_LEVELS))
+
+
+def _bent_fields(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None) -> Iterator[torch.Tensor]:
+    """:func:`local_warp`'s flows after each of :data:`LOCAL_LEVELS` in turn, each level going on from the last."""
     size = LOCAL_SIZE
     a, b = resize(a, size, size, antialias=True), resize(b, size, size, antialias=True)
     moving, fixed = luma(torch.cat((a, b))), luma(torch.cat((b, a)))  # (2, 1, S, S): A onto B, B onto A
     start = _move_flows(alignment, size)
     control = None
-    with torch.enable_grad():
-        for resolution, points, steps in LOCAL_LEVELS[:levels]:
-            level_moving = resize(moving, resolution, resolution, antialias=True)
-            level_fixed = resize(fixed, resolution, resolution, antialias=True)
-            weights = _contrast(level_fixed)
-            level_start = resize(start, resolution, resolution, antialias=True) * resolution  # pixels
-            control = torch.zeros(2, 2, points, points) if control is None else F.interpolate(
-                control, size=(points, points), mode="bilinear", align_corners=True)
-            control = control.detach().requires_grad_(True)  # (2, 2, P, P): fractions of the frame
-            # Adam moves each point by about its rate at every step: a pixel's worth at this level at most.
-            optimizer = torch.optim.Adam([control], lr=min(LOCAL_RATE, 1 / resolution))
+    for resolution, points, steps in LOCAL_LEVELS:
+        level_moving = resize(moving, resolution, resolution, antialias=True)
+        level_fixed = resize(fixed, resolution, resolution, antialias=True)
+        weights = _contrast(level_fixed)
+        level_start = resize(start, resolution, resolution, antialias=True) * resolution  # pixels
+        control = torch.zeros(2, 2, points, points) if control is None else F.interpolate(
+            control, size=(points, points), mode="bilinear", align_corners=True)
+        control = control.detach().requires_grad_(True)  # (2, 2, P, P): fractions of the frame
+        # Adam moves each point by about its rate at every step: a pixel's worth at this level at most.
+        optimizer = torch.optim.Adam([control], lr=min(LOCAL_RATE, 1 / resolution))
+        with torch.enable_grad():  # left before each yield: the caller's grad mode is its own
             for _ in range(steps):
                 flow = F.interpolate(control, size=(resolution, resolution), mode="bicubic",
                                      align_corners=True) * resolution + level_start  # (2, 2, R, R) pixels
@@ -346,8 +356,12 @@ def local_warp(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None, *,
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-    field = F.interpolate(control.detach(), size=(size, size), mode="bicubic", align_corners=True)
-    return field + start
+        yield F.interpolate(control.detach(), size=(size, size), mode="bicubic", align_corners=True) + start
+
+
+def _nth(fields: Iterator[torch.Tensor], count: int) -> torch.Tensor:
+    """The ``count``-th of ``fields`` (from 1), leaving the iterator just after it."""
+    return next(itertools.islice(fields, count - 1, None))
 
 
 def _local_agreement(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
