@@ -106,11 +106,18 @@ def bent_pair(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     No one move explains the bend (the ball changes shape, the ground flows): a subject that changes
     shape, such as two faces or two poses, in a form that can be generated."""
     scene = textured_pair(size)[0]
-    image = torch.from_numpy(scene).permute(2, 0, 1)[None].float() / 127.5 - 1
-    control = torch.from_numpy(np.random.default_rng(7).normal(0.0, 0.05 * size, (1, 2, 4, 4))).float()
+    return scene, bend(scene, seed=7, spread=0.05, colour=(0.9, 0.98, 1.08))
+
+
+def bend(image: np.ndarray, seed: int, spread: float, colour: tuple[float, float, float]) -> np.ndarray:
+    """Square ``image`` (uint8) bent by a bicubic field of 4 x 4 random displacements (standard deviation
+    ``spread`` of the frame, drawn from ``seed``), each channel scaled by ``colour``: uint8."""
+    size = image.shape[0]
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    control = torch.from_numpy(np.random.default_rng(seed).normal(0.0, spread * size, (1, 2, 4, 4))).float()
     field = torch.nn.functional.interpolate(control, size=(size, size), mode="bicubic", align_corners=True)
-    bent = (warp(image, field)[0].permute(1, 2, 0).numpy() + 1) * 127.5 * np.array([0.9, 0.98, 1.08])
-    return scene, np.clip(bent, 0, 255).round().astype(np.uint8)
+    bent = (warp(tensor, field)[0].permute(1, 2, 0).numpy() + 1) * 127.5 * np.array(colour)
+    return np.clip(bent, 0, 255).round().astype(np.uint8)
 
 
 def morph_frames(a: Path, b: Path, out: Path, options: list[str],

@@ -37,6 +37,7 @@ from PIL import Image
 
 from bench_morph import print_header
 from compare_modes import (
+    bend,
     bent_pair,
     morph_frames,
     moved_pair,
@@ -78,7 +79,7 @@ def halfway_alignment(maps_file: Path) -> float:
     return float((band[0] * band[1]).sum() / (band[0].norm() * band[1].norm()))
 
 
-WARM = np.array([1.06, 0.97, 0.85])  # how the photo pairs' second images are recoloured
+WARM = (1.06, 0.97, 0.85)  # how the photo pairs' second images are recoloured
 
 
 def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -113,17 +114,13 @@ def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         moved = Image.fromarray(photo).transform((size, size), Image.Transform.AFFINE, coefficients,
                                                  resample=Image.Resampling.BICUBIC, fillcolor=(40, 36, 30))
         pairs[name] = photo, _recoloured(np.asarray(moved), WARM)
-    image = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1
-    control = torch.from_numpy(np.random.default_rng(5).normal(0.0, 0.06 * size, (1, 2, 4, 4))).float()
-    field = torch.nn.functional.interpolate(control, size=(size, size), mode="bicubic", align_corners=True)
-    bent = (warp(image, field)[0].permute(1, 2, 0).numpy() + 1) * 127.5
-    pairs["photo, bent"] = photo, _recoloured(bent, WARM)
+    pairs["photo, bent"] = photo, bend(photo, seed=5, spread=0.06, colour=WARM)
     pairs["photo, mirrored"] = photo, np.ascontiguousarray(photo[:, ::-1])
     pairs["stereo"] = data.stereo_motorcycle()[:2]
     return pairs
 
 
-def _recoloured(image: np.ndarray, factors: np.ndarray) -> np.ndarray:
+def _recoloured(image: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
     return np.clip(np.asarray(image, np.float64) * factors, 0, 255).round().astype(np.uint8)
 
 
