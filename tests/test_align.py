@@ -2,12 +2,14 @@ import numpy as np
 import pytest
 import torch
 
+from diffmorph import align
 from diffmorph.align import (
     CONFIDENCE,
     LOCAL_SIZE,
     Alignment,
     _area_change,
     _contrast,
+    _curving,
     _local_agreement,
     describe,
     find_alignment,
@@ -183,3 +185,17 @@ def test_local_agreement_counts_windows_by_contrast():
     weighted = _local_agreement(moving, fixed, _contrast(fixed)).item()
     plain = _local_agreement(moving, fixed, torch.ones_like(fixed)).item()
     assert weighted > plain + 0.1  # measured 0.67 against 0.51
+
+
+def test_coarse_levels_bend_only_where_a_zoom_or_move_does_not_do(monkeypatch):
+    # Between two unrelated textures anything the coarse levels match is chance; without the curving penalty
+    # they bent the field to match blobs (as between two different faces, into a caricature of one another).
+    a, b = texture(3), texture(4)
+
+    def curving(flows):
+        return _curving(resize(flows, 16, 16, antialias=True)).item()
+
+    penalised = curving(local_warp(a, b, None, levels=3))
+    monkeypatch.setattr(align, "LOCAL_CURVE", 0.0)
+    free = curving(local_warp(a, b, None, levels=3))
+    assert penalised < 0.25 * free  # measured 8.0 against 105
