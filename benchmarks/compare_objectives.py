@@ -15,9 +15,9 @@ Pairs, all generated (nothing is downloaded): "moved", a photo-like scene and th
 from elsewhere (shifted by 12 % and 6 % of the frame, 10 % larger, turned by 5 degrees, warmer);
 "bent", the same scene bent by a smooth random field (the ball changes shape) and cooled; the
 built-in demo pair; and the "textured" pair of ``compare_modes.py`` (a ball that moves a third of the
-frame over ground that changes). Or your own with ``--images``, or with ``--photos`` five pairs made
-from photos that come inside scikit-image's wheel where it is installed (nothing is downloaded; see
-:func:`photo_pairs`).
+frame over ground that changes). Or your own with ``--images``, or with ``--photos`` six pairs made
+from photos that come inside scikit-image's and matplotlib's wheels where they are installed (nothing is
+downloaded; see :func:`photo_pairs`).
 
     python benchmarks/compare_objectives.py --sheet docs/objectives.png
     python benchmarks/compare_objectives.py --photos
@@ -83,7 +83,7 @@ WARM = (1.06, 0.97, 0.85)  # how the photo pairs' second images are recoloured
 
 
 def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Pairs made from scikit-image's photos, ``(H, W, 3)`` uint8 each.
+    """Pairs made from scikit-image's photos and one of matplotlib's, ``(H, W, 3)`` uint8 each.
 
     "photo, moved less" and "photo, moved": the astronaut photo (512 x 512, public domain) and the same
     photo enlarged by 10 % about its top-left corner, turned by 5 degrees, shifted so that its centre moves
@@ -92,12 +92,16 @@ def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     "photo, mirrored": the photo and its mirror image (the face moves across the frame and is not quite
     symmetric: a stand-in for two faces in two poses). "stereo": the Middlebury 2014 motorcycle pair
     (741 x 500), the left and the right view of one scene, near parts moving up to 60 px against 7 px for
-    the far wall (see compare_correspondence.py).
+    the far wall (see compare_correspondence.py). "faces": two people, head and shoulders, 384 x 384:
+    Grace Hopper (matplotlib's sample photo, public domain) and the astronaut, Eileen Collins, cropped so
+    that their faces sit about where a user's crops would put them (hers larger and further left).
     """
     try:
+        from matplotlib import cbook
         from skimage import data
     except ImportError:
-        sys.exit("--photos needs scikit-image: pip install scikit-image")
+        sys.exit("--photos needs scikit-image and matplotlib (for a photo each comes with): "
+                 "pip install scikit-image matplotlib")
     photo = data.astronaut()
     size = photo.shape[0]
     pairs = {}
@@ -117,6 +121,10 @@ def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     pairs["photo, bent"] = photo, bend(photo, seed=5, spread=0.06, colour=WARM)
     pairs["photo, mirrored"] = photo, np.ascontiguousarray(photo[:, ::-1])
     pairs["stereo"] = data.stereo_motorcycle()[:2]
+    with cbook.get_sample_data("grace_hopper.jpg") as file:
+        hopper = Image.open(file).convert("RGB").crop((50, 95, 470, 515))  # (left, top, right, bottom)
+    collins = Image.fromarray(photo).crop((78, 0, 378, 300))
+    pairs["faces"] = tuple(np.asarray(face.resize((384, 384), Image.Resampling.LANCZOS)) for face in (hopper, collins))
     return pairs
 
 
@@ -126,7 +134,7 @@ def _recoloured(image: np.ndarray, factors: tuple[float, float, float]) -> np.nd
 
 def main() -> None:
     args = parse_arguments(__doc__, "write the contact sheet of middle frames here (PNG)",
-                           "the pairs made from scikit-image's photos instead (see photo_pairs)")
+                           "the pairs made from scikit-image's and matplotlib's photos instead (see photo_pairs)")
 
     rows, tiles, starts = [], [], []
     with tempfile.TemporaryDirectory() as scratch:

@@ -18,7 +18,7 @@ bent region by region (:func:`local_warp`): a smooth field per direction fitted 
 of the two greyscales. ``align="auto"`` keeps the bent start only where the move alone leaves the two
 pictures' structure apart (agreement below :data:`EXPLAINED`) and bending makes it agree (at least
 :data:`AGREED`, and :data:`BENT_GAIN` more than the move did); elsewhere it keeps the move. Bending finds
-something to match in any two pictures: between unrelated ones it bends shapes into blobs, and it can tear
+something to match in any two pictures: between unrelated ones it crumples shapes, and it can tear
 a subject that moved further than its own size. ``"global"`` never bends, ``"local"`` always does.
 """
 
@@ -216,12 +216,14 @@ AGREED = 0.8  # Least agreement after bending for which "auto" keeps the bent st
 BENT_GAIN = 0.1  # And the least rise over the move's agreement.
 # Measured (_carried_agreement, the mean of both directions, move -> bent up to SIZE; generated pairs at 256
 # px): a copy of a scene moved, zoomed and turned 0.98 (move kept); scenes and photos bent by smooth random
-# fields 0.35-0.78 -> 0.95-0.99; the astronaut and the cat and their mirror images 0.20 and -0.04 -> 0.84 and
-# 0.85; the Middlebury motorcycle stereo pair 0.76 -> 0.95. Below AGREED: six pairs of unrelated photos
-# -0.04-0.10 -> 0.41-0.75, the demo pair -0.01 -> 0.43, the textured pair -0.13 -> 0.44, the cameraman and
-# his mirror image 0.22 -> 0.63, and two of three pairs of faces of different people (scikit-image's 25 px
-# Labeled Faces in the Wild sample) 0.04 and -0.04 -> 0.69 and 0.75 (the third 0.03 -> 0.90): bending finds
-# something to match in any two pictures, and where they are not one subject it bends shapes into blobs.
+# fields 0.35-0.78 -> 0.94-0.99; the astronaut and the cat and their mirror images 0.20 and -0.04 -> 0.85 and
+# 0.86; the Middlebury motorcycle stereo pair 0.76 -> 0.94. Below AGREED: six pairs of unrelated photos
+# -0.04-0.10 -> 0.40-0.72, the demo pair -0.01 -> 0.44, the textured pair -0.13 -> 0.45, the cameraman and
+# his mirror image 0.22 -> 0.61, two of three pairs of faces of different people (scikit-image's 25 px
+# Labeled Faces in the Wild sample) 0.04 and -0.04 -> 0.67 and 0.73 (the third 0.03 -> 0.90), and two people
+# at 384 px (Grace Hopper, the astronaut; benchmarks/compare_objectives.py --photos) -0.08 -> 0.68: bending
+# finds something to match in any two pictures, and this measure cannot tell two faces from two unrelated
+# pictures.
 
 
 @dataclass(frozen=True)
