@@ -37,6 +37,7 @@ from diffmorph.io.pictures import contact_sheet
 from diffmorph.ops import warp
 
 SHEET_TIMES = (0.25, 0.5, 0.75)
+WARM = (1.06, 0.97, 0.85)  # how the second images of the moved pairs are recoloured, as a warmer shot would be
 METHODS = {"classic": ["--mode", "classic", "--align", "none"], "default": []}  # options of `diffmorph morph`
 
 
@@ -92,8 +93,12 @@ def moved_pair(size: int = 512) -> tuple[np.ndarray, np.ndarray]:
                             (cos, -sin, centre - cos * (centre + shift[0]) + sin * (centre + shift[1]),
                              sin, cos, centre - sin * (centre + shift[0]) - cos * (centre + shift[1])),
                             resample=Image.Resampling.BICUBIC, fillcolor=(40, 36, 30))
-    warm = np.asarray(moved).astype(np.float64) * np.array([1.06, 0.97, 0.85])
-    return np.asarray(scene), np.clip(warm, 0, 255).round().astype(np.uint8)
+    return np.asarray(scene), recoloured(np.asarray(moved), WARM)
+
+
+def recoloured(image: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
+    """``image`` (uint8) with each channel scaled by ``factors``: uint8."""
+    return np.clip(np.asarray(image, np.float64) * factors, 0, 255).round().astype(np.uint8)
 
 
 def run(args: list[str]) -> None:

@@ -37,12 +37,14 @@ from PIL import Image
 
 from bench_morph import print_header
 from compare_modes import (
+    WARM,
     bend,
     bent_pair,
     morph_frames,
     moved_pair,
     pair_files,
     parse_arguments,
+    recoloured,
     save_sheet,
     textured_pair,
 )
@@ -77,9 +79,6 @@ def halfway_alignment(maps_file: Path) -> float:
     band = gaussian_blur(grey, 3 * scale) - gaussian_blur(grey, 24 * scale)
     band = band.flatten(1) - band.flatten(1).mean(dim=1, keepdim=True)
     return float((band[0] * band[1]).sum() / (band[0].norm() * band[1].norm()))
-
-
-WARM = (1.06, 0.97, 0.85)  # how the photo pairs' second images are recoloured
 
 
 def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -117,7 +116,7 @@ def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
         coefficients = (*inverse[0], -(inverse[0] @ (tx, ty)), *inverse[1], -(inverse[1] @ (tx, ty)))
         moved = Image.fromarray(photo).transform((size, size), Image.Transform.AFFINE, coefficients,
                                                  resample=Image.Resampling.BICUBIC, fillcolor=(40, 36, 30))
-        pairs[name] = photo, _recoloured(np.asarray(moved), WARM)
+        pairs[name] = photo, recoloured(np.asarray(moved), WARM)
     pairs["photo, bent"] = photo, bend(photo, seed=5, spread=0.06, colour=WARM)
     pairs["photo, mirrored"] = photo, np.ascontiguousarray(photo[:, ::-1])
     pairs["stereo"] = data.stereo_motorcycle()[:2]
@@ -126,10 +125,6 @@ def photo_pairs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     collins = Image.fromarray(photo).crop((78, 0, 378, 300))
     pairs["faces"] = tuple(np.asarray(face.resize((384, 384), Image.Resampling.LANCZOS)) for face in (hopper, collins))
     return pairs
-
-
-def _recoloured(image: np.ndarray, factors: tuple[float, float, float]) -> np.ndarray:
-    return np.clip(np.asarray(image, np.float64) * factors, 0, 255).round().astype(np.uint8)
 
 
 def main() -> None:
