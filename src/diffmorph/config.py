@@ -66,10 +66,9 @@ class MorphConfig:
     # faces, where no one move fits; where a subject moved far across a ground that changed it can tear
     # the subject mid-morph, and between unrelated pictures it crumples shapes. "auto" takes the
     # move where it explains the pair, else the bent start where bending makes the two pictures'
-    # structure agree (the same subject in another shape), else the move; two faces of different people
-    # it usually leaves unbent (their structure agrees no better than unrelated pictures' do), so give
-    # them "local". On a CPU, trying to bend adds about 0.6 s per pair, bending about 2 s. "none"
-    # always starts from no warp, as the original did.
+    # structure agree well enough (two faces, a subject in another pose; some unrelated pictures too,
+    # which then bend into each other rather than crossfade), else the move. On a CPU, trying to bend
+    # adds about 0.6 s per pair, bending about 2 s. "none" always starts from no warp, as the original did.
     align: str = "auto"
     # Working resolution of the fit (square, like the original). The network always sees a 96 x 96
     # resize of its input, so maps fitted small transfer to any output size; the original used 1024.
