@@ -51,9 +51,9 @@ _HELP = {
     "align": "where the warp starts: global (from the move of the whole picture, where B clearly shows A's "
              "content moved, zoomed or turned), local (that move, then bent region by region, for a "
              "subject that changes shape, such as two faces; it can tear a subject that moved far), "
-             "auto (the move, bent where bending makes the two pictures' structure agree well enough, as "
-             "for two faces; pictures that agree less, such as a subject moved far over changed ground, are "
-             "not bent) or none (no warp, as the original)",
+             "auto (the move, bent where bending makes the two pictures' structure agree well enough, as it "
+             "often does for two faces; pictures that agree less, such as a subject moved far over changed "
+             "ground, are not bent) or none (no warp, as the original)",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
     "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",

@@ -66,7 +66,7 @@ class MorphConfig:
     # faces, where no one move fits; where a subject moved far across a ground that changed it can tear
     # the subject mid-morph, and between unrelated pictures it crumples shapes. "auto" takes the
     # move where it explains the pair, else the bent start where bending makes the two pictures'
-    # structure agree well enough (two faces, a subject in another pose; some unrelated pictures too,
+    # structure agree well enough (a subject in another pose, often two faces; some unrelated pictures too,
     # which then bend into each other rather than crossfade), else the move. On a CPU, trying to bend
     # adds about 0.6 s per pair, bending about 2 s. "none" always starts from no warp, as the original did.
     align: str = "auto"
