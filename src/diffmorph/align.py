@@ -19,8 +19,8 @@ of the two greyscales. ``align="auto"`` keeps the bent start only where the move
 pictures' structure apart (agreement below :data:`EXPLAINED`) and bending makes it agree (at least
 :data:`AGREED`, and :data:`BENT_GAIN` more than the move did); elsewhere it keeps the move. Bending finds
 something to match in any two pictures: two faces of different people agree after it no better than some
-unrelated pictures do, so those are bent too (and crumple a little); it tears a subject that moved further
-than its own size. ``"global"`` never bends, ``"local"`` always does.
+unrelated pictures do, so some unrelated pairs are bent too (and crumple a little); it tears a subject that
+moved further than its own size. ``"global"`` never bends, ``"local"`` always does.
 """
 
 from __future__ import annotations
