@@ -35,6 +35,11 @@ def texture(seed: int) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False)
 
 
+def curving(flows: torch.Tensor, points: int) -> float:
+    """:func:`_curving` of ``flows`` sampled at ``points`` x ``points``."""
+    return _curving(resize(flows, points, points, antialias=True)).item()
+
+
 def moved(image: torch.Tensor, alignment: Alignment) -> torch.Tensor:
     """``image`` as B would show it under ``alignment``: carried by the prior's A->B warp."""
     prior = warp_prior(alignment, 1.0, SIZE, SIZE)
@@ -191,13 +196,9 @@ def test_coarse_levels_bend_only_where_a_zoom_or_move_does_not_do(monkeypatch):
     # Between two unrelated textures anything the coarse levels match is chance; without the curving penalty
     # they bent the field to match blobs (as between two different faces, into a caricature of one another).
     a, b = texture(3), texture(4)
-
-    def curving(flows):
-        return _curving(resize(flows, 16, 16, antialias=True)).item()
-
-    penalised = curving(local_warp(a, b, None, levels=3))
+    penalised = curving(local_warp(a, b, None, levels=3), 16)
     monkeypatch.setattr(align, "LOCAL_CURVE", 0.0)
-    free = curving(local_warp(a, b, None, levels=3))
+    free = curving(local_warp(a, b, None, levels=3), 16)
     assert penalised < 0.25 * free  # measured 8.0 against 105
 
 
@@ -220,9 +221,6 @@ def test_fine_levels_bend_sharply_at_a_depth_edge_but_do_not_crumple(monkeypatch
     monkeypatch.undo()
 
     # Between two unrelated textures, the penalty keeps the finished field from curving as much as it would.
-    def curving(flows):
-        return _curving(resize(flows, 48, 48, antialias=True)).item()
-
-    penalised = curving(local_warp(texture(3), texture(4), None))
+    penalised = curving(local_warp(texture(3), texture(4), None), 48)
     monkeypatch.setattr(align, "LOCAL_KINK", 0.0)
-    assert penalised < 0.8 * curving(local_warp(texture(3), texture(4), None))  # measured 849 against 1363
+    assert penalised < 0.8 * curving(local_warp(texture(3), texture(4), None), 48)  # measured 849 against 1363
