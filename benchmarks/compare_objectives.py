@@ -7,8 +7,9 @@ whole picture, where one is found), the same with ``--objective coarse-to-fine``
 or the local start per pair; the table says which. Every
 result goes through ``diffmorph.evaluate``, the same code as ``diffmorph eval``. One more figure
 measures double images directly: the *halfway alignment*, the correlation of A's and B's structure
-(a 3-24 px band at 512 px) after each is carried halfway by its own warp. Those two layers make the
-middle frame: near 1 they coincide; near 0 the content they share shows twice (or they share none).
+(a 3-24 px band at 512 px) after each is moved halfway by its warp as the sharp frames move it
+(``Renderer.layers``). Those two layers make the middle frame: near 1 they coincide; near 0 the content
+they share shows twice (or they share none).
 Prints a table with the machine, date and command, and writes a contact sheet of the middle frames.
 
 Pairs, all generated (nothing is downloaded): "moved", a photo-like scene and the same scene shot
@@ -32,7 +33,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from bench_morph import print_header
@@ -52,7 +52,7 @@ from diffmorph.align import starting_maps
 from diffmorph.api import MorphResult
 from diffmorph.demo import demo_pair
 from diffmorph.model import MAP_SIZE
-from diffmorph.ops import flow_from_warp_map, gaussian_blur, luma, resize, warp
+from diffmorph.ops import gaussian_blur, luma
 
 FITS = {"none, classic": ["--align", "none", "--objective", "classic"],  # label "start, objective": options
         "global, classic": ["--align", "global", "--objective", "classic"],
@@ -68,13 +68,11 @@ def auto_start(maps_file: Path) -> str:
 
 
 def halfway_alignment(maps_file: Path) -> float:
-    """Correlation of A's and B's structure after each is carried halfway by its warp (1: no double images)."""
+    """Correlation of A's and B's structure after each is moved halfway as the frames move it (1: no double
+    images)."""
     result = MorphResult.load(maps_file)
     height, width = result.image_a.shape[-2:]
-    maps = resize(result.maps.view(2, 8, *result.maps.shape[-2:]), height, width)  # A->B, B->A
-    flows = flow_from_warp_map(maps[:, 6:8], result.config.warp_scale)
-    layers = warp(torch.cat((result.image_a, result.image_b)), 0.5 * flows)  # (2, 3, H, W)
-    grey = luma(layers)
+    grey = luma(result.renderer().layers(0.5))  # (2, 1, H, W)
     scale = max(height, width) / 512
     band = gaussian_blur(grey, 3 * scale) - gaussian_blur(grey, 24 * scale)
     band = band.flatten(1) - band.flatten(1).mean(dim=1, keepdim=True)

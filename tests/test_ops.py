@@ -8,11 +8,13 @@ from diffmorph.ops import (
     apply_maps,
     blend_frame,
     coordinate_grid,
+    fill_holes,
     flow_from_warp_map,
     gaussian_blur,
     morph_loss,
     psnr,
     resize,
+    splat,
     warp,
 )
 
@@ -205,3 +207,76 @@ def test_nan_flow_gives_nan_output_and_a_finite_backward():
     assert torch.isfinite(out[0, :, 0, 0]).all()
     out.nansum().backward()  # used to crash the process inside grid_sample's backward
     assert torch.isfinite(image.grad).all()
+
+
+class TestSplat:
+    def test_pixels_that_keep_their_places_keep_their_values_and_cover_once(self):
+        values = torch.randn(2, 3, 3, 4)
+        mean, coverage = splat(values, torch.zeros(2, 2, 3, 4), torch.zeros(2, 1, 3, 4))
+        assert mean.shape == (2, 3, 3, 4) and coverage.shape == (2, 1, 3, 4)
+        assert torch.allclose(mean, values) and torch.equal(coverage, torch.ones_like(coverage))
+
+    def test_a_shift_lands_on_the_shifted_pixels_and_uncovers_the_edge_it_leaves(self):
+        mean, coverage = splat(IMAGE, constant_flow(1.0, 2.0), torch.zeros(1, 1, 3, 4))
+        # Every pixel moves 1 down and 2 right: row 0 and columns 0-1 receive nothing.
+        assert torch.equal(coverage[0, 0], torch.tensor([[0.0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]))
+        assert torch.equal(mean[0, 0, 1:, 2:], IMAGE[0, 0, :2, :2])
+        assert torch.equal(mean[0, 0, 0], torch.zeros(4))
+
+    def test_a_fraction_of_a_pixel_is_shared_bilinearly(self):
+        values = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
+        mean, coverage = splat(values, constant_flow(0.0, 0.25, 1, 4), torch.zeros(1, 1, 1, 4))
+        assert torch.allclose(coverage[0, 0, 0], torch.tensor([0.75, 1.0, 1.0, 1.0]))
+        # Pixel 1 gets 0.25 of pixel 0 and 0.75 of itself.
+        assert torch.allclose(mean[0, 0, 0], torch.tensor([1.0, 1.75, 2.75, 3.75]))
+
+    def test_the_more_important_pixel_covers_where_two_meet(self):
+        values = torch.tensor([[[[5.0, 0.0, 1.0]]]])
+        displacement = torch.zeros(1, 2, 1, 3)
+        displacement[0, 1, 0, 0] = 2.0  # pixel 0 lands on pixel 2
+        for weight, expected in ((30.0, 5.0), (-30.0, 1.0)):
+            importance = torch.zeros(1, 1, 1, 3)
+            importance[0, 0, 0, 0] = weight
+            mean, _ = splat(values, displacement, importance)
+            assert float(mean[0, 0, 0, 2]) == pytest.approx(expected, abs=1e-5)
+
+    def test_bad_shapes_raise(self):
+        with pytest.raises(ValueError, match="displacement must be"):
+            splat(torch.zeros(1, 1, 2, 2), torch.zeros(1, 3, 2, 2), torch.zeros(1, 1, 2, 2))
+        with pytest.raises(ValueError, match="values must be"):
+            splat(torch.zeros(1, 1, 2, 3), torch.zeros(1, 2, 2, 2), torch.zeros(1, 1, 2, 2))
+        with pytest.raises(ValueError, match="importance must be"):
+            splat(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, 2), torch.zeros(1, 1, 2, 3))
+
+
+class TestFillHoles:
+    def test_known_pixels_stay_and_holes_take_their_surroundings(self):
+        image = torch.arange(48.0).view(1, 3, 4, 4)
+        known = torch.ones(1, 1, 4, 4, dtype=torch.bool)
+        assert torch.equal(fill_holes(image, known), image)
+        known[0, 0, 1:3, 1:3] = False
+        filled = fill_holes(image, known)
+        assert torch.equal(filled[known.expand_as(image)], image[known.expand_as(image)])
+        for channel in range(3):  # a hole in a ramp takes values from the ramp around it
+            hole = filled[0, channel, 1:3, 1:3]
+            around = image[0, channel][known[0, 0]]
+            assert around.min() < hole.min() and hole.max() < around.max()
+
+    def test_a_large_hole_is_filled_everywhere(self):
+        image = torch.zeros(1, 1, 16, 16)
+        image[..., :, :2] = 4.0
+        known = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+        known[..., :, :2] = True
+        filled = fill_holes(image, known)
+        assert bool(torch.isfinite(filled).all()) and float(filled[..., :, 2:].min()) > 0.0
+
+    def test_an_image_with_nothing_known_is_left_as_it_is(self):
+        image = torch.arange(32.0).view(2, 1, 4, 4)
+        known = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+        known[0, 0, 0, 0] = True
+        filled = fill_holes(image, known)
+        assert torch.equal(filled[0], torch.zeros(1, 4, 4)) and torch.equal(filled[1], image[1])
+
+    def test_a_mask_that_is_not_bool_raises(self):
+        with pytest.raises(ValueError, match="known must be"):
+            fill_holes(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))

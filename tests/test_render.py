@@ -10,8 +10,8 @@ from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.evaluate import laplacian_energy, pacing, rmse
 from diffmorph.io.images import to_tensor
-from diffmorph.ops import warp
-from diffmorph.renderer import frame_times, to_uint8
+from diffmorph.ops import MapScales, warp
+from diffmorph.renderer import Renderer, frame_times, to_uint8
 from synthetic import blobs
 
 
@@ -190,3 +190,35 @@ def test_auto_pacing_follows_the_mode():
     assert MorphConfig(mode="classic", pacing="even").frame_pacing == "even"
     with pytest.raises(ConfigError, match="unknown pacing"):
         MorphConfig(pacing="smooth").validate()
+
+
+def test_sharp_frames_carry_a_subject_that_moved_further_than_its_size():
+    # A bright disc moves 80 px right over flat ground, and the maps say so exactly: the A->B warp fetches
+    # it from 80 px to the left around its place in B, the B->A warp from 80 px right around its place in A.
+    height, width, radius, shift = 96, 128, 8.0, 80.0
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
+
+    def disc(centre_x: float, size: float, soft: float = 1.0) -> torch.Tensor:
+        return ((size - torch.hypot(ys - 48, xs - centre_x)) / soft + 0.5).clamp(0, 1)
+
+    a = (-0.5 + 1.3 * disc(24, radius)).expand(1, 3, height, width).contiguous()
+    b = (-0.5 + 1.3 * disc(104, radius)).expand(1, 3, height, width).contiguous()
+    scales = MapScales()
+    maps = torch.zeros(16, height, width)
+    maps[7] = shift * disc(104, radius + 6, 4.0) / (width * scales.warp)
+    maps[15] = -shift * disc(24, radius + 6, 4.0) / (width * scales.warp)
+    frames = {mode: Renderer(maps, a, b, scales, torch.device("cpu"), mode=mode, pacing="linear").frame(0.5)[0, 0]
+              for mode in ("sharp", "classic")}
+    start, middle, end, ground = (48, 24), (48, 64), (48, 104), (10, 10)
+    sharp, classic = frames["sharp"], frames["classic"]
+    # Carried forward, the disc is halfway at t = 0.5, whole, and gone from both ends.
+    assert float(sharp[middle]) == pytest.approx(0.8, abs=0.05)
+    assert [float(sharp[point]) for point in (start, end)] == pytest.approx([-0.5, -0.5], abs=0.05)
+    # Scaled backward warps (the original's frames) leave it fading at both ends and nowhere between.
+    assert float(classic[middle]) == pytest.approx(-0.5, abs=0.05)
+    assert [float(classic[point]) for point in (start, end)] == pytest.approx([0.15, 0.15], abs=0.05)
+    assert float(sharp[ground]) == pytest.approx(-0.5, abs=1e-4)
+    renderer = Renderer(maps, a, b, scales, torch.device("cpu"))
+    for t, image in ((0.0, a), (1.0, b)):  # up to the rounding of values half-way between two levels
+        assert np.abs(to_uint8(renderer.frame(t)).astype(int) - to_uint8(image)).max() <= 1

@@ -131,6 +131,99 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return out.masked_fill(invalid.expand(batch, -1, -1, -1), float("nan"))
 
 
+def splat(values: torch.Tensor, displacement: torch.Tensor, importance: torch.Tensor
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Carry every pixel's ``values`` forward by ``displacement``: the weighted mean of what lands where.
+
+    Each pixel ``p`` lands at ``p + displacement(p)``, spread over the four pixels around that point with
+    bilinear weights. Where pixels land on each other, the weights are also ``exp(importance)``, so those
+    of greater importance cover the rest (a softmax splat, after Niklaus and Liu, 2020).
+
+    Args:
+        values: ``(B, C, H, W)``.
+        displacement: ``(B, 2, H, W)`` in pixels, dy then dx.
+        importance: ``(B, 1, H, W)``; only differences within an image count, and the largest is about
+            50 at most where it must not underflow.
+
+    Returns:
+        ``(mean, coverage)``: ``(B, C, H, W)`` the weighted mean of the values that landed at each pixel,
+        0 where none did, and ``(B, 1, H, W)`` the sum of the bilinear weights that landed there (1 where
+        the pixels kept their places).
+
+    >>> displacement = torch.zeros(1, 2, 1, 4); displacement[:, 1, :, 1] = 1.0  # pixel 1 moves 1 px right
+    >>> importance = displacement.norm(dim=1, keepdim=True) * 40  # and covers what it lands on
+    >>> mean, coverage = splat(torch.arange(4.0).view(1, 1, 1, 4), displacement, importance)
+    >>> mean[0, 0, 0].tolist(), coverage[0, 0, 0].tolist()
+    ([0.0, 0.0, 1.0, 3.0], [1.0, 0.0, 2.0, 1.0])
+    """
+    if displacement.dim() != 4 or displacement.shape[1] != 2:
+        raise ValueError(f"displacement must be (B, 2, H, W), got {tuple(displacement.shape)}")
+    batch, _, height, width = displacement.shape
+    if values.dim() != 4 or values.shape[0] != batch or values.shape[2:] != displacement.shape[2:]:
+        raise ValueError(f"values must be ({batch}, C, {height}, {width}) as displacement, got {tuple(values.shape)}")
+    if importance.shape != (batch, 1, height, width):
+        raise ValueError(f"importance must be ({batch}, 1, {height}, {width}) as displacement, "
+                         f"got {tuple(importance.shape)}")
+    channels = values.shape[1]
+    rows, columns = (torch.arange(n, device=displacement.device, dtype=displacement.dtype) for n in (height, width))
+    landing = torch.stack(torch.meshgrid(rows, columns, indexing="ij")) + displacement  # (B, 2, H, W) pixels
+    corner = landing.floor()
+    fraction = landing - corner
+    weight = (importance - importance.amax(dim=(2, 3), keepdim=True)).exp()  # (B, 1, H, W), at most 1
+    # What each landing pixel adds up: its values and 1, both times its weight; and 1 alone.
+    carried = torch.cat((values * weight, weight, torch.ones_like(weight)), dim=1).flatten(2)  # (B, C + 2, HW)
+    first = torch.arange(batch, device=displacement.device).view(batch, 1) * (height * width)  # (B, 1)
+    totals = displacement.new_zeros(batch * height * width, channels + 2)
+    for down, right in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        row, column = corner[:, 0] + down, corner[:, 1] + right  # (B, H, W)
+        share = (fraction[:, 0] if down else 1.0 - fraction[:, 0]) * (fraction[:, 1] if right else 1.0 - fraction[:, 1])
+        inside = ((row >= 0) & (row < height) & (column >= 0) & (column < width)).flatten(1)  # (B, HW)
+        index = (first + (row * width + column).flatten(1).long())[inside]
+        totals.index_add_(0, index, (carried * share.flatten(1).unsqueeze(1)).transpose(1, 2)[inside])
+    totals = totals.view(batch, height, width, channels + 2).permute(0, 3, 1, 2)  # (B, C + 2, H, W)
+    mean = totals[:, :channels] / totals[:, channels:channels + 1].clamp_min(torch.finfo(totals.dtype).tiny)
+    return mean, totals[:, channels + 1:]
+
+
+def fill_holes(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """``image`` with the pixels where ``known`` is False filled in from the known ones around them.
+
+    Pull-push (Gortler et al., 1996): the known pixels are averaged down a pyramid of halvings until
+    every pixel of a level is known, and each hole takes the value of the level below it, upsampled,
+    so a small hole takes its neighbours' colour and a large one a smooth blend of its surroundings.
+
+    Args:
+        image: ``(B, C, H, W)``.
+        known: ``(B, 1, H, W)`` bool; an image of the batch with nothing known is returned unchanged.
+
+    Returns:
+        ``(B, C, H, W)``, equal to ``image`` where ``known``.
+
+    >>> image = torch.tensor([[[[1.0, 0.0, 3.0]]]])
+    >>> fill_holes(image, torch.tensor([[[[True, False, True]]]])).tolist()
+    [[[[1.0, 2.0, 3.0]]]]
+    """
+    if known.shape != (image.shape[0], 1, *image.shape[2:]) or known.dtype != torch.bool:
+        raise ValueError(f"known must be a (B, 1, H, W) bool tensor matching image {tuple(image.shape)}, "
+                         f"got {tuple(known.shape)} {known.dtype}")
+    known = known | ~known.any(dim=(2, 3), keepdim=True)  # nothing to fill from: leave it
+    if bool(known.all()):
+        return image
+    return torch.where(known, image, _pulled(image, known.to(image.dtype)))
+
+
+def _pulled(image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The known pixels' mean (``weight`` above 0) at every pixel, from the next coarser level where unknown."""
+    if bool((weight > 0).all()) or image.shape[-2:] == (1, 1):
+        return image
+    halving = (min(2, image.shape[-2]), min(2, image.shape[-1]))  # a side of 1 pixel stays 1
+    coarse_weight = F.avg_pool2d(weight, halving, ceil_mode=True)
+    coarse = F.avg_pool2d(image * weight, halving, ceil_mode=True) / coarse_weight.clamp_min(1e-12)
+    below = F.interpolate(_pulled(coarse, coarse_weight), size=image.shape[-2:], mode="bilinear",
+                          align_corners=False)
+    return torch.where(weight > 0, image, below)
+
+
 def flow_from_warp_map(warp_map: torch.Tensor, scale: float) -> torch.Tensor:
     """Turn a raw warp map into a flow in pixels of its own resolution.
 

@@ -11,12 +11,15 @@ import torch.nn.functional as F
 from diffmorph.config import MODES
 from diffmorph.ops import (
     MapScales,
+    fill_holes,
     flow_from_warp_map,
+    gaussian_blur,
     psnr,
     recolour,
     resize,
     sample,
     sampling_grid,
+    splat,
 )
 
 
@@ -73,6 +76,77 @@ DETAIL_BAND = 96  # longest side, in pixels, of the colour band of "sharp" frame
 MAX_DETAIL_GAIN = 2.0**0.5  # "sharp" restores at most the contrast a half-and-half blend of unrelated detail loses
 PACE_SAMPLES = 64  # frames rendered, small, to measure how much the picture changes along the morph
 PACE_SIZE = 192  # longest side of those frames
+SPLAT_SIZE = 192  # longest side at which "sharp" carries pixels forward; the maps themselves are 84 x 84
+# Where carried pixels land on each other, those that move further cover the rest (see _Carrier); their weight
+# grows by e for each 1 % of the frame further (so by about 1000 between the near and the far parts of a stereo
+# pair), up to half the frame.
+COVER = 100.0
+SPLAT_BLUR = 1.0  # Gaussian sigma, in pixels of SPLAT_SIZE, that smooths the carried flow's steps between pixels.
+HOLE = 1e-3  # Pixels that less than this share of a carried pixel lands on are holes, filled from around them.
+# A pixel of a carried layer shows what it fetches only if the other direction's warp moves that content there
+# too: if that way differs from the pixel's by more than STRAY pixels of SPLAT_SIZE plus STRAY_SHARE of the
+# pixel's own way, the pixel fades into a filling from around (wholly at twice that). The two warps are fitted
+# apart and agree only roughly, so the check is for gross mismatches only (a subject that left): at 4 px + 50 %
+# it filled 11-14 % of a middle layer of two faces and made the pace of a bent photo jump (pacing CV 0.08 ->
+# 0.14; switching pixels rather than fading them, 0.23); at these settings the pace and detail are as without it.
+STRAY = 8.0
+STRAY_SHARE = 1.0
+
+
+@dataclass(frozen=True)
+class _Carrier:
+    """Where "sharp" frames sample each image: its content carried forward along straight lines.
+
+    Scaling a backward warp by the strength, as the classic frames do, only moves content by that share
+    where the warp is about the same over the distance it moves: content that moved further than its own
+    size is left in place and fades out there (the warp is non-zero only where the content ends), and two
+    layers moved by a turn or a zoom drift apart mid-morph. Here each pixel ``q`` of the warp's target,
+    which shows A at ``q - flow(q)``, is carried from there to ``q`` in a straight line: at strength ``s``
+    it is at ``q - (1 - s) flow(q)`` and fetches A from ``s flow(q)`` behind it. At strength 1 that is the
+    fitted warp itself. Where pixels meet, those that move further cover the rest.
+
+    Attributes:
+        flows: ``(2, 2, h, w)`` the A->B and B->A warps' backward flows, in pixels of this size.
+        importance: ``(2, 1, h, w)``: :data:`COVER` times each flow's length as a share of the frame.
+        motion: ``(2, 2, h, w)`` where each image's own pixels go: minus the other direction's flow
+            (the B->A warp says where in B each pixel of A is shown).
+    """
+
+    flows: torch.Tensor
+    importance: torch.Tensor
+    motion: torch.Tensor
+
+    @classmethod
+    def build(cls, maps: torch.Tensor, scales: MapScales, height: int, width: int) -> _Carrier:
+        """From ``(2, 8, h, w)`` raw maps (A->B, B->A), for images of ``height`` x ``width``."""
+        scale = min(1.0, SPLAT_SIZE / max(height, width))
+        size = (max(2, round(height * scale)), max(2, round(width * scale)))
+        flows = flow_from_warp_map(resize(maps[:, 6:8], *size), scales.warp)  # (2, 2, h, w)
+        importance = COVER * (flows.norm(dim=1, keepdim=True) / max(size)).clamp_(max=0.5)
+        return cls(flows, importance, -flows.flip(0))
+
+    def grids(self, strengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each image carried by its strength (``(2,)``) samples, and where that holds.
+
+        Where nothing lands (the frame's edge that content leaves, a stretch), the flow is filled in from
+        around. What a pixel then fetches may be content that the other direction's warp moves elsewhere:
+        ground that a subject uncovered, which this image does not show, or content that the warp also
+        took to a second place. Such pixels are not trusted; :meth:`_Stack.warped` fills them in from the
+        trusted pixels around, so a subject that moves away does not also stay. Trust falls from 1 to 0
+        as the mismatch grows from one to two tolerances, so that pixels fade into their filling as ``t``
+        goes rather than switch (a switch is a jump between two frames).
+
+        Returns:
+            ``(grids, trust)``: ``(2, h, w, 2)`` sampling grids and ``(2, 1, h, w)`` in ``[0, 1]``.
+        """
+        share = strengths.view(2, 1, 1, 1)
+        flow, coverage = splat(share * self.flows, (share - 1.0) * self.flows, self.importance)
+        flow = gaussian_blur(fill_holes(flow, coverage > HOLE), SPLAT_BLUR)  # (2, 2, h, w)
+        grids = sampling_grid(flow)
+        # The fetched content's own way at this strength, less the way this pixel fetched it from.
+        stray = (sample(share * self.motion, grids) - flow).norm(dim=1, keepdim=True)
+        tolerance = STRAY + STRAY_SHARE * flow.norm(dim=1, keepdim=True)
+        return grids, (2.0 - stray / tolerance).clamp_(0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -100,22 +174,40 @@ class _Stack:
         return cls(images=images, sources=sources, maps=maps, identity=identity, grids=grids,
                    colour=resize(maps[:, 0:6], height, width) if colour else None)
 
-    def warped(self, strengths: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+    def warped(self, strengths: torch.Tensor, images: torch.Tensor | None = None, *,
+               carried: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``images`` (the sources by default) warped by each direction's flow times its strength.
 
         Args:
             strengths: ``(2,)``, one per direction.
+            carried: :meth:`_Carrier.grids` at these strengths, any size: sample there instead, and fill
+                in the pixels that are not trusted.
         """
-        grids = torch.lerp(self.identity, self.grids, strengths.view(2, 1, 1, 1))  # (2, H, W, 2)
-        return sample(self.sources if images is None else images, grids)
+        images = self.sources if images is None else images
+        if carried is None:
+            return sample(images, torch.lerp(self.identity, self.grids, strengths.view(2, 1, 1, 1)))
+        grids, trust = carried
+        height, width = self.identity.shape[1:3]
+        if grids.shape[1:3] != (height, width):  # align_corners: the identity grid stays exactly itself
+            grids = F.interpolate(grids.permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
+                                  align_corners=True).permute(0, 2, 3, 1)
+            trust = F.interpolate(trust, size=(height, width), mode="bilinear", align_corners=True)
+        # At strength 0 exactly the image, whatever the rounding of the resize.
+        still = strengths.view(2, 1, 1, 1) == 0
+        layers = sample(images, torch.where(still, self.identity, grids))
+        trust = torch.where(still, 1.0, trust)
+        if bool((trust >= 1.0).all()):
+            return layers
+        return torch.lerp(fill_holes(layers, trust >= 1.0), layers, trust)
 
-    def moved(self, strengths: torch.Tensor, scales: MapScales) -> torch.Tensor:
+    def moved(self, strengths: torch.Tensor, scales: MapScales, *,
+              carried: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Each image recoloured and warped by its maps at its strength, clipped: ``(2, 3, H, W)``."""
         colour = self.colour
         if colour is None:
             colour = resize(self.maps[:, 0:6], *self.images.shape[-2:])
         coloured = recolour(self.images, colour[:, 0:3], colour[:, 3:6], scales, strengths)
-        return self.warped(strengths, coloured).clamp_(-1.0, 1.0)
+        return self.warped(strengths, coloured, carried=carried).clamp_(-1.0, 1.0)
 
 
 class Renderer:
@@ -174,29 +266,32 @@ class Renderer:
             band = (max(2, round(height * DETAIL_BAND / longest)), max(2, round(width * DETAIL_BAND / longest)))
             small = resize(images, *band, antialias=True)  # (2, 3, h, w)
             self._low = _Stack.build(small, stacked_maps, scales, upsample=False, colour=True)
+            self._carrier = _Carrier.build(stacked_maps, scales, height, width)
             fine = images - resize(small, height, width)  # (2, 3, H, W): A's and B's own detail bands
             self._detail_energy = fine.square().mean(dim=(1, 2, 3)).tolist()
 
     def _strengths(self, t: float) -> torch.Tensor:
         return torch.tensor([t, 1.0 - t], device=self.a.device)
 
-    def _classic(self, stack: _Stack, t: float) -> torch.Tensor:
-        moved = stack.moved(self._strengths(t), self.scales)  # (2, 3, H, W)
+    def _classic(self, stack: _Stack, t: float, carried: tuple[torch.Tensor, torch.Tensor] | None = None
+                 ) -> torch.Tensor:
+        moved = stack.moved(self._strengths(t), self.scales, carried=carried)  # (2, 3, H, W)
         return torch.lerp(moved[0:1], moved[1:2], t)
 
     def _sharp(self, t: float) -> torch.Tensor:
         height, width = self.a.shape[-2:]
         strengths = self._strengths(t)
-        warped = self._full.warped(strengths)  # (2, 3, H, W)
+        carried = self._carrier.grids(strengths)  # both bands sample the same carried grid
+        warped = self._full.warped(strengths, carried=carried)  # (2, 3, H, W)
         detail = torch.lerp(warped[0:1], warped[1:2], t)
         # The detail band's own coarse part, estimated as the colour band is: from the small images.
-        coarse = self._low.warped(strengths, self._low.images)
+        coarse = self._low.warped(strengths, self._low.images, carried=carried)
         coarse = torch.lerp(coarse[0:1], coarse[1:2], t)
         wanted = (1.0 - t) * self._detail_energy[0] + t * self._detail_energy[1]
         present = float((detail - resize(coarse, height, width)).square_().mean())  # the detail band's energy
         gain = max(1.0, min(MAX_DETAIL_GAIN, (wanted / present) ** 0.5)) if present > 0 else 1.0
         # colour band + gain * (detail - its coarse part); upsampling is linear, so once is enough.
-        colour = self._classic(self._low, t).sub_(coarse, alpha=gain)
+        colour = self._classic(self._low, t, carried).sub_(coarse, alpha=gain)
         return torch.add(resize(colour, height, width), detail, alpha=gain).clamp_(-1.0, 1.0)
 
     @torch.no_grad()
@@ -210,6 +305,15 @@ class Renderer:
         if self.mode == "classic":
             return self._classic(self._full, t)
         return self._sharp(t)
+
+    @torch.no_grad()
+    def layers(self, t: float) -> torch.Tensor:
+        """A and B, each moved by its maps at strength ``t`` as the frames move them, not recoloured nor
+        blended: ``(2, 3, H, W)``. Where the two coincide, a frame at ``t`` shows what they share once.
+        """
+        strengths = self._strengths(t)
+        carried = self._carrier.grids(strengths) if self.mode == "sharp" else None
+        return self._full.warped(strengths, self._full.images, carried=carried)
 
     def paced(self, t: float) -> float:
         """The maps' strength shown at time ``t``: ``t`` itself, or re-timed for even pacing."""
