@@ -188,16 +188,19 @@ class _Stack:
             return sample(images, torch.lerp(self.identity, self.grids, strengths.view(2, 1, 1, 1)))
         grids, trust = carried
         height, width = self.identity.shape[1:3]
+        still = strengths.view(2, 1, 1, 1) == 0
+        trusted = bool((still | (trust >= 1.0)).all())  # decided small: then the full-size trust is not needed
         if grids.shape[1:3] != (height, width):  # align_corners: the identity grid stays exactly itself
             grids = F.interpolate(grids.permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
-                                  align_corners=True).permute(0, 2, 3, 1)
-            trust = F.interpolate(trust, size=(height, width), mode="bilinear", align_corners=True)
-        # At strength 0 exactly the image, whatever the rounding of the resize.
-        still = strengths.view(2, 1, 1, 1) == 0
-        layers = sample(images, torch.where(still, self.identity, grids))
-        trust = torch.where(still, 1.0, trust)
-        if bool((trust >= 1.0).all()):
+                                  align_corners=True).permute(0, 2, 3, 1).contiguous()
+            if not trusted:
+                trust = F.interpolate(trust, size=(height, width), mode="bilinear", align_corners=True)
+        if bool(still.any()):  # at strength 0 exactly the image, whatever the rounding of the resize
+            grids = torch.where(still, self.identity, grids)
+        layers = sample(images, grids)
+        if trusted:
             return layers
+        trust = torch.where(still, 1.0, trust)
         return torch.lerp(fill_holes(layers, trust >= 1.0), layers, trust)
 
     def moved(self, strengths: torch.Tensor, scales: MapScales, *,
