@@ -230,7 +230,9 @@ class Renderer:
       the two images warped at full resolution, sampled from a 2x bicubic upsampling so that
       sub-pixel warps do not blur them. Blending two unaligned details halves their contrast, so
       the detail band's energy is restored to the interpolation of A's and B's (gain at most
-      :data:`MAX_DETAIL_GAIN`). Both bands equal A at ``t = 0`` and B at ``t = 1``.
+      :data:`MAX_DETAIL_GAIN`). Both bands carry content along straight lines from where each warp
+      fetches it to where it puts it (see :class:`_Carrier`), rather than scaling the warps. Both equal
+      A at ``t = 0`` and B at ``t = 1``.
 
     With ``pacing="even"`` :meth:`frame` re-times the morph so that the picture changes by about
     the same amount from one frame to the next: :data:`PACE_SAMPLES` small frames measure the change
