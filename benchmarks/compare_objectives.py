@@ -1,10 +1,11 @@
 """Compare the ways a fit can start and what it minimises: double images in the middle, and fidelity.
 
-Each pair is morphed four times with the default sharp mode, PNG frames: the original's fit
+Each pair is morphed five times with the default sharp mode, PNG frames: the original's fit
 (``--align none --objective classic``), ``--align global`` (the warp starts from the move of the
-whole picture, where one is found), the same with ``--objective coarse-to-fine``, and ``--align local``
-(that move, bent region by region before the fit). The default, ``--align auto``, takes the global
-or the local start per pair; the table says which. Every
+whole picture, where one is found), the same with ``--objective coarse-to-fine``, ``--align local``
+(that move, bent region by region before the fit) and ``--align subject`` (the pair's one subject carried
+from its place in A to its place in B, where each image has one; else as global). The default,
+``--align auto``, takes the global, the local or the subject start per pair; the table says which. Every
 result goes through ``diffmorph.evaluate``, the same code as ``diffmorph eval``. One more figure
 measures double images directly: the *halfway alignment*, the correlation of A's and B's structure
 (a 3-24 px band at 512 px) after each is moved halfway by its warp as the sharp frames move it
@@ -57,14 +58,16 @@ from diffmorph.ops import gaussian_blur, luma
 FITS = {"none, classic": ["--align", "none", "--objective", "classic"],  # label "start, objective": options
         "global, classic": ["--align", "global", "--objective", "classic"],
         "global, coarse-to-fine": ["--align", "global", "--objective", "coarse-to-fine"],
-        "local, classic": ["--align", "local", "--objective", "classic"]}
+        "local, classic": ["--align", "local", "--objective", "classic"],
+        "subject, classic": ["--align", "subject", "--objective", "classic"]}
 
 
 def auto_start(maps_file: Path) -> str:
-    """Which start the default ``--align auto`` takes for the pair of a maps file: "global" or "local"."""
+    """Which start the default ``--align auto`` takes for the pair of a maps file: "global", "local" or
+    "subject"."""
     result = MorphResult.load(maps_file)
     start = starting_maps(result.image_a, result.image_b, "auto", result.config.warp_scale, MAP_SIZE)
-    return "local" if start.bent else "global"
+    return "local" if start.bent else "subject" if start.subject else "global"
 
 
 def halfway_alignment(maps_file: Path) -> float:

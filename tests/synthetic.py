@@ -28,3 +28,22 @@ def shifted_pair(size: int = 64, shift: tuple[float, float] = (3.0, 4.0)) -> tup
     return a, warp(a, flow)
 
 
+def ball(centre: tuple[float, float], radius: float, colour: tuple[float, float, float],
+         ground: tuple[float, float, float], seed: int, height: int = 128, width: int = 128) -> torch.Tensor:
+    """A shaded ball on a plain ground with a fine grain of its own, ``(1, 3, H, W)`` in [-1, 1].
+
+    ``centre`` and ``radius`` are fractions of the height and width (the ball is round on the square frame);
+    radius 0 gives the ground alone.
+    """
+    ys, xs = torch.meshgrid((torch.arange(height) + 0.5) / height, (torch.arange(width) + 0.5) / width, indexing="ij")
+    radius = max(radius, 1e-6)
+    dy, dx = (ys - centre[0]) / radius, (xs - centre[1]) / radius
+    inside = ((1 - torch.hypot(dy, dx)) * radius * height + 0.5).clamp(0, 1)  # about a pixel of antialiasing
+    light = (1.0 - 0.35 * (dy + dx)).clamp(0.3, 1.3)  # lit from the top left
+    grain = torch.from_numpy(np.random.default_rng(seed).normal(0, 0.04, (1, height, width))).float()
+    surface = torch.tensor(ground).view(3, 1, 1) + grain
+    image = surface * (1 - inside) + torch.tensor(colour).view(3, 1, 1) * light * inside
+    return image.clamp(-1, 1)[None]
+
+
+RED, YELLOW, SAND, MOSS = (0.7, -0.6, -0.7), (0.8, 0.6, -0.7), (0.3, 0.1, -0.2), (-0.6, -0.2, -0.7)

@@ -6,24 +6,28 @@ from diffmorph import align
 from diffmorph.align import (
     CONFIDENCE,
     LOCAL_SIZE,
+    SUBJECT_SIZE,
     Alignment,
+    SubjectMove,
     _area_change,
     _contrast,
     _curving,
     _local_agreement,
     describe,
     find_alignment,
+    find_subject_move,
     local_warp,
     phase_correlate,
     starting_maps,
     structure,
+    subject_mask,
     warp_prior,
 )
 from diffmorph.config import MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.ops import apply_maps, flow_from_warp_map, luma, psnr, resize, warp
 from diffmorph.optimize import scales_of
-from synthetic import blobs
+from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs
 
 SIZE = 128
 
@@ -33,6 +37,10 @@ def texture(seed: int) -> torch.Tensor:
     noisy = blobs(SIZE, SIZE, seed=seed) + np.random.default_rng(seed).normal(0, 40, (SIZE, SIZE, 1))
     image = torch.from_numpy(np.clip(noisy, 0, 255)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
     return torch.nn.functional.avg_pool2d(image, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def mask_overlap(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((x & y).sum() / (x | y).sum())
 
 
 def curving(flows: torch.Tensor, points: int) -> float:
@@ -172,11 +180,80 @@ def test_auto_bends_where_one_move_leaves_the_structure_apart():
 
 def test_auto_does_not_bend_unrelated_pictures():
     # The demo pair (a sunset, a night with the hills shifted): "local" bends something into something,
-    # but the two structures stay far apart, so "auto" keeps the start it had (no move found: none).
-    a, b = (torch.from_numpy(x).permute(2, 0, 1)[None].float() * 2 - 1 for x in demo_pair(160, 120))
+    # but the two structures stay far apart, so "auto" does not bend: no move is found, and the pair's one
+    # subject (the sun, then the moon) is carried from one place to the other.
+    a, b = (torch.from_numpy(x).permute(2, 0, 1)[None].float() * 2 - 1 for x in demo_pair())
     auto, local = starting_maps(a, b, "auto", 0.05, 84), starting_maps(a, b, "local", 0.05, 84)
-    assert not auto.bent and auto.maps is None and describe(auto.move, auto.bent) is None
+    assert not auto.bent and auto.move is None and auto.subject is not None
+    assert torch.equal(auto.maps, starting_maps(a, b, "subject", 0.05, 84).maps)
+    # The sun sits at 30 % of the width and half the height, the moon at 72 % and 24 %; the glows count too.
+    assert auto.subject.centre_a == pytest.approx((0.5, 0.3), abs=0.05)
+    assert auto.subject.centre_b == pytest.approx((0.24, 0.72), abs=0.03)
+    assert describe(auto.move, auto.bent, auto.subject).startswith("aligned: the subject moves")
     assert local.bent and local.maps.abs().max() > 0
+    unbent = starting_maps(texture(3), texture(4), "auto", 0.05, 84)  # two busy pictures: no subject either
+    assert not unbent.bent and unbent.subject is None and unbent.maps is None
+
+
+def test_subject_mask_finds_one_compact_subject_that_stands_out_of_its_ground():
+    size = SUBJECT_SIZE
+    image = ball((0.4, 0.35), 0.15, RED, SAND, seed=1, height=size, width=size)
+    mask = subject_mask(image)
+    ys, xs = torch.meshgrid((torch.arange(size) + 0.5) / size, (torch.arange(size) + 0.5) / size, indexing="ij")
+    truth = torch.hypot(ys - 0.4, xs - 0.35) < 0.15
+    assert mask is not None and mask_overlap(mask, truth) > 0.8  # the blur adds a ring of about a pixel
+    assert subject_mask(ball((0.4, 0.35), 0.0, RED, SAND, seed=1, height=size, width=size)) is None  # ground only
+    assert subject_mask(ball((0.1, 0.35), 0.15, RED, SAND, seed=1, height=size, width=size)) is None  # cut off
+    two = torch.maximum(image, ball((0.7, 0.7), 0.15, RED, SAND, seed=1, height=size, width=size))
+    assert subject_mask(two) is None  # two subjects alike: neither is the one
+    assert subject_mask(resize(texture(3), size, size, antialias=True)) is None  # a busy picture
+
+
+def test_finds_how_a_subject_moved_and_grew_over_changed_ground():
+    a = ball((0.3, 0.3), 0.12, RED, SAND, seed=1)
+    b = ball((0.65, 0.7), 0.15, YELLOW, MOSS, seed=2)
+    found = find_subject_move(a, b)
+    assert found is not None
+    move, mask_a, mask_b = found
+    assert move.scale == pytest.approx(1.25, rel=0.1) and move.overlap > 0.85
+    assert move.centre_a == pytest.approx((0.3, 0.3), abs=1.5 / SUBJECT_SIZE)
+    assert move.centre_b == pytest.approx((0.65, 0.7), abs=1.5 / SUBJECT_SIZE)
+    assert mask_a.shape == mask_b.shape == (SUBJECT_SIZE, SUBJECT_SIZE)
+    # Subjects of other shapes are not the same subject: a ball and a long bar of about its area.
+    bar = ball((0.65, 0.7), 0.0, YELLOW, MOSS, seed=2)
+    bar[..., 70:85, 30:120] = torch.tensor(YELLOW).view(1, 3, 1, 1)
+    assert find_subject_move(a, bar) is None
+    assert find_subject_move(a, ball((0.5, 0.5), 0.27, YELLOW, MOSS, seed=2)) is None  # grown more than 2x
+
+
+def test_subject_start_carries_the_subject_alone_and_holds_the_warp():
+    a = ball((0.3, 0.3), 0.12, RED, SAND, seed=1)
+    b = ball((0.65, 0.7), 0.15, YELLOW, MOSS, seed=2)
+    start = starting_maps(a, b, "subject", 0.05, 84)
+    assert start.subject is not None and not start.bent and start.move is None
+    assert start.free is not None and start.free.shape == (2, 84, 84) and not start.free.any()
+    assert not start.maps[[*range(6), *range(8, 14)]].any()
+    flows = flow_from_warp_map(resize(start.maps.view(2, 8, 84, 84)[:, 6:8], SIZE, SIZE), 0.05)  # (2, 2, S, S)
+    masks = [(image - ground).norm(dim=1, keepdim=True) > 0.3 for image, ground in
+             ((a, ball((0.3, 0.3), 0.0, RED, SAND, seed=1)), (b, ball((0.65, 0.7), 0.0, YELLOW, MOSS, seed=2)))]
+    # Every pixel of each ball fetches the other ball (elsewhere the ground stays, so A's ball is fetched in
+    # its own place too: the frames do not show what the other direction's warp moves away).
+    carried = [warp(masks[0].float(), flows[0:1]) > 0.5, warp(masks[1].float(), flows[1:2]) > 0.5]
+    for fetched, target in ((carried[0], masks[1]), (carried[1], masks[0])):
+        assert float((fetched & target).sum() / target.sum()) > 0.9  # measured 0.94 and 1.00: the edges
+    assert flows[:, :, 100:, :20].abs().max() < 0.5  # the ground far from both balls stays where it is
+    auto = starting_maps(a, b, "auto", 0.05, 84)  # no move, bending does not make the grounds agree
+    assert torch.equal(auto.maps, start.maps) and auto.subject == start.subject
+    plain = starting_maps(texture(3), texture(4), "subject", 0.05, 84)  # no subject: as "global" (none here)
+    assert plain.maps is None and plain.subject is None
+    assert describe(None, False, None, "subject") == "aligned: no one subject stands out of both images alike"
+
+
+def test_describes_a_subjects_move():
+    move = SubjectMove(scale=1.25, centre_a=(0.3, 0.3), centre_b=(0.65, 0.7), overlap=0.9)
+    assert move.describe() == "aligned: the subject moves 40 % right and 35 % down, 1.2x larger"
+    still = SubjectMove(scale=0.99, centre_a=(0.3, 0.3), centre_b=(0.3, 0.3), overlap=0.9)
+    assert still.describe() == "aligned: the subject stays"
 
 
 def test_local_agreement_counts_windows_by_contrast():

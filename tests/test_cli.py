@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from diffmorph.api import load_maps
 from diffmorph.cli import main
-from synthetic import blobs
+from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs
 
 FAST = ["--steps", "3", "--size", "32", "--frames", "4", "--device", "cpu"]
 
@@ -308,3 +308,18 @@ def test_align_reaches_the_fit_is_reported_and_recorded(tmp_path, capsys):
     assert not torch.equal(maps["local"], maps["global"])
     code, _, err = run(["morph", a, b, "-o", tmp_path / "bad", *FAST, "--align", "bent"], capsys)
     assert code == 2 and "invalid choice" in err
+
+
+def test_align_subject_carries_the_subject_or_says_there_is_none(image_files, tmp_path, capsys):
+    a, b = tmp_path / "ball_a.png", tmp_path / "ball_b.png"
+    balls = (ball((0.3, 0.3), 0.12, RED, SAND, seed=1), ball((0.65, 0.7), 0.15, YELLOW, MOSS, seed=2))
+    for path, image in zip((a, b), balls, strict=True):
+        Image.fromarray(((image[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)).save(path)
+    for align in ("subject", "auto"):  # auto: no move, and bending does not make the grounds agree
+        out = tmp_path / align
+        code, _, err = run(["morph", a, b, "-o", out, *FAST, "--align", align, "--format", "frames"], capsys)
+        assert code == 0, err
+        assert "aligned: the subject moves 40 % right and 35 % down, 1.2x larger" in err
+        assert json.loads((out / "config.json").read_text())["config"]["align"] == align
+    code, _, err = run(["morph", *image_files, "-o", tmp_path / "none", *FAST, "--align", "subject"], capsys)
+    assert code == 0 and "aligned: no one subject stands out of both images alike" in err

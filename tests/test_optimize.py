@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from diffmorph.align import starting_maps
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
+from diffmorph.model import WARP_CHANNELS
 from diffmorph.ops import flow_from_warp_map, psnr, resize, warp
 from diffmorph.optimize import (
     COARSE_BLUR,
@@ -18,7 +20,7 @@ from diffmorph.optimize import (
     scales_of,
 )
 from diffmorph.renderer import Renderer, to_uint8
-from synthetic import blobs, shifted_pair
+from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs, shifted_pair
 
 CPU = torch.device("cpu")
 
@@ -221,6 +223,22 @@ def test_alignment_is_per_pair_in_a_batch():
     assert batch[0].alignment is not None and batch[1].alignment is None
     for pair, fitted in zip([moved, still], batch, strict=True):
         torch.testing.assert_close(fitted.maps, fit_maps(*pair, config, CPU).maps, atol=2e-4, rtol=0)
+
+
+def test_a_subject_start_holds_the_warp_and_fits_the_colour():
+    # A ball rolled far onto other ground: the fit keeps the subject's move exactly and fits colour only,
+    # beside a pair in the same batch whose warp it refines as usual.
+    a, b = ball((0.3, 0.3), 0.12, RED, SAND, seed=1), ball((0.65, 0.7), 0.15, YELLOW, MOSS, seed=2)
+    config = MorphConfig(size=32, steps=20, precision="fp32")
+    start = starting_maps(a, b, config.align, config.warp_scale, 84)
+    assert start.subject is not None
+    moved = shifted_pair(128, shift=(0.0, 0.0))
+    held, free = fit_batch([(a, b), moved], config, CPU)
+    assert held.subject == start.subject and free.subject is None
+    torch.testing.assert_close(held.maps[WARP_CHANNELS], start.maps[WARP_CHANNELS], atol=0, rtol=0)
+    assert held.maps[[0, 1, 2, 3, 4, 5]].abs().mean() > 0.05  # the colour maps did fit
+    assert held.losses[-1] < 0.5 * held.losses[0]
+    assert free.maps[WARP_CHANNELS].abs().max() > 0  # the other pair's network warps as ever
 
 
 def test_a_loss_spike_goes_back_to_the_best_state_and_slows_down(monkeypatch):

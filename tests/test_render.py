@@ -12,7 +12,7 @@ from diffmorph.evaluate import laplacian_energy, pacing, rmse
 from diffmorph.io.images import to_tensor
 from diffmorph.ops import MapScales, warp
 from diffmorph.renderer import Renderer, frame_times, to_uint8
-from synthetic import blobs
+from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs
 
 
 def result_for(height: int, width: int) -> MorphResult:
@@ -222,3 +222,25 @@ def test_sharp_frames_carry_a_subject_that_moved_further_than_its_size():
     renderer = Renderer(maps, a, b, scales, torch.device("cpu"))
     for t, image in ((0.0, a), (1.0, b)):  # up to the rounding of values half-way between two levels
         assert np.abs(to_uint8(renderer.frame(t)).astype(int) - to_uint8(image)).max() <= 1
+
+
+def test_a_subject_rolled_far_over_other_ground_is_carried_once():
+    # A red ball on sand, then a larger yellow one far away on moss: nothing around the ball matches, so the
+    # whole picture has no move and bending does not make the grounds agree. The default carries the ball:
+    # halfway, each layer shows it once, in the middle, and neither where it was nor where it will be.
+    a, b = ball((0.3, 0.3), 0.12, RED, SAND, seed=1), ball((0.65, 0.7), 0.15, YELLOW, MOSS, seed=2)
+    start, middle, end = (38, 38), (61, 64), (83, 90)  # the ball's centre in A, halfway, in B (pixels)
+    shown = {}
+    for align in ("auto", "global"):
+        config = MorphConfig(size=32, steps=30, precision="fp32", align=align, device="cpu", pacing="linear")
+        layers = fit_pair(a, b, config).renderer().layers(0.5)
+        red, yellow = layers[0, 0] - layers[0, 1], layers[1, 0]  # the red ball's R - G in A's layer; R in B's
+        shown[align] = [float(red[start]), float(red[middle]), float(yellow[middle]), float(yellow[end])]
+    # Measured: red 0.60 where it was (the ground there is filled in from around, the ball beside it too) and
+    # 1.28 halfway; yellow 0.78 halfway and 0.07 where it will be. The grounds: 0.2 and -0.6.
+    red_start, red_middle, yellow_middle, yellow_end = shown["auto"]
+    assert red_start < 0.8 and red_middle > 1.0 and yellow_middle > 0.5 and yellow_end < 0.3
+    # Without the subject's move the ball stays in both layers and fades out and in at its two places
+    # (measured 1.26, 0.20, -0.60, 0.81).
+    red_start, red_middle, yellow_middle, yellow_end = shown["global"]
+    assert red_start > 1.0 and red_middle < 0.5 and yellow_middle < 0.0 and yellow_end > 0.5

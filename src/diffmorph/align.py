@@ -21,6 +21,12 @@ pictures' structure apart (agreement below :data:`EXPLAINED`) and bending makes 
 something to match in any two pictures: two faces of different people agree after it no better than some
 unrelated pictures do, so some unrelated pairs are bent too (and crumple a little); it tears a subject that
 moved further than its own size. ``"global"`` never bends, ``"local"`` always does.
+
+Such a subject, moved far over ground that changed (a ball rolled onto other ground, the sun setting where
+the moon rises), has nothing around it for a search of the whole picture or a local bend to match. Where
+each image has one compact subject that stands out of its ground (:func:`subject_mask`: colours the frame's
+border does not show) and the two agree in shape, :func:`find_subject_move` finds how it moved and grew,
+and the start carries that subject alone (``align="subject"``, and ``"auto"`` where it does not bend).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -191,6 +197,193 @@ def _agreement(image: torch.Tensor, target: torch.Tensor) -> float:
     return float((sx * sy).sum() / (sx.norm() * sy.norm() + 1e-12))
 
 
+# The subject's move (see find_subject_move).
+SUBJECT_SIZE = 64  # Both images are searched for a subject squashed to this square size.
+# Least colour distance (RGB in [-1, 1]) from every colour of the frame's border for a pixel to belong to a
+# subject. Measured at 64 px: backgrounds (textures, skies, the border's own colours) sit at 0.001-0.04 for
+# three quarters of their pixels; the generated balls, suns and moons at 0.1-2.
+SUBJECT_CONTRAST = 0.1
+# What makes a region a subject rather than a piece of a busy picture. Measured at 64 px on the generated balls,
+# sun and moon (all kept) and 20 of scikit-image's photos and textures: the generated ones hold all of the
+# distance (share 0.98-1), fill 0.75-0.81 of their bounding box and stand out 21-260 times; the regions
+# found in photos (a collar, a crater, a cat's face, a camera's top) hold 0.64-1, fill 0.55-0.61 and stand
+# out 3-16 times, except a clock face on a plain wall (1, 0.70, 250, kept).
+SUBJECT_SHARE = 0.8  # The subject holds at least this share of all such pixels' distance: one subject, not many.
+SUBJECT_FILL = 0.65  # It covers at least this share of its bounding box: a compact thing, not a ragged piece.
+SUBJECT_STANDOUT = 10.0  # Its mean distance is at least this many times that of the rest of the frame.
+SUBJECT_AREA = (0.01, 0.35)  # Its area as a fraction of the frame: smaller is noise, larger is no subject.
+SUBJECT_RESIZE = (0.5, 2.0)  # Least and most size of B's subject over A's.
+# Least overlap (intersection over union) of B's subject with A's carried by the move: the same shape. Measured:
+# the textured pair's balls 0.93, the demo's sun and moon 0.82; two faces of different people 0.51.
+SUBJECT_OVERLAP = 0.6
+SUBJECT_SCALES = (0.8, 0.87, 0.93, 1.0, 1.07, 1.15, 1.25)  # Factors on the ratio of the areas tried for the move.
+SUBJECT_SHIFTS = (-3, -2, -1, 0, 1, 2, 3)  # Pixels (at SUBJECT_SIZE) tried around the centres' move, each way.
+
+
+@dataclass(frozen=True)
+class SubjectMove:
+    """B's subject is A's, scaled by ``scale`` about its centre and moved from ``centre_a`` to ``centre_b``.
+
+    Attributes:
+        scale: size of B's subject over A's.
+        centre_a, centre_b: ``(y, x)`` of each subject's centre, fractions of the frame's height and width.
+        overlap: intersection over union of B's subject with A's carried by the move.
+    """
+
+    scale: float
+    centre_a: tuple[float, float]
+    centre_b: tuple[float, float]
+    overlap: float
+
+    def describe(self) -> str:
+        """One line for a log, e.g. ``aligned: the subject moves 42 % right and 28 % up, 0.8x smaller``."""
+        dy, dx = (b - a for a, b in zip(self.centre_a, self.centre_b, strict=True))
+        moves = [f"{abs(value) * 100:.0f} % {names[value > 0]}"
+                 for value, names in ((dx, ("left", "right")), (dy, ("up", "down"))) if round(abs(value) * 100)]
+        parts = [f"moves {' and '.join(moves)}"] if moves else ["stays"]
+        if round(self.scale, 1) != 1.0:
+            parts.append(f"{self.scale:.1f}x {'larger' if self.scale > 1 else 'smaller'}")
+        return f"aligned: the subject {', '.join(parts)}"
+
+
+def subject_mask(image: torch.Tensor) -> torch.Tensor | None:
+    """Where the one subject of ``image`` is: a region whose colours the frame's border does not show.
+
+    Each pixel's distance (lightly blurred, RGB) from the nearest colour of the border's pixels says how much
+    it stands out from the background; the pixels at least :data:`SUBJECT_CONTRAST` away fall into connected
+    regions, and the one holding the most distance is the subject. There is none where that region touches
+    the border (a subject cut off by the frame, or a background that changes across it), holds less than
+    :data:`SUBJECT_SHARE` of all the distance, covers less than :data:`SUBJECT_FILL` of its bounding box,
+    stands out less than :data:`SUBJECT_STANDOUT` times as much as the rest, or covers an area outside
+    :data:`SUBJECT_AREA`.
+
+    Args:
+        image: ``(1, 3, S, S)`` in ``[-1, 1]``.
+
+    Returns:
+        ``(S, S)`` bool, or None where the image has no one clear subject.
+
+    >>> disc = torch.full((1, 3, 32, 32), -0.5)
+    >>> ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    >>> disc[:, 0, (ys - 12) ** 2 + (xs - 20) ** 2 < 25] = 0.8
+    >>> mask = subject_mask(disc)
+    >>> mask[12, 20].item(), mask[12, 25].item(), mask[12, 27].item(), int(mask.sum()) - 69  # the blur adds a ring
+    (True, True, False, 40)
+    """
+    colours = gaussian_blur(image, 1.0)[0]  # (3, S, S)
+    border = torch.cat((colours[:, 0], colours[:, -1], colours[:, 1:-1, 0], colours[:, 1:-1, -1]), dim=1)
+    distance = torch.cdist(colours.flatten(1).T, border.T).amin(dim=1).view(colours.shape[1:])  # (S, S)
+    # Opened (eroded, then grown back): a thin line of such pixels, as an antialiased edge between two
+    # background colours makes, neither counts nor joins a subject to the background.
+    standing = (distance >= SUBJECT_CONTRAST).float()[None, None]
+    standing = F.max_pool2d(-F.max_pool2d(-standing, 3, 1, 1), 3, 1, 1)[0, 0] > 0.5
+    labels = _regions(standing)
+    if labels.max() < 0:
+        return None
+    mass = torch.zeros(labels.numel(), dtype=distance.dtype).index_add_(
+        0, labels.flatten().clamp_min(0), distance.flatten() * (labels.flatten() >= 0))
+    mask = labels == mass.argmax()
+    area = float(mask.float().mean())
+    if (torch.cat((mask[0], mask[-1], mask[:, 0], mask[:, -1])).any() or mass.max() < SUBJECT_SHARE * mass.sum()
+            or not SUBJECT_AREA[0] <= area <= SUBJECT_AREA[1]):
+        return None
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    box = float((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+    if float(mask.sum()) < SUBJECT_FILL * box or distance[mask].mean() < SUBJECT_STANDOUT * distance[~mask].mean():
+        return None
+    return mask
+
+
+def _regions(mask: torch.Tensor) -> torch.Tensor:
+    """Connected regions (4-neighbours) of an ``(H, W)`` bool mask: each pixel's region is named by the
+    largest flat index in it, and pixels outside the mask are -1.
+
+    >>> _regions(torch.tensor([[True, False, True], [True, False, False]])).tolist()
+    [[3, -1, 2], [3, -1, -1]]
+    """
+    index = torch.arange(mask.numel(), dtype=torch.float32).view(1, 1, *mask.shape)
+    labels = torch.where(mask, index, -1.0)
+    while True:  # each pass spreads every region's largest index by one pixel; a few dozen passes here
+        spread = torch.stack((labels, F.max_pool2d(labels, (3, 1), 1, (1, 0)),
+                              F.max_pool2d(labels, (1, 3), 1, (0, 1)))).amax(dim=0)
+        spread = torch.where(mask, spread, -1.0)
+        if torch.equal(spread, labels):
+            return labels[0, 0].long()
+        labels = spread
+
+
+def find_subject_move(a: torch.Tensor, b: torch.Tensor) -> tuple[SubjectMove, torch.Tensor, torch.Tensor] | None:
+    """How the one subject of A sits in B, where each has one (see :func:`subject_mask`) and they agree in shape.
+
+    The move scales A's subject about its centre to B's subject's area and puts it on B's subject's centre;
+    it is kept where B's subject overlaps A's so carried by at least :data:`SUBJECT_OVERLAP` and its size changes
+    within :data:`SUBJECT_RESIZE`.
+
+    Args:
+        a, b: ``(1, 3, H, W)`` images in ``[-1, 1]`` of the same size, searched squashed to
+            :data:`SUBJECT_SIZE` x :data:`SUBJECT_SIZE`.
+
+    Returns:
+        The :class:`SubjectMove` and both subjects' masks (``(S, S)`` bool), or None.
+    """
+    size = SUBJECT_SIZE
+    masks = [subject_mask(resize(image, size, size, antialias=True)) for image in (a, b)]
+    if masks[0] is None or masks[1] is None:
+        return None
+    # The centres and the ratio of the areas give a first move; the one of the moves around it that makes the
+    # two masks overlap best is kept (a shadow or a highlight that only one image counts shifts the centres).
+    (ay, ax), (by, bx) = _centre(masks[0]), _centre(masks[1])
+    ratio = math.sqrt(float(masks[1].sum()) / float(masks[0].sum()))
+    if not SUBJECT_RESIZE[0] <= ratio <= SUBJECT_RESIZE[1]:
+        return None
+    candidates = [SubjectMove(ratio * factor, (ay, ax), (by + dy / size, bx + dx / size), 0.0)
+                  for factor in SUBJECT_SCALES for dy in SUBJECT_SHIFTS for dx in SUBJECT_SHIFTS]
+    flows = torch.stack([_subject_flows(move, size)[0] for move in candidates]) * size  # (N, 2, S, S)
+    carried = warp(masks[0].float().expand(len(candidates), 1, size, size), flows)[:, 0] > 0.5
+    overlaps = (carried & masks[1]).sum(dim=(1, 2)) / (carried | masks[1]).sum(dim=(1, 2))
+    best = int(overlaps.argmax())
+    if overlaps[best] < SUBJECT_OVERLAP:
+        return None
+    return replace(candidates[best], overlap=float(overlaps[best])), masks[0], masks[1]
+
+
+def _centre(mask: torch.Tensor) -> tuple[float, float]:
+    """``(y, x)`` of an ``(S, S)`` mask's centroid, fractions of the frame (pixel centres at ``(i + 0.5) / S``)."""
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    size = mask.shape[-1]
+    return (float(ys.float().mean()) + 0.5) / size, (float(xs.float().mean()) + 0.5) / size
+
+
+def _subject_flows(move: SubjectMove, size: int, masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   background: torch.Tensor | None = None) -> torch.Tensor:
+    """Backward flows that carry A's subject onto B's and B's onto A's.
+
+    With ``masks`` (A's and B's subject), each direction moves only the pixels of its target's subject that
+    the move fetches from the other's subject (grown by a pixel, the edge softened), and leaves the rest to
+    ``background`` (none: zero): where the two shapes differ, the move would carry pieces of the ground
+    along (the hills under the demo's sun); without ``masks``, it moves the whole frame.
+
+    Returns:
+        ``(2, 2, size, size)`` in fractions of the frame, as :func:`_move_flows`.
+    """
+    ys = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    y, x = torch.meshgrid(ys, ys, indexing="ij")
+    (ay, ax), (by, bx), scale = move.centre_a, move.centre_b, move.scale
+    # A->B on B's grid: p shows A at (p - c_b) / s + c_a. B->A on A's grid: q shows B at s (q - c_a) + c_b.
+    ab = torch.stack((y - ((y - by) / scale + ay), x - ((x - bx) / scale + ax)))
+    ba = torch.stack((y - (scale * (y - ay) + by), x - (scale * (x - ax) + bx)))
+    subject = torch.stack((ab, ba))
+    if masks is None:
+        return subject
+    sources = torch.stack([masks[0].float(), masks[1].float()])[:, None]  # (2, 1, s, s): A's, then B's subject
+    targets = torch.stack([masks[1].float(), masks[0].float()])[:, None]
+    fetched = warp(sources, resize(subject, *sources.shape[-2:]) * sources.shape[-1])
+    weights = resize(targets * fetched, size, size)  # (2, 1, S, S)
+    weights = gaussian_blur(F.max_pool2d(weights, 3, 1, 1), size / SUBJECT_SIZE)
+    background = torch.zeros_like(subject) if background is None else background
+    return weights * subject + (1 - weights) * background
+
+
 # The local refinement (see local_warp): (resolution, control points per side, steps) per level.
 LOCAL_LEVELS = ((32, 4, 40), (32, 8, 40), (64, 16, 40), (128, 24, 40), (256, 48, 40))
 LOCAL_SIZE = 256  # Both images are compared squashed to this square size, the finest level's.
@@ -248,15 +441,27 @@ class Start:
         maps: ``(16, size, size)`` raw maps that only warp, or None for no warp.
         move: the move of the whole picture that was found, or None.
         bent: whether the start is that move (or none) bent region by region (:func:`local_warp`).
+        subject: the move of the pair's one subject that the start carries it by, or None.
+        free: ``(2, size, size)``, how much the fit may change each direction's warp at each pixel (0: it is
+            held at the start; A->B on B's grid, then B->A on A's), or None where it may change it everywhere.
     """
 
     maps: torch.Tensor | None
     move: Alignment | None
     bent: bool = False
+    subject: SubjectMove | None = None
+    free: torch.Tensor | None = None
 
 
-def describe(move: Alignment | None, bent: bool) -> str | None:
-    """One line for a log of where a warp started (see :class:`Start`), or None where it started from nothing."""
+def describe(move: Alignment | None, bent: bool, subject: SubjectMove | None = None, how: str = "auto"
+             ) -> str | None:
+    """One line for a log of where a warp started (see :class:`Start`), or None where it started from nothing.
+
+    ``how`` is the ``align`` setting: where it asked for the subject's move and none was found, the line says so.
+    """
+    if subject is not None or how == "subject":
+        line = subject.describe() if subject else "aligned: no one subject stands out of both images alike"
+        return f"{line}; {move.describe().removeprefix('aligned: ')}" if move else line
     if not bent:
         return move.describe() if move else None
     return f"{move.describe()}, then bent region by region" if move else "aligned: bent region by region"
@@ -285,6 +490,8 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
     moved = Start(warp_prior(found, warp_scale, size, size) if found else None, found)
     if how == "global":
         return moved
+    if how == "subject":
+        return _subject_start(a, b, found, warp_scale, size) or moved
     fine = [resize(image, LOCAL_SIZE, LOCAL_SIZE, antialias=True) for image in (a, b)]
     if how == "local":
         return _bent_start(local_warp(*fine, found), found, warp_scale, size)
@@ -296,7 +503,7 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
     fields = _bent_fields(*fine, found)
     bent = _nth(fields, DECIDING_LEVELS)
     if _carried_agreement(*small, resize(bent, SIZE, SIZE, antialias=True)) < max(AGREED, agreement + BENT_GAIN):
-        return moved
+        return _subject_start(a, b, found, warp_scale, size) or moved
     finest = _nth(fields, len(LOCAL_LEVELS) - DECIDING_LEVELS)  # the levels left, after those decided on
     return _bent_start(finest, found, warp_scale, size)
 
@@ -307,6 +514,22 @@ def _bent_start(flows: torch.Tensor, found: Alignment | None, warp_scale: float,
     maps = torch.zeros(16, size, size)
     maps[6:8], maps[14:16] = flows[0], flows[1]
     return Start(maps, found, bent=True)
+
+
+def _subject_start(a: torch.Tensor, b: torch.Tensor, found: Alignment | None, warp_scale: float, size: int
+                   ) -> Start | None:
+    """The :class:`Start` that carries the pair's subject by its move (:func:`find_subject_move`) and the rest
+    by the move of the whole picture ``found`` (or none), as raw maps of side ``size``; None where the pair
+    has no such subject."""
+    subject = find_subject_move(a, b)
+    if subject is None:
+        return None
+    move, *masks = subject
+    flows = _subject_flows(move, SUBJECT_SIZE, tuple(masks), _move_flows(found, SUBJECT_SIZE))
+    # The fit holds this warp and fits only the colour maps: ground that a subject covers in one image and
+    # not in the other has nowhere to go (see fit_batch). Let free inside the subjects, the fit tore them.
+    free = torch.zeros(2, size, size)
+    return replace(_bent_start(flows, found, warp_scale, size), bent=False, subject=move, free=free)
 
 
 def _move_flows(alignment: Alignment | None, size: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from diffmorph._version import __version__
-from diffmorph.align import Alignment
+from diffmorph.align import Alignment, SubjectMove
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.io.images import (
@@ -75,6 +75,7 @@ class MorphResult:
         alignment: the move of the whole picture the warp started from (``--align auto``), or None;
             known after a fit only (maps files do not keep it; the maps include it).
         bent: whether the warp started from that move (or none) bent region by region; after a fit only.
+        subject: the move of the pair's one subject that the warp carried it by, or None; after a fit only.
     """
 
     maps: torch.Tensor
@@ -86,6 +87,7 @@ class MorphResult:
     fit_seconds: float = float("nan")
     alignment: Alignment | None = None
     bent: bool = False
+    subject: SubjectMove | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -208,7 +210,7 @@ def fit_pair(image_a: torch.Tensor, image_b: torch.Tensor, config: MorphConfig, 
     fitted = fit_maps(image_a, image_b, config, resolve_device(config.device), progress=progress)
     return MorphResult(maps=fitted.maps, image_a=image_a, image_b=image_b, config=config, losses=fitted.losses,
                        framing=framing, fit_seconds=fitted.seconds, alignment=fitted.alignment,
-                       bent=fitted.bent)
+                       bent=fitted.bent, subject=fitted.subject)
 
 
 def render(result: MorphResult, *, frames: int | None = None,

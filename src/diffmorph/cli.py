@@ -51,9 +51,11 @@ _HELP = {
     "align": "where the warp starts: global (from the move of the whole picture, where B clearly shows A's "
              "content moved, zoomed or turned), local (that move, then bent region by region, for a "
              "subject that changes shape, such as two faces; it can tear a subject that moved far), "
-             "auto (the move, bent where bending makes the two pictures' structure agree well enough, as it "
-             "often does for two faces; pictures that agree less, such as a subject moved far over changed "
-             "ground, are not bent) or none (no warp, as the original)",
+             "subject (one compact subject that stands out of a plain ground in both images, such as a ball or "
+             "the sun, carried from its place in A to its place in B, larger or smaller, while the ground "
+             "crossfades), auto (the move, bent where bending makes the two pictures' structure agree well "
+             "enough, as it often does for two faces; else the subject's move where both images have one) or "
+             "none (no warp, as the original)",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
     "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",
@@ -209,7 +211,7 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
             bar.update(done - bar.n)
 
         result = fit_pair(image_a, image_b, config, framing=framing, progress=progress)
-    started = describe_start(result.alignment, result.bent)
+    started = describe_start(result.alignment, result.bent, result.subject, config.align)
     if started:
         log(started)
     log(f"fitted {config.steps} steps at {config.size} x {config.size} on {device} in {result.fit_seconds:.1f} s "
@@ -255,7 +257,7 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
     for index, framing in enumerate(result.framings):
         log(framing.describe(f"image {index + 2}", "image 1"))
     for index, segment in enumerate(result.segments):
-        started = describe_start(segment.alignment, segment.bent)
+        started = describe_start(segment.alignment, segment.bent, segment.subject, config.align)
         if started:
             log(f"segment {index + 1}: {started}")
     log(f"fitted {segments} segments in {sum(s.fit_seconds for s in result.segments):.1f} s")

@@ -17,7 +17,7 @@ from diffmorph.errors import ConfigError
 MODES = ("sharp", "classic")
 PACINGS = ("auto", "even", "linear")
 OBJECTIVES = ("classic", "coarse-to-fine")
-ALIGNS = ("auto", "global", "local", "none")
+ALIGNS = ("auto", "global", "local", "subject", "none")
 FITS = ("crop", "pad", "stretch")
 SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -67,8 +67,13 @@ class MorphConfig:
     # the subject mid-morph, and between unrelated pictures it crumples shapes. "auto" takes the
     # move where it explains the pair, else the bent start where bending makes the two pictures'
     # structure agree well enough (a subject in another pose, often two faces; some unrelated pictures too,
-    # which then bend into each other rather than crossfade), else the move. On a CPU, trying to bend
-    # adds about 0.6 s per pair, bending about 2 s. "none" always starts from no warp, as the original did.
+    # which then bend into each other rather than crossfade), else the subject's move where there is one,
+    # else the move. "subject" looks for one compact subject that stands out of a plain ground in both
+    # images alike (diffmorph.align.find_subject_move: a ball, the sun and the moon) and carries it from its
+    # place in A to its place in B, scaled, while the ground crossfades; the fit then holds that warp and
+    # fits the colour maps only. Where there is no such subject it starts as "global". On a CPU, trying to
+    # bend adds about 0.6 s per pair, bending about 2 s, the subject's search about 0.1 s. "none" always
+    # starts from no warp, as the original did.
     align: str = "auto"
     # Working resolution of the fit (square, like the original). The network always sees a 96 x 96
     # resize of its input, so maps fitted small transfer to any output size; the original used 1024.

@@ -15,6 +15,7 @@ from diffmorph.ops import resize
 NET_INPUT_SIZE = 96  # The original's map resolution; three valid 5x5 convolutions leave 84 x 84.
 MAP_SIZE = NET_INPUT_SIZE - 12  # The maps' resolution: 84 x 84.
 MAP_CHANNELS = 16  # 8 per direction: mult (3), add (3), warp (2).
+WARP_CHANNELS = [6, 7, 14, 15]  # The warp maps (dy, dx) of A->B, then of B->A, among the 16.
 
 
 class MapNet(nn.Module):

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from diffmorph.align import Alignment, starting_maps
+from diffmorph.align import Alignment, SubjectMove, starting_maps
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
-from diffmorph.model import MAP_CHANNELS, MAP_SIZE, MapNet
+from diffmorph.model import MAP_CHANNELS, MAP_SIZE, WARP_CHANNELS, MapNet
 from diffmorph.ops import MapScales, coordinate_grid, gaussian_blur, morph_loss, resize
 
 ProgressCallback = Callable[[int, float], None]
@@ -42,6 +42,7 @@ class FitResult:
         seconds: wall time of the fit.
         alignment: the move of the whole picture the warp started from (see :mod:`diffmorph.align`), or None.
         bent: whether the warp started from that move (or none) bent region by region.
+        subject: the move of the pair's one subject that the warp carries it by (and holds), or None.
     """
 
     maps: torch.Tensor
@@ -49,6 +50,7 @@ class FitResult:
     seconds: float
     alignment: Alignment | None = None
     bent: bool = False
+    subject: SubjectMove | None = None
 
 
 def scales_of(config: MorphConfig) -> MapScales:
@@ -216,6 +218,17 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     net = net.to(device, memory_format=torch.channels_last)
     prepared = prepared.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
+    # A start may hold its warp in places (see Start.free): there the network's warp maps are left out.
+    # Where a subject moves over ground that the other image shows, no pair of warps sends every pixel
+    # there and back (the loss's consistency term), and refining the warp there pulled the subject's move
+    # apart (measured on the demo pair: the moon's layer carried a piece of the hills and lost its shape).
+    held = None
+    if any(start.free is not None for start in starts):
+        held = torch.ones(count, MAP_CHANNELS, MAP_SIZE, MAP_SIZE)
+        for k, start in enumerate(starts):
+            if start.free is not None:
+                held[k, WARP_CHANNELS] = start.free.repeat_interleave(2, dim=0)
+        held = held.to(device)
     # Where a start was found, the fit starts from exactly its maps: they are added to the network's
     # output, less that output's first value (the random weights' own maps would move the warp off the
     # start by a pixel or two, enough to show edges twice mid-morph).
@@ -225,7 +238,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
                               for start in starts]).to(device)
         found = torch.tensor([start.maps is not None for start in starts], device=device)
         with torch.no_grad(), autocast:
-            first = net(prepared).float()
+            first = _output(net, prepared, held)
         priors = priors - first * found.view(-1, 1, 1, 1)
     params = list(net.parameters())
     optimizer = _Adam(params)
@@ -249,7 +262,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
             best_loss.fill_(math.inf)  # sharper targets raise the loss: that is no spike
         targets = blurred[sigma]
         with autocast:
-            raw = net(prepared).float()  # (K, 16, 84, 84)
+            raw = _output(net, prepared, held)  # (K, 16, 84, 84)
         if priors is not None:
             raw = raw + priors
         maps = resize(raw, size, size)  # (K, 16, S, S): the warps and the loss stay float32
@@ -289,13 +302,21 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     # 4. The maps of the fitted networks, in float32 whatever the training precision. The networks
     #    themselves are discarded.
     with torch.no_grad():
-        raw = net(prepared).float()  # (K, 16, 84, 84)
+        raw = _output(net, prepared, held)  # (K, 16, 84, 84)
         if priors is not None:
             raw = raw + priors
         raw = raw.cpu()
     seconds = time.perf_counter() - started
     return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds,
-                      alignment=starts[k].move, bent=starts[k].bent) for k in range(count)]
+                      alignment=starts[k].move, bent=starts[k].bent, subject=starts[k].subject)
+            for k in range(count)]
+
+
+def _output(net: MapNet, prepared: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
+    """The networks' raw maps in float32, ``(K, 16, 84, 84)``, each scaled by ``held`` (the same shape: 0 where
+    the start holds a map)."""
+    raw = net(prepared).float()
+    return raw if held is None else raw * held
 
 
 def _per_member(tensor: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

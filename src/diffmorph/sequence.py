@@ -128,7 +128,7 @@ def morph_sequence(images: Sequence[ImageSource], config: MorphConfig | None = N
         fits = fit_batch(chunk, config, device, progress=report)
         segments += [MorphResult(maps=fit.maps, image_a=a, image_b=b, config=config, losses=fit.losses,
                                  fit_seconds=fit.seconds / len(chunk), alignment=fit.alignment,
-                                 bent=fit.bent)
+                                 bent=fit.bent, subject=fit.subject)
                      for fit, (a, b) in zip(fits, chunk, strict=True)]
     return SequenceResult(segments=segments, loop=loop, framings=framings)
 
