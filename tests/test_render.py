@@ -237,7 +237,7 @@ def test_a_subject_rolled_far_over_other_ground_is_carried_once():
         red, yellow = layers[0, 0] - layers[0, 1], layers[1, 0]  # the red ball's R - G in A's layer; R in B's
         shown[align] = [float(red[start]), float(red[middle]), float(yellow[middle]), float(yellow[end])]
     # Measured: red 0.60 where it was (the ground there is filled in from around, the ball beside it too) and
-    # 1.28 halfway; yellow 0.78 halfway and 0.07 where it will be. The grounds: 0.2 and -0.6.
+    # 1.28 halfway; yellow 0.78 halfway and 0.03 where it will be. The grounds: 0.2 and -0.6.
     red_start, red_middle, yellow_middle, yellow_end = shown["auto"]
     assert red_start < 0.8 and red_middle > 1.0 and yellow_middle > 0.5 and yellow_end < 0.3
     # Without the subject's move the ball stays in both layers and fades out and in at its two places

@@ -354,14 +354,12 @@ def _centre(mask: torch.Tensor) -> tuple[float, float]:
     return (float(ys.float().mean()) + 0.5) / size, (float(xs.float().mean()) + 0.5) / size
 
 
-def _subject_flows(move: SubjectMove, size: int, masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+def _subject_flows(move: SubjectMove, size: int, weights: torch.Tensor | None = None,
                    background: torch.Tensor | None = None) -> torch.Tensor:
     """Backward flows that carry A's subject onto B's and B's onto A's.
 
-    With ``masks`` (A's and B's subject), each direction moves only the pixels of its target's subject that
-    the move fetches from the other's subject (grown by a pixel, the edge softened), and leaves the rest to
-    ``background`` (none: zero): where the two shapes differ, the move would carry pieces of the ground
-    along (the hills under the demo's sun); without ``masks``, it moves the whole frame.
+    With ``weights`` (:func:`_subject_weights`), each direction moves its pixels by the move in that share
+    and by ``background`` (none: zero) in the rest; without, it moves the whole frame.
 
     Returns:
         ``(2, 2, size, size)`` in fractions of the frame, as :func:`_move_flows`.
@@ -373,15 +371,24 @@ def _subject_flows(move: SubjectMove, size: int, masks: tuple[torch.Tensor, torc
     ab = torch.stack((y - ((y - by) / scale + ay), x - ((x - bx) / scale + ax)))
     ba = torch.stack((y - (scale * (y - ay) + by), x - (scale * (x - ax) + bx)))
     subject = torch.stack((ab, ba))
-    if masks is None:
+    if weights is None:
         return subject
-    sources = torch.stack([masks[0].float(), masks[1].float()])[:, None]  # (2, 1, s, s): A's, then B's subject
-    targets = torch.stack([masks[1].float(), masks[0].float()])[:, None]
-    fetched = warp(sources, resize(subject, *sources.shape[-2:]) * sources.shape[-1])
-    weights = resize(targets * fetched, size, size)  # (2, 1, S, S)
-    weights = gaussian_blur(F.max_pool2d(weights, 3, 1, 1), size / SUBJECT_SIZE)
     background = torch.zeros_like(subject) if background is None else background
     return weights * subject + (1 - weights) * background
+
+
+def _subject_weights(move: SubjectMove, masks: tuple[torch.Tensor, torch.Tensor], size: int) -> torch.Tensor:
+    """Where each direction's warp carries the subject: ``(2, 1, size, size)`` in ``[0, 1]``, A->B on B's grid.
+
+    That is the pixels of the target's subject that the move fetches from the other's subject (grown by a
+    pixel, the edge softened): where the two shapes differ, the move would carry pieces of the ground along
+    (the hills under the demo's sun).
+    """
+    sources = torch.stack([masks[0].float(), masks[1].float()])[:, None]  # (2, 1, s, s): A's, then B's subject
+    targets = torch.stack([masks[1].float(), masks[0].float()])[:, None]
+    fetched = warp(sources, _subject_flows(move, sources.shape[-1]) * sources.shape[-1])
+    weights = resize(targets * fetched, size, size)
+    return gaussian_blur(F.max_pool2d(weights, 3, 1, 1), size / SUBJECT_SIZE)
 
 
 # The local refinement (see local_warp): (resolution, control points per side, steps) per level.
@@ -444,6 +451,8 @@ class Start:
         subject: the move of the pair's one subject that the start carries it by, or None.
         free: ``(2, size, size)``, how much the fit may change each direction's warp at each pixel (0: it is
             held at the start; A->B on B's grid, then B->A on A's), or None where it may change it everywhere.
+        round_trip: ``(size, size)`` on A's grid, how much each pixel counts in the fit's round trip (the
+            consistency term of :func:`~diffmorph.ops.morph_loss`), or None where every pixel counts fully.
     """
 
     maps: torch.Tensor | None
@@ -451,6 +460,7 @@ class Start:
     bent: bool = False
     subject: SubjectMove | None = None
     free: torch.Tensor | None = None
+    round_trip: torch.Tensor | None = None
 
 
 def describe(move: Alignment | None, bent: bool, subject: SubjectMove | None = None, how: str = "auto"
@@ -525,11 +535,15 @@ def _subject_start(a: torch.Tensor, b: torch.Tensor, found: Alignment | None, wa
     if subject is None:
         return None
     move, *masks = subject
-    flows = _subject_flows(move, SUBJECT_SIZE, tuple(masks), _move_flows(found, SUBJECT_SIZE))
-    # The fit holds this warp and fits only the colour maps: ground that a subject covers in one image and
-    # not in the other has nowhere to go (see fit_batch). Let free inside the subjects, the fit tore them.
-    free = torch.zeros(2, size, size)
-    return replace(_bent_start(flows, found, warp_scale, size), bent=False, subject=move, free=free)
+    weights = _subject_weights(move, tuple(masks), SUBJECT_SIZE)
+    flows = _subject_flows(move, SUBJECT_SIZE, weights, _move_flows(found, SUBJECT_SIZE))
+    weights = resize(weights, size, size)[:, 0]  # (2, size, size)
+    # The fit holds the subject's move and refines the rest. Left free, it bent the subject out of shape to
+    # fetch colours from elsewhere (the demo's moon grew a tail, the ball tore). Ground of A that B's subject
+    # covers has nowhere to go and back (the B->A warp leaves it in place, the A->B warp fetches B's subject
+    # there from A's), so the fit's round trip leaves it out; counted, it pulled the subject's move apart.
+    return replace(_bent_start(flows, found, warp_scale, size), bent=False, subject=move, free=1 - weights,
+                   round_trip=1 - weights[0] * (1 - weights[1]))
 
 
 def _move_flows(alignment: Alignment | None, size: int) -> torch.Tensor:

@@ -70,8 +70,8 @@ class MorphConfig:
     # which then bend into each other rather than crossfade), else the subject's move where there is one,
     # else the move. "subject" looks for one compact subject that stands out of a plain ground in both
     # images alike (diffmorph.align.find_subject_move: a ball, the sun and the moon) and carries it from its
-    # place in A to its place in B, scaled, while the ground crossfades; the fit then holds that warp and
-    # fits the colour maps only. Where there is no such subject it starts as "global". On a CPU, trying to
+    # place in A to its place in B, scaled, while the ground crossfades; the fit holds the subject's warp and
+    # refines the rest. Where there is no such subject it starts as "global". On a CPU, trying to
     # bend adds about 0.6 s per pair, bending about 2 s, the subject's search about 0.1 s. "none" always
     # starts from no warp, as the original did.
     align: str = "auto"

@@ -301,7 +301,8 @@ def resize(image: torch.Tensor, height: int, width: int, *, antialias: bool = Fa
 
 
 def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor,
-               scales: MapScales, *, colour_weight: float = 0.0) -> torch.Tensor:
+               scales: MapScales, *, colour_weight: float = 0.0,
+               round_trip_weights: list[torch.Tensor | None] | None = None) -> torch.Tensor:
     """The objective of a fit, for each of ``K`` independent pairs.
 
     ``MSE(M, warp(warp(M, flow_AB), flow_BA)) + 0.3 MSE(apply(A, maps_AB), B) + 0.3 MSE(apply(B, maps_BA), A)``:
@@ -316,6 +317,8 @@ def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: 
         a, b: ``(K, 3, S, S)`` images in ``[-1, 1]`` that the maps must reproduce.
         maps: ``(K, 16, S, S)`` both directions' maps at the working resolution.
         colour_weight: weight of the penalty on the colour maps; 0 (classic) leaves it out.
+        round_trip_weights: per pair, None or ``(1, S, S)``: how much each pixel of A's grid counts in the
+            warp-consistency term (the mean of the weighted squares); None counts every pixel fully.
 
     Returns:
         ``(K,)``: the loss of each pair (sum them to fit all at once: each pair's gradient is its own).
@@ -326,6 +329,10 @@ def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: 
     flow_ba = flow_from_warp_map(maps_ba[:, 6:8], scales.warp)
     round_trip = warp(warp(net_input, flow_ab), flow_ba)
     consistency = _mse_each(round_trip, net_input)
+    if round_trip_weights is not None:
+        consistency = torch.stack([
+            consistency[k] if weights is None else ((round_trip[k] - net_input[k]).square() * weights).mean()
+            for k, weights in enumerate(round_trip_weights)])
     # Both directions as one batch: grid_sample parallelises over the batch on a CPU.
     mapped = apply_maps(torch.cat((a, b)), torch.cat((maps_ab, maps_ba)), scales)  # (2K, 3, S, S)
     fidelity_ab = _mse_each(mapped[:pairs], b)

@@ -218,10 +218,9 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     net = net.to(device, memory_format=torch.channels_last)
     prepared = prepared.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(config.precision, device))
-    # A start may hold its warp in places (see Start.free): there the network's warp maps are left out.
-    # Where a subject moves over ground that the other image shows, no pair of warps sends every pixel
-    # there and back (the loss's consistency term), and refining the warp there pulled the subject's move
-    # apart (measured on the demo pair: the moon's layer carried a piece of the hills and lost its shape).
+    # A start may hold its warp in places (Start.free): there the network's warp maps are left out. It may
+    # also count some pixels less in the round trip of the loss (Start.round_trip), such as ground that a
+    # subject covers in one image only: no pair of warps sends those pixels there and back.
     held = None
     if any(start.free is not None for start in starts):
         held = torch.ones(count, MAP_CHANNELS, MAP_SIZE, MAP_SIZE)
@@ -240,6 +239,10 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         with torch.no_grad(), autocast:
             first = _output(net, prepared, held)
         priors = priors - first * found.view(-1, 1, 1, 1)
+    round_trips = None
+    if any(start.round_trip is not None for start in starts):
+        round_trips = [None if start.round_trip is None else
+                       resize(start.round_trip[None, None].to(device), size, size)[0] for start in starts]
     params = list(net.parameters())
     optimizer = _Adam(params)
     # The state of the lowest loss so far, per pair, to go back to after a spike (on the device: no reads).
@@ -266,7 +269,8 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         if priors is not None:
             raw = raw + priors
         maps = resize(raw, size, size)  # (K, 16, S, S): the warps and the loss stay float32
-        loss = morph_loss(net_input, *targets, maps, scales, colour_weight=colour_weight)  # (K,)
+        loss = morph_loss(net_input, *targets, maps, scales, colour_weight=colour_weight,
+                          round_trip_weights=round_trips)  # (K,)
         with torch.no_grad():
             current = loss.detach()
             improved, spiked = current < best_loss, current > SPIKE * best_loss
