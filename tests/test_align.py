@@ -251,6 +251,11 @@ def test_subject_start_carries_the_subject_alone_and_holds_the_warp():
     assert flows[:, :, 100:, :20].abs().max() < 0.5  # the ground far from both balls stays where it is
     auto = starting_maps(a, b, "auto", 0.05, 84)  # no move, bending does not make the grounds agree
     assert torch.equal(auto.maps, start.maps) and auto.subject == start.subject
+    # A ball that moved with its scene is carried by the move of the whole picture, turn and all, not alone.
+    scene = ball((0.4, 0.4), 0.12, RED, SAND, seed=1)
+    along = starting_maps(scene, scene.roll((10, 16), (2, 3)), "subject", 0.05, 84)
+    assert along.subject is None and along.move is not None
+    assert along.move.shift == pytest.approx((10 / SIZE, 16 / SIZE), abs=1 / SIZE)
     plain = starting_maps(texture(3), texture(4), "subject", 0.05, 84)  # no subject: as "global" (none here)
     assert plain.maps is None and plain.subject is None
     assert describe(None, False, None, "subject") == "aligned: no one subject stands out of both images alike"

@@ -339,12 +339,16 @@ def find_subject_move(a: torch.Tensor, b: torch.Tensor) -> tuple[SubjectMove, to
     candidates = [SubjectMove(ratio * factor, (ay, ax), (by + dy / size, bx + dx / size), 0.0)
                   for factor in SUBJECT_SCALES for dy in SUBJECT_SHIFTS for dx in SUBJECT_SHIFTS]
     flows = torch.stack([_subject_flows(move, size)[0] for move in candidates]) * size  # (N, 2, S, S)
-    carried = warp(masks[0].float().expand(len(candidates), 1, size, size), flows)[:, 0] > 0.5
-    overlaps = (carried & masks[1]).sum(dim=(1, 2)) / (carried | masks[1]).sum(dim=(1, 2))
+    overlaps = _overlap(warp(masks[0].float().expand(len(candidates), 1, size, size), flows)[:, 0] > 0.5, masks[1])
     best = int(overlaps.argmax())
     if overlaps[best] < SUBJECT_OVERLAP:
         return None
     return replace(candidates[best], overlap=float(overlaps[best])), masks[0], masks[1]
+
+
+def _overlap(masks: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Intersection over union of each of ``(..., S, S)`` bool ``masks`` with ``target``: ``(...)``."""
+    return (masks & target).sum(dim=(-2, -1)) / (masks | target).sum(dim=(-2, -1))
 
 
 def _centre(mask: torch.Tensor) -> tuple[float, float]:
@@ -520,21 +524,31 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
 
 def _bent_start(flows: torch.Tensor, found: Alignment | None, warp_scale: float, size: int) -> Start:
     """The :class:`Start` of :func:`local_warp`'s ``flows``, as raw maps of side ``size``."""
+    return Start(_warp_maps(flows, warp_scale, size), found, bent=True)
+
+
+def _warp_maps(flows: torch.Tensor, warp_scale: float, size: int) -> torch.Tensor:
+    """Raw maps of side ``size`` that only warp, by ``(2, 2, S, S)`` backward flows in fractions of the frame."""
     flows = resize(flows, size, size, antialias=True) / warp_scale  # (2, 2, size, size)
     maps = torch.zeros(16, size, size)
     maps[6:8], maps[14:16] = flows[0], flows[1]
-    return Start(maps, found, bent=True)
+    return maps
 
 
 def _subject_start(a: torch.Tensor, b: torch.Tensor, found: Alignment | None, warp_scale: float, size: int
                    ) -> Start | None:
     """The :class:`Start` that carries the pair's subject by its move (:func:`find_subject_move`) and the rest
     by the move of the whole picture ``found`` (or none), as raw maps of side ``size``; None where the pair
-    has no such subject."""
+    has no such subject, or where the move of the whole picture carries it as well (it moved with the scene:
+    the subject's move, a zoom and a shift only, would leave out the turn)."""
     subject = find_subject_move(a, b)
     if subject is None:
         return None
     move, *masks = subject
+    if found is not None:
+        carried = warp(masks[0].float()[None, None], _move_flows(found, SUBJECT_SIZE)[0:1] * SUBJECT_SIZE)[0, 0] > 0.5
+        if _overlap(carried, masks[1]) >= SUBJECT_OVERLAP:
+            return None
     weights = _subject_weights(move, tuple(masks), SUBJECT_SIZE)
     flows = _subject_flows(move, SUBJECT_SIZE, weights, _move_flows(found, SUBJECT_SIZE))
     weights = resize(weights, size, size)[:, 0]  # (2, size, size)
@@ -542,8 +556,8 @@ def _subject_start(a: torch.Tensor, b: torch.Tensor, found: Alignment | None, wa
     # fetch colours from elsewhere (the demo's moon grew a tail, the ball tore). Ground of A that B's subject
     # covers has nowhere to go and back (the B->A warp leaves it in place, the A->B warp fetches B's subject
     # there from A's), so the fit's round trip leaves it out; counted, it pulled the subject's move apart.
-    return replace(_bent_start(flows, found, warp_scale, size), bent=False, subject=move, free=1 - weights,
-                   round_trip=1 - weights[0] * (1 - weights[1]))
+    return Start(_warp_maps(flows, warp_scale, size), found, subject=move, free=1 - weights,
+                 round_trip=1 - weights[0] * (1 - weights[1]))
 
 
 def _move_flows(alignment: Alignment | None, size: int) -> torch.Tensor:
