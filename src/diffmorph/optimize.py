@@ -221,13 +221,13 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     # A start may hold its warp in places (Start.free): there the network's warp maps are left out. It may
     # also count some pixels less in the round trip of the loss (Start.round_trip), such as ground that a
     # subject covers in one image only: no pair of warps sends those pixels there and back.
-    held = None
+    free = None  # (K, 16, 84, 84): 1 where the network's map counts, 0 where the start holds it
     if any(start.free is not None for start in starts):
-        held = torch.ones(count, MAP_CHANNELS, MAP_SIZE, MAP_SIZE)
+        free = torch.ones(count, MAP_CHANNELS, MAP_SIZE, MAP_SIZE)
         for k, start in enumerate(starts):
             if start.free is not None:
-                held[k, WARP_CHANNELS] = start.free.repeat_interleave(2, dim=0)
-        held = held.to(device)
+                free[k, WARP_CHANNELS] = start.free.repeat_interleave(2, dim=0)
+        free = free.to(device)
     # Where a start was found, the fit starts from exactly its maps: they are added to the network's
     # output, less that output's first value (the random weights' own maps would move the warp off the
     # start by a pixel or two, enough to show edges twice mid-morph).
@@ -237,7 +237,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
                               for start in starts]).to(device)
         found = torch.tensor([start.maps is not None for start in starts], device=device)
         with torch.no_grad(), autocast:
-            first = _output(net, prepared, held)
+            first = _output(net, prepared, free)
         priors = priors - first * found.view(-1, 1, 1, 1)
     round_trips = None
     if any(start.round_trip is not None for start in starts):
@@ -265,7 +265,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
             best_loss.fill_(math.inf)  # sharper targets raise the loss: that is no spike
         targets = blurred[sigma]
         with autocast:
-            raw = _output(net, prepared, held)  # (K, 16, 84, 84)
+            raw = _output(net, prepared, free)  # (K, 16, 84, 84)
         if priors is not None:
             raw = raw + priors
         maps = resize(raw, size, size)  # (K, 16, S, S): the warps and the loss stay float32
@@ -306,7 +306,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     # 4. The maps of the fitted networks, in float32 whatever the training precision. The networks
     #    themselves are discarded.
     with torch.no_grad():
-        raw = _output(net, prepared, held)  # (K, 16, 84, 84)
+        raw = _output(net, prepared, free)  # (K, 16, 84, 84)
         if priors is not None:
             raw = raw + priors
         raw = raw.cpu()
@@ -316,11 +316,11 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
             for k in range(count)]
 
 
-def _output(net: MapNet, prepared: torch.Tensor, held: torch.Tensor | None) -> torch.Tensor:
-    """The networks' raw maps in float32, ``(K, 16, 84, 84)``, each scaled by ``held`` (the same shape: 0 where
+def _output(net: MapNet, prepared: torch.Tensor, free: torch.Tensor | None) -> torch.Tensor:
+    """The networks' raw maps in float32, ``(K, 16, 84, 84)``, each scaled by ``free`` (the same shape: 0 where
     the start holds a map)."""
     raw = net(prepared).float()
-    return raw if held is None else raw * held
+    return raw if free is None else raw * free
 
 
 def _per_member(tensor: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
