@@ -546,12 +546,13 @@ def _subject_start(a: torch.Tensor, b: torch.Tensor, found: Alignment | None, wa
     if subject is None:
         return None
     move, *masks = subject
+    background = _move_flows(found, SUBJECT_SIZE)  # (2, 2, S, S): zero where no move was found
     if found is not None:
-        carried = warp(masks[0].float()[None, None], _move_flows(found, SUBJECT_SIZE)[0:1] * SUBJECT_SIZE)[0, 0] > 0.5
+        carried = warp(masks[0].float()[None, None], background[0:1] * SUBJECT_SIZE)[0, 0] > 0.5
         if _overlap(carried, masks[1]) >= SUBJECT_OVERLAP:
             return None
     weights = _subject_weights(move, tuple(masks), SUBJECT_SIZE)
-    flows = _subject_flows(move, SUBJECT_SIZE, weights, _move_flows(found, SUBJECT_SIZE))
+    flows = _subject_flows(move, SUBJECT_SIZE, weights, background)
     weights = resize(weights, size, size)[:, 0]  # (2, size, size)
     # The fit holds the subject's move and refines the rest. Left free, it bent the subject out of shape to
     # fetch colours from elsewhere (the demo's moon grew a tail, the ball tore). Ground of A that B's subject
