@@ -14,6 +14,7 @@ from diffmorph.ops import (
     fill_holes,
     flow_from_warp_map,
     gaussian_blur,
+    length,
     psnr,
     recolour,
     resize,
@@ -122,7 +123,7 @@ class _Carrier:
         scale = min(1.0, SPLAT_SIZE / max(height, width))
         size = (max(2, round(height * scale)), max(2, round(width * scale)))
         flows = flow_from_warp_map(resize(maps[:, 6:8], *size), scales.warp)  # (2, 2, h, w)
-        importance = COVER * (flows.norm(dim=1, keepdim=True) / max(size)).clamp_(max=0.5)
+        importance = COVER * (length(flows) / max(size)).clamp_(max=0.5)
         return cls(flows, importance, -flows.flip(0))
 
     def grids(self, strengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,8 +145,8 @@ class _Carrier:
         flow = gaussian_blur(fill_holes(flow, coverage > HOLE), SPLAT_BLUR)  # (2, 2, h, w)
         grids = sampling_grid(flow)
         # The fetched content's own way at this strength, less the way this pixel fetched it from.
-        stray = (sample(share * self.motion, grids) - flow).norm(dim=1, keepdim=True)
-        tolerance = STRAY + STRAY_SHARE * flow.norm(dim=1, keepdim=True)
+        stray = length(sample(share * self.motion, grids) - flow)
+        tolerance = STRAY + STRAY_SHARE * length(flow)
         return grids, (2.0 - stray / tolerance).clamp_(0.0, 1.0)
 
 
