@@ -97,13 +97,18 @@ class MorphResult:
             return width, height
         return self.config.width, max(1, round(height * self.config.width / width))
 
-    def renderer(self, device: str | torch.device | None = None) -> Renderer:
-        """A :class:`~diffmorph.renderer.Renderer` at :attr:`size` on ``device`` (the config's by default)."""
+    def renderer(self, device: str | torch.device | None = None, *, frames: int | None = None) -> Renderer:
+        """A :class:`~diffmorph.renderer.Renderer` at :attr:`size` on ``device`` (the config's by default).
+
+        Args:
+            frames: the frames from A to B it will render, evenly spaced in time, so that even pacing
+                evens out the change between those frames in particular.
+        """
         target = device if isinstance(device, torch.device) else resolve_device(device or self.config.device)
         width, height = self.size
         a, b = (resize(image, height, width, antialias=True).clamp(-1.0, 1.0) for image in (self.image_a, self.image_b))
         return Renderer(self.maps, a, b, scales_of(self.config), target, mode=self.config.mode,
-                        pacing=self.config.frame_pacing)
+                        pacing=self.config.frame_pacing, frames=frames)
 
     def fidelity(self) -> dict[str, float]:
         """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A."""
@@ -225,7 +230,7 @@ def render(result: MorphResult, *, frames: int | None = None,
     """
     config = result.config if frames is None else replace(result.config, frames=frames, durations=())
     (count,) = config.validate().segment_frames(1)
-    renderer = replace(result, config=config).renderer(device)
+    renderer = replace(result, config=config).renderer(device, frames=count)
     return (to_uint8(renderer.frame(t)) for t in timeline(count, config.fps, config.ease, config.hold))
 
 

@@ -102,7 +102,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
 
     started = time.perf_counter()
     with OutputFolder(folder, output_names(formats)) as out:
-        renderer = result.renderer(resolve_device(device) if isinstance(device, str) else device)
+        renderer = result.renderer(resolve_device(device) if isinstance(device, str) else device, frames=frame_count)
         # 1. Animations: render each frame once and hand it to every writer.
         sheet_times = {ease(k / (CONTACT_SHEET_FRAMES - 1), config.ease) for k in range(CONTACT_SHEET_FRAMES)}
         sheet: dict[float, tuple[float, np.ndarray]] = {}  # wanted time -> the nearest frame rendered

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -76,7 +76,8 @@ PACINGS = ("even", "linear")  # the config's "auto" is resolved before a rendere
 DETAIL_BAND = 96  # longest side, in pixels, of the colour band of "sharp" frames; finer structure is detail
 MAX_DETAIL_GAIN = 2.0**0.5  # "sharp" restores at most the contrast a half-and-half blend of unrelated detail loses
 PACE_SAMPLES = 64  # frames rendered, small, to measure how much the picture changes along the morph
-PACE_SIZE = 192  # longest side of those frames
+PACE_FIRST = 32  # as many where the frames' own times are measured again after (a renderer given its frames)
+PACE_SIZE = 192  # longest side of those frames: in "sharp", a lattice of the full-size frame's pixels
 SPLAT_SIZE = 192  # longest side at which "sharp" carries pixels forward; the maps themselves are 84 x 84
 # Where carried pixels land on each other, those that move further cover the rest (see _Carrier); their weight
 # grows by e for each 1 % of the frame further (so by about 1000 between the near and the far parts of a stereo
@@ -237,7 +238,10 @@ class Renderer:
 
     With ``pacing="even"`` :meth:`frame` re-times the morph so that the picture changes by about
     the same amount from one frame to the next: :data:`PACE_SAMPLES` small frames measure the change
-    along the morph once, and ``t`` is mapped through that curve (0 and 1 stay fixed).
+    along the morph once, and ``t`` is mapped through that curve (0 and 1 stay fixed). The change
+    between two frames is less than the sum of the changes in between where fine detail moves
+    further than its own size, so given ``frames``, the count the morph is shown in, :data:`PACE_FIRST`
+    small frames make a first curve, and the change is measured again between the frames it times.
 
     Args:
         maps: ``(16, h, w)`` raw maps from a fit (any resolution).
@@ -246,18 +250,23 @@ class Renderer:
         device: where to render.
         mode: ``"sharp"`` or ``"classic"``.
         pacing: ``"even"`` or ``"linear"`` (frame ``t`` is the maps' strength).
+        frames: for even pacing, the frames from A to B the morph is shown in, at times
+            :func:`frame_times` (``None``: not known).
     """
 
     def __init__(self, maps: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scales: MapScales,
-                 device: torch.device, *, mode: str = "sharp", pacing: str = "even"):
+                 device: torch.device, *, mode: str = "sharp", pacing: str = "even", frames: int | None = None):
         if a.shape != b.shape or a.dim() != 4 or a.shape[:2] != (1, 3):
             raise ValueError(f"a and b must both be (1, 3, H, W), got {tuple(a.shape)} and {tuple(b.shape)}")
         if mode not in MODES or pacing not in PACINGS:
             raise ValueError(f"mode must be one of {MODES} and pacing one of {PACINGS}, got {mode!r}, {pacing!r}")
+        if frames is not None and frames < 2:
+            raise ValueError(f"a morph needs at least 2 frames, got {frames}")
         height, width = a.shape[-2:]
         self.scales = scales
         self.mode = mode
         self.pacing = pacing
+        self.frames = frames
         self.a = a.to(device)
         self.b = b.to(device)
         self._maps = maps
@@ -331,18 +340,44 @@ class Renderer:
         return float(np.interp(t * travelled[-1], travelled, strengths))
 
     def _measure_pace(self) -> tuple[np.ndarray, np.ndarray]:
-        """Strengths ``0 .. 1`` and the picture's cumulative change (RMSE) up to each, on small frames."""
+        """Strengths ``0 .. 1`` and the picture's cumulative change (RMSE) up to each, on small frames.
+
+        The "sharp" small frames are a lattice of the full-size frame's pixels: they sample the full-size
+        images (and share this renderer's carried grids and detail energy), so the change of detail finer
+        than the small frames counts. Where detail moves further than its own size per frame, the change
+        between two frames no longer grows with the time between them; the second pass measures the
+        change at the frames' own times and spreads them by it.
+        """
+        small = self._small()
+        strengths = np.linspace(0.0, 1.0, (PACE_SAMPLES if self.frames is None else PACE_FIRST) + 1)
+        travelled = small._travelled(strengths)
+        if self.frames is not None:
+            strengths = np.interp(np.linspace(0.0, travelled[-1], self.frames), travelled, strengths)
+            travelled = small._travelled(strengths)
+        return strengths, travelled
+
+    def _small(self) -> Renderer:
+        """A linearly paced renderer of frames at most :data:`PACE_SIZE` on a side, for measuring the pace."""
         height, width = self.a.shape[-2:]
         scale = min(1.0, PACE_SIZE / max(height, width))
         size = (max(2, round(height * scale)), max(2, round(width * scale)))
         a, b = (resize(x, *size, antialias=True) for x in (self.a, self.b))
         small = Renderer(self._maps, a, b, self.scales, self.a.device, mode=self.mode, pacing="linear")
-        strengths = np.linspace(0.0, 1.0, PACE_SAMPLES + 1)
-        frames = torch.cat([small.frame(float(s)) for s in strengths])  # (PACE_SAMPLES + 1, 3, h, w)
-        steps = frames.diff(dim=0).square().mean(dim=(1, 2, 3)).sqrt().double().cpu().numpy()  # RMSE per step
+        if self.mode == "sharp":  # sample the full-size images where the full-size frames do
+            small._full = replace(small._full, sources=self._full.sources)
+            small._carrier = self._carrier
+            small._detail_energy = self._detail_energy
+        return small
+
+    def _travelled(self, strengths: np.ndarray) -> np.ndarray:
+        """The picture's cumulative change (RMSE) from the frame at ``strengths[0]`` to each frame."""
+        steps, previous = [], self.frame(float(strengths[0]))
+        for strength in strengths[1:]:
+            frame = self.frame(float(strength))
+            steps.append(float((frame - previous).square().mean().sqrt()))  # RMSE
+            previous = frame
         # A tiny floor per step keeps the curve strictly increasing where nothing changes.
-        travelled = np.concatenate(([0.0], np.cumsum(steps + 1e-9)))
-        return strengths, travelled
+        return np.concatenate(([0.0], np.cumsum(np.asarray(steps) + 1e-9)))
 
     @torch.no_grad()
     def a_to_b(self) -> torch.Tensor:

@@ -165,12 +165,13 @@ def render_sequence(result: SequenceResult, *, pingpong: bool = False, device: s
                     ) -> Iterator[np.ndarray]:
     """Yield the chain's frames as ``(H, W, 3)`` uint8 arrays; a held frame repeats the one before it."""
     renderers: dict[int, object] = {}
+    counts = result.config.segment_frames(len(result.segments))
     shown, frame = None, None
     for segment, t in sequence_timeline(len(result.segments), result.config, pingpong=pingpong):
         if (segment, t) != shown:
             if segment not in renderers:
                 renderers.clear()  # one segment's full-resolution maps in memory at a time
-                renderers[segment] = result.segments[segment].renderer(device)
+                renderers[segment] = result.segments[segment].renderer(device, frames=counts[segment])
             shown, frame = (segment, t), to_uint8(renderers[segment].frame(t))
         yield frame
 
