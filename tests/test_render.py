@@ -180,7 +180,7 @@ def test_even_pacing_retimes_without_moving_the_endpoints():
 def test_even_pacing_measures_the_frames_it_is_given():
     # The demo's sun is carried across the sky with the stars' fine detail: the change between two frames
     # grows less than the time between them, so a pace measured on the 64 small frames alone leaves the
-    # frames uneven (CV about 0.13 here); measured again at the 41 frames' own times they are even.
+    # frames less even (CV about 0.1 here); measured again at the 41 frames' own times, about 0.04.
     a, b = (torch.from_numpy(image).permute(2, 0, 1)[None].float() * 2 - 1 for image in demo_pair(240, 180))
     result = fit_pair(a, b, MorphConfig(size=64, steps=120, frames=41, device="cpu").validate())
     assert result.subject is not None
@@ -189,8 +189,9 @@ def test_even_pacing_measures_the_frames_it_is_given():
         frames = [to_uint8(renderer.frame(t)) for t in frame_times(41)]
         return pacing([rmse(first, second) for first, second in itertools.pairwise(frames)])[0]
 
-    assert cv(result.renderer(frames=41)) <= 0.1 < cv(result.renderer())
-    assert cv(result.renderer(frames=41)) == pytest.approx(frame_metrics(list(render(result)))[1])
+    measured_again = cv(result.renderer(frames=41))
+    assert measured_again <= 0.1 and measured_again < 0.6 * cv(result.renderer())
+    assert measured_again == pytest.approx(frame_metrics(list(render(result)))[1])
     with pytest.raises(ValueError, match="at least 2 frames"):
         result.renderer(frames=1)
 
