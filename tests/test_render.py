@@ -212,25 +212,28 @@ def test_auto_pacing_follows_the_mode():
         MorphConfig(pacing="smooth").validate()
 
 
-def test_sharp_frames_carry_a_subject_that_moved_further_than_its_size():
+@pytest.mark.parametrize("zoom", [1, 3])
+def test_sharp_frames_carry_a_subject_that_moved_further_than_its_size(zoom):
     # A bright disc moves 80 px right over flat ground, and the maps say so exactly: the A->B warp fetches
     # it from 80 px to the left around its place in B, the B->A warp from 80 px right around its place in A.
-    height, width, radius, shift = 96, 128, 8.0, 80.0
+    # Three times as large, the frames are larger than the carried grids, and what the disc leaves is
+    # filled in at the grids' size.
+    height, width, radius, shift = 96 * zoom, 128 * zoom, 8.0 * zoom, 80.0 * zoom
     ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
                             indexing="ij")
 
     def disc(centre_x: float, size: float, soft: float = 1.0) -> torch.Tensor:
-        return ((size - torch.hypot(ys - 48, xs - centre_x)) / soft + 0.5).clamp(0, 1)
+        return ((size - torch.hypot(ys - 48 * zoom, xs - centre_x * zoom)) / soft + 0.5).clamp(0, 1)
 
     a = (-0.5 + 1.3 * disc(24, radius)).expand(1, 3, height, width).contiguous()
     b = (-0.5 + 1.3 * disc(104, radius)).expand(1, 3, height, width).contiguous()
     scales = MapScales()
     maps = torch.zeros(16, height, width)
-    maps[7] = shift * disc(104, radius + 6, 4.0) / (width * scales.warp)
-    maps[15] = -shift * disc(24, radius + 6, 4.0) / (width * scales.warp)
+    maps[7] = shift * disc(104, radius + 6 * zoom, 4.0 * zoom) / (width * scales.warp)
+    maps[15] = -shift * disc(24, radius + 6 * zoom, 4.0 * zoom) / (width * scales.warp)
     frames = {mode: Renderer(maps, a, b, scales, torch.device("cpu"), mode=mode, pacing="linear").frame(0.5)[0, 0]
               for mode in ("sharp", "classic")}
-    start, middle, end, ground = (48, 24), (48, 64), (48, 104), (10, 10)
+    start, middle, end, ground = ((y * zoom, x * zoom) for y, x in ((48, 24), (48, 64), (48, 104), (10, 10)))
     sharp, classic = frames["sharp"], frames["classic"]
     # Carried forward, the disc is halfway at t = 0.5, whole, and gone from both ends.
     assert float(sharp[middle]) == pytest.approx(0.8, abs=0.05)
