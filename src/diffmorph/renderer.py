@@ -194,7 +194,7 @@ class _Stack:
         trust = torch.where(still, 1.0, trust)
         if bool((trust >= 1.0).all()):  # decided small: then the full-size trust is not needed
             trust = None
-        coarse = trust  # the trust at the carried grids' size, where that is the smaller
+        coarse = trust  # at the carried grids' size: the filling's, where the layers are larger
         if grids.shape[1:3] != (height, width):  # align_corners: the identity grid stays exactly itself
             grids = F.interpolate(grids.permute(0, 3, 1, 2), size=(height, width), mode="bilinear",
                                   align_corners=True).permute(0, 2, 3, 1).contiguous()
