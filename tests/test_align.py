@@ -13,6 +13,7 @@ from diffmorph.align import (
     _contrast,
     _curving,
     _local_agreement,
+    _subject_core,
     describe,
     find_alignment,
     find_subject_move,
@@ -259,6 +260,27 @@ def test_subject_start_carries_the_subject_alone_and_holds_the_warp():
     plain = starting_maps(texture(3), texture(4), "subject", 0.05, 84)  # no subject: as "global" (none here)
     assert plain.maps is None and plain.subject is None
     assert describe(None, False, None, "subject") == "aligned: no one subject stands out of both images alike"
+
+
+def test_a_subject_that_fades_into_its_ground_is_carried_wholly_only_at_its_core():
+    # The demo's sun and moon fade into the sky through their glows: the fit holds the warp on each disc, and
+    # towards the glow's edge the share of the subject's move falls off, so the glow is not cut there.
+    a, b = (torch.from_numpy(x).permute(2, 0, 1)[None].float() * 2 - 1 for x in demo_pair(240, 180))
+    start = starting_maps(a, b, "subject", 0.05, 84)
+    assert start.subject is not None
+    small = [resize(image, SUBJECT_SIZE, SUBJECT_SIZE, antialias=True) for image in (a, b)]
+    masks = [subject_mask(image) for image in small]
+    cores = [_subject_core(image, mask) for image, mask in zip(small, masks, strict=True)]
+    for mask, core in zip(masks, cores, strict=True):
+        assert core is not None and bool((core <= mask).all()) and 0.1 < core.sum() / mask.sum() < 0.7
+    moon, glow = (resize(mask.float()[None, None], 84, 84)[0, 0] for mask in (cores[1], masks[1]))
+    held = -torch.nn.functional.max_pool2d(-moon[None, None], 3, 1, 1)[0, 0] > 0.99  # the disc, less its edge
+    rim = (glow > 0.5) & (torch.nn.functional.max_pool2d(-glow[None, None], 3, 1, 1)[0, 0] > -0.5)
+    assert start.free[0][held].max() < 0.05  # A->B on B's grid: B's moon fetches A's sun
+    assert 0.3 < float(start.free[0][rim].median()) < 0.8  # measured 0.59; held wholly up to the edge: 0
+    # A ball has an edge: its distance from the ground has fallen to the ground's two pixels outside it.
+    image = resize(ball((0.3, 0.3), 0.12, RED, SAND, seed=1), SUBJECT_SIZE, SUBJECT_SIZE, antialias=True)
+    assert _subject_core(image, subject_mask(image)) is None
 
 
 def test_describes_a_subjects_move():
