@@ -228,7 +228,7 @@ SUBJECT_FADES = 0.025
 # a Gaussian of SUBJECT_SOFT pixels (at SUBJECT_SIZE) would. Measured on the demo pair (480 x 360, seeds 0 and
 # 1): held wholly up to its edge, as a subject with an edge is, the glow was cut there, and the part carried
 # and the part left made bright and dark crescents mid-morph; with this edge one disc and its glow travel,
-# and the fit reproduces each image 3.3-3.7 / 4.2-4.6 dB better. A soft edge of 3 pixels still cut it, one
+# and the fit reproduces each image 2.6-3.7 / 4.2-4.6 dB better. A soft edge of 3 pixels still cut it, one
 # of 6 let the fit stretch the disc into a pear, and without the core held a disc drawn smaller (240 x 180)
 # went oval.
 SUBJECT_CORE = 0.5
