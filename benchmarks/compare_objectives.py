@@ -1,16 +1,16 @@
 """Compare the ways a fit can start and what it minimises: double images in the middle, and fidelity.
 
-Each pair is morphed five times with the default sharp mode, PNG frames: the original's fit
-(``--align none --objective classic``), ``--align global`` (the warp starts from the move of the
-whole picture, where one is found), the same with ``--objective coarse-to-fine``, ``--align local``
-(that move, bent region by region before the fit) and ``--align subject`` (the pair's one subject carried
-from its place in A to its place in B, where each image has one; else as global). The default,
-``--align auto``, takes the global, the local or the subject start per pair; the table says which. Every
-result goes through ``diffmorph.evaluate``, the same code as ``diffmorph eval``. One more figure
-measures double images directly: the *halfway alignment*, the correlation of A's and B's structure
-(a 3-24 px band at 512 px) after each is moved halfway by its warp as the sharp frames move it
-(``Renderer.layers``). Those two layers make the middle frame: near 1 they coincide; near 0 the content
-they share shows twice (or they share none).
+Each pair is morphed five times with the default sharp mode, PNG frames, every fit's maps refined as by
+default (``--refine``): the original's start and objective (``--align none --objective classic``),
+``--align global`` (the warp starts from the move of the whole picture, where one is found), the same
+with ``--objective coarse-to-fine``, ``--align local`` (that move, bent region by region before the fit)
+and ``--align subject`` (the pair's one subject carried from its place in A to its place in B, where
+each image has one; else as global). The default, ``--align auto``, takes the global, the local or the
+subject start per pair; the table says which. Every result goes through ``diffmorph.evaluate``, the same
+code as ``diffmorph eval``. One more figure measures double images directly: the *halfway alignment*,
+the correlation of A's and B's structure (a 3-24 px band at 512 px) after each is moved halfway by its
+warp as the sharp frames move it (``Renderer.layers``). Those two layers make the middle frame: near 1
+they coincide; near 0 the content they share shows twice (or they share none).
 Prints a table with the machine, date and command, and writes a contact sheet of the middle frames.
 
 Pairs, all generated (nothing is downloaded): "moved", a photo-like scene and the same scene shot

@@ -11,7 +11,7 @@ from diffmorph.errors import ConfigError, OutputError
 from diffmorph.renderer import Renderer
 from synthetic import blobs
 
-FAST = {"steps": 4, "size": 32, "frames": 5, "device": "cpu"}
+FAST = {"steps": 4, "refine": 2, "size": 32, "frames": 5, "device": "cpu"}
 
 
 def test_morph_returns_a_typed_result_at_a_native_size():
@@ -21,7 +21,7 @@ def test_morph_returns_a_typed_result_at_a_native_size():
     assert isinstance(result, diffmorph.MorphResult)
     assert result.size == (44, 30)
     assert result.maps.shape == (16, 84, 84)
-    assert len(result.losses) == 4 and calls == [1, 2, 3, 4]
+    assert len(result.losses) == 6 and calls == [1, 2, 3, 4, 5, 6]  # the network's steps, then the refinement's
     assert result.config.steps == 4 and result.config.mode == "sharp"
     assert set(result.fidelity()) == {"a_to_b_psnr", "b_to_a_psnr"}
 

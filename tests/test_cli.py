@@ -14,7 +14,7 @@ from diffmorph.api import load_maps
 from diffmorph.cli import main
 from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs
 
-FAST = ["--steps", "3", "--size", "32", "--frames", "4", "--device", "cpu"]
+FAST = ["--steps", "3", "--refine", "2", "--size", "32", "--frames", "4", "--device", "cpu"]
 
 
 def run(args, capsys):
@@ -42,7 +42,7 @@ def test_help(command, capsys):
 
 def test_help_lists_every_method_flag(capsys):
     _, out, _ = run(["morph", "--help"], capsys)
-    for flag in ("--steps", "--lr", "--size", "--warp-scale", "--mult-scale", "--add-scale", "--add-first",
+    for flag in ("--steps", "--refine", "--lr", "--size", "--warp-scale", "--mult-scale", "--add-scale", "--add-first",
                  "--frames", "--fps", "--seed", "--device", "--mode", "--format", "--quiet", "--fit"):
         assert flag in out
 
@@ -129,6 +129,7 @@ def test_bad_source_images(tmp_path, capsys, image_files, prepare, extra, messag
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--steps", "0"], "--steps must be a positive integer"),
+    (["--refine", "-1"], "--refine must be 0 (none) or a positive number of steps"),
     (["--frames", "0"], "--frames must be"),
     (["--fps", "-5"], "--fps must be a positive number"),
     (["--fps", "0"], "--fps must be a positive number"),

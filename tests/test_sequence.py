@@ -13,7 +13,7 @@ from diffmorph.renderer import to_uint8
 from diffmorph.sequence import SequenceResult, sequence_timeline
 from synthetic import blobs
 
-FAST = {"steps": 3, "size": 32, "frames": 4, "device": "cpu"}
+FAST = {"steps": 3, "refine": 2, "size": 32, "frames": 4, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ from diffmorph.export import (
 )
 from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
 from diffmorph.io.outputs import check_output_folder
+from diffmorph.optimize import REFINE_ZOOM
 from diffmorph.renderer import timeline
 from diffmorph.sequence import (
     SequenceResult,
@@ -58,6 +59,8 @@ _HELP = {
              "none (no warp, as the original)",
     "size": "working resolution of the fit (square); outputs keep the images' own size",
     "steps": "gradient steps of the fit",
+    "refine": "steps refining the fitted maps themselves at twice the working size; 0 keeps the network's "
+              "maps, as the original",
     "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",
     "lr": "Adam learning rate, the peak for onecycle (default: 6e-3 for onecycle, 2e-4 for constant)",
     "grad_clip": "largest gradient norm per step; 0 disables clipping, as in the original",
@@ -205,7 +208,7 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
     check_output_folder(args.output, output_names(formats))
     image_a, image_b, framing = prepare_pair(source_a, source_b, config, max_pixels=max_pixels)
     log(framing.describe())
-    with log.bar(config.steps, "fitting", "step") as bar:
+    with log.bar(config.steps + config.refine, "fitting", "step") as bar:
         def progress(done: int, loss: float) -> None:
             bar.set_postfix_str(f"loss {loss:.5f}", refresh=False)
             bar.update(done - bar.n)
@@ -214,8 +217,10 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
     started = describe_start(result.alignment, result.bent, result.subject, config.align)
     if started:
         log(started)
-    log(f"fitted {config.steps} steps at {config.size} x {config.size} on {device} in {result.fit_seconds:.1f} s "
-        f"(final loss {result.losses[-1]:.5f})")
+    fine = REFINE_ZOOM * config.size
+    refined = f", then refined the maps {config.refine} steps at {fine} x {fine}," if config.refine else ""
+    log(f"fitted {config.steps} steps at {config.size} x {config.size}{refined} on {device} in "
+        f"{result.fit_seconds:.1f} s (final loss {result.losses[-1]:.5f})")
     return _export(result, args, log, formats)
 
 
@@ -248,7 +253,7 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
     segments = len(args.images) - 1 + args.loop
     config.segment_frames(segments)  # one duration per segment, checked before fitting
     check_output_folder(args.output, sequence_output_names(formats, segments))
-    with log.bar(config.steps * segments, f"fitting {segments} segments", "step") as bar:
+    with log.bar((config.steps + config.refine) * segments, f"fitting {segments} segments", "step") as bar:
         def progress(done: int, loss: float) -> None:
             bar.set_postfix_str(f"loss {loss:.5f}", refresh=False)
             bar.update(done - bar.n)

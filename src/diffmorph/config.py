@@ -30,7 +30,7 @@ GIF_PALETTES = ("clip", "frame")
 CHOICES = {"mode": MODES, "pacing": PACINGS, "objective": OBJECTIVES, "align": ALIGNS, "fit": FITS,
            "schedule": SCHEDULES, "ease": EASES, "gif_palette": GIF_PALETTES, "precision": PRECISIONS}
 # Values that files written before a field existed were made with (where the default has changed).
-FORMER = {"align": "none"}
+FORMER = {"align": "none", "refine": 0}
 DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
 
 
@@ -80,6 +80,11 @@ class MorphConfig:
     size: int = 128
     # Gradient steps of the fit.
     steps: int = 250
+    # Steps of a last stage that refines the fitted maps themselves, without the network, with the images
+    # compared at twice the working size (see diffmorph.optimize): each map reproduces the other image
+    # more closely (on two faces 20.8 -> 25.9 dB) in about 2 s more on a CPU. The frames barely change:
+    # their fine detail comes from the warped images. 0 keeps the network's maps, as the original did.
+    refine: int = 100
     # Learning-rate schedule: "onecycle" warms up to `lr` and anneals to nearly zero, which converges
     # in far fewer steps; "constant" keeps `lr` throughout, as the original did.
     schedule: str = "onecycle"
@@ -148,6 +153,7 @@ class MorphConfig:
                 raise ConfigError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of: {', '.join(allowed)}")
         _require(self.size >= 8, "size", self.size, "an integer of at least 8")
         _require(self.steps >= 1, "steps", self.steps, "a positive integer")
+        _require(self.refine >= 0, "refine", self.refine, "0 (none) or a positive number of steps")
         _require(self.frames >= 2, "frames", self.frames, "an integer of at least 2 (first and last)")
         _require(self.gif_width >= 0, "gif_width", self.gif_width, "0 (native size) or a positive width")
         _require(self.width == 0 or self.width >= 4, "width", self.width, "0 (native size) or a width of at least 4")

@@ -338,25 +338,38 @@ def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: 
     Returns:
         ``(K,)``: the loss of each pair (sum them to fit all at once: each pair's gradient is its own).
     """
-    pairs = a.shape[0]
-    maps_ab, maps_ba = maps[:, :8], maps[:, 8:]
-    flow_ab = flow_from_warp_map(maps_ab[:, 6:8], scales.warp)
-    flow_ba = flow_from_warp_map(maps_ba[:, 6:8], scales.warp)
-    round_trip = warp(warp(net_input, flow_ab), flow_ba)
-    consistency = _mse_each(round_trip, net_input)
-    if round_trip_weights is not None:
-        consistency = torch.stack([
-            consistency[k] if weights is None else ((round_trip[k] - net_input[k]).square() * weights).mean()
-            for k, weights in enumerate(round_trip_weights)])
-    # Both directions as one batch: grid_sample parallelises over the batch on a CPU.
-    mapped = apply_maps(torch.cat((a, b)), torch.cat((maps_ab, maps_ba)), scales)  # (2K, 3, S, S)
-    fidelity_ab = _mse_each(mapped[:pairs], b)
-    fidelity_ba = _mse_each(mapped[pairs:], a)
-    loss = consistency + 0.3 * fidelity_ab + 0.3 * fidelity_ba
+    a_to_b, b_to_a = mapping_errors(a, b, maps, scales)
+    loss = round_trip_error(net_input, maps, scales, round_trip_weights) + 0.3 * a_to_b + 0.3 * b_to_a
     if colour_weight > 0.0:
-        colour = torch.cat((maps_ab[:, 0:6], maps_ba[:, 0:6]), dim=1)  # (K, 12, S, S)
+        colour = torch.cat((maps[:, 0:6], maps[:, 8:14]), dim=1)  # (K, 12, S, S)
         loss = loss + colour_weight * colour.square().mean(dim=(1, 2, 3))
     return loss
+
+
+def round_trip_error(net_input: torch.Tensor, maps: torch.Tensor, scales: MapScales,
+                     weights: list[torch.Tensor | None] | None = None) -> torch.Tensor:
+    """The warp-consistency term of :func:`morph_loss`: ``MSE(M, warp(warp(M, flow_AB), flow_BA))``, ``(K,)``.
+
+    ``maps`` must be at ``net_input``'s size; ``weights`` as :func:`morph_loss`'s ``round_trip_weights``.
+    """
+    flow_ab = flow_from_warp_map(maps[:, 6:8], scales.warp)
+    flow_ba = flow_from_warp_map(maps[:, 14:16], scales.warp)
+    round_trip = warp(warp(net_input, flow_ab), flow_ba)
+    consistency = _mse_each(round_trip, net_input)
+    if weights is None:
+        return consistency
+    return torch.stack([consistency[k] if w is None else ((round_trip[k] - net_input[k]).square() * w).mean()
+                        for k, w in enumerate(weights)])
+
+
+def mapping_errors(a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor, scales: MapScales
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``MSE(apply(A, maps_AB), B)`` and ``MSE(apply(B, maps_BA), A)``, ``(K,)`` each, the reproduction terms
+    of :func:`morph_loss`; ``maps`` at the images' size."""
+    pairs = a.shape[0]
+    # Both directions as one batch: grid_sample parallelises over the batch on a CPU.
+    mapped = apply_maps(torch.cat((a, b)), torch.cat((maps[:, :8], maps[:, 8:])), scales)  # (2K, 3, S, S)
+    return _mse_each(mapped[:pairs], b), _mse_each(mapped[pairs:], a)
 
 
 def luma(image: torch.Tensor) -> torch.Tensor:
