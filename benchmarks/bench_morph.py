@@ -9,6 +9,7 @@ resized (``--images``). Nothing is downloaded.
 
     python benchmarks/bench_morph.py                          # 512, 1024, 2048 and a 3840 x 2160 render
     python benchmarks/bench_morph.py --sizes 1024 --reference # with the original schedule, side by side
+    python benchmarks/bench_morph.py --unrefined              # each size also without the refinement
     python benchmarks/bench_morph.py --device cuda
 """
 
@@ -31,11 +32,12 @@ from PIL import Image
 import diffmorph
 from diffmorph.demo import demo_pair
 from diffmorph.io.images import load_image
+from diffmorph.optimize import REFINE_ZOOM
 
 # The method's original schedule: 1000 steps of Adam at a constant 2e-4, no clipping, on a 1024 x 1024
-# working size, float32.
+# working size, float32, the network's maps as they are.
 REFERENCE = ["--size", "1024", "--steps", "1000", "--schedule", "constant", "--lr", "2e-4", "--grad-clip", "0",
-             "--precision", "fp32", "--align", "none"]
+             "--precision", "fp32", "--align", "none", "--refine", "0"]
 RENDER_4K = (3840, 2160)
 
 
@@ -71,9 +73,16 @@ def morph_case(label: str, width: int, height: int, flags: list[str], args: argp
         wall, peak = timed(command)
         summary = json.loads((folder / "out" / "config.json").read_text())
     return {"case": label, "size": f"{width}×{height}", "wall": wall, "peak": peak,
-            "fit": summary["fit"]["seconds"], "steps": summary["config"]["steps"],
-            "work": summary["config"]["size"], "frames_s": summary["seconds"]["render_and_encode"],
+            "fit": summary["fit"]["seconds"], "steps": fit_steps(summary["config"]),
+            "frames_s": summary["seconds"]["render_and_encode"],
             **summary["fidelity_db"]}
+
+
+def fit_steps(config: dict) -> str:
+    """The fit's steps and working size, and the refinement's where there is one: "250 @ 128 + 100 @ 256"."""
+    steps = f"{config['steps']} @ {config['size']}"
+    refine = config.get("refine", 0)
+    return f"{steps} + {refine} @ {REFINE_ZOOM * config['size']}" if refine else steps
 
 
 def render_case(args: argparse.Namespace) -> dict:
@@ -91,8 +100,8 @@ def render_case(args: argparse.Namespace) -> dict:
         wall, peak = timed(command)
         summary = json.loads((folder / "out" / "config.json").read_text())
     return {"case": "render only", "size": f"{width}×{height}", "wall": wall, "peak": peak, "fit": None,
-            "steps": summary["config"]["steps"], "work": summary["config"]["size"],
-            "frames_s": summary["seconds"]["render_and_encode"], **summary["fidelity_db"]}
+            "steps": fit_steps(summary["config"]), "frames_s": summary["seconds"]["render_and_encode"],
+            **summary["fidelity_db"]}
 
 
 def print_header(device: str) -> None:
@@ -125,6 +134,9 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true",
                         help="also run the original schedule (1000 steps at a 1024 working size, float32) on the "
                              "largest size")
+    parser.add_argument("--unrefined", action="store_true",
+                        help="also run each size with --refine 0 (the network's maps as they are), to time "
+                             "the refinement")
     parser.add_argument("--no-4k", dest="render_4k", action="store_false", help="skip the 3840 x 2160 render")
     args = parser.parse_args()
 
@@ -132,6 +144,9 @@ def main() -> None:
     for size in args.sizes:
         rows.append(morph_case("default", size, size, [], args))
         print(f"  done: default {size}", file=sys.stderr)
+        if args.unrefined:
+            rows.append(morph_case("--refine 0", size, size, ["--refine", "0"], args))
+            print(f"  done: --refine 0 {size}", file=sys.stderr)
     if args.reference:
         size = max(args.sizes)
         rows.append(morph_case("reference", size, size, REFERENCE, args))
@@ -149,7 +164,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         fit = "—" if r["fit"] is None else f"{r['fit']:.1f}"
-        print(f"| {r['case']} | {r['size']} | {r['steps']} @ {r['work']} | {fit} | {r['frames_s']:.1f} | "
+        print(f"| {r['case']} | {r['size']} | {r['steps']} | {fit} | {r['frames_s']:.1f} | "
               f"{args.frames / r['frames_s']:.1f} | {r['wall']:.1f} | {r['peak']:.0f} | {r['a_to_b_psnr']:.2f} | "
               f"{r['b_to_a_psnr']:.2f} |")
 

@@ -13,9 +13,11 @@ and 0.75 for each pair and method.
 Pairs: the built-in demo pair; a generated photo-like pair (fine sand and moss textures under a shaded
 ball that moves and grows); and "moved", a photo-like scene and the same scene shot from elsewhere
 (shifted by 12 % and 6 % of the frame, 10 % larger, turned by 5 degrees, warmer). Or your own with
-``--images``. Nothing is downloaded.
+``--images``, or with ``--photos`` the pairs made from photos of ``compare_objectives.py`` (where
+scikit-image and matplotlib are installed). Nothing is downloaded.
 
     python benchmarks/compare_modes.py --sheet docs/modes.png
+    python benchmarks/compare_modes.py --photos
     python benchmarks/compare_modes.py --images a.jpg b.jpg
 """
 
@@ -182,13 +184,20 @@ def save_sheet(tiles: list[list[tuple[str, np.ndarray]]], path: Path, tile_width
 
 
 def main() -> None:
-    args = parse_arguments(__doc__, "write the side-by-side contact sheet here (PNG)")
+    args = parse_arguments(__doc__, "write the side-by-side contact sheet here (PNG)",
+                           "the pairs made from scikit-image's and matplotlib's photos instead (see "
+                           "compare_objectives.photo_pairs)")
 
     rows, tiles = [], []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        pairs = pair_files(args.images, folder, {"demo": demo_pair(), "textured": textured_pair(),
-                                                 "moved": moved_pair()})
+        if args.photos:
+            from compare_objectives import photo_pairs  # it imports this module: not at the top
+
+            generated = photo_pairs()
+        else:
+            generated = {"demo": demo_pair(), "textured": textured_pair(), "moved": moved_pair()}
+        pairs = pair_files(args.images, folder, generated)
         for name, a, b in pairs:
             for mode, options in METHODS.items():
                 report, frames = morph_frames(a, b, folder / f"{name}_{mode}", options, args)

@@ -227,7 +227,8 @@ def test_alignment_is_per_pair_in_a_batch():
 
 def test_a_subject_start_holds_the_subjects_warp():
     # A ball rolled far onto other ground: the fit (the network's steps, and the refinement after them) keeps the
-    # subject's move exactly on the subject and refines the rest, beside a pair in the same batch whose warp it refines everywhere as usual.
+    # subject's move exactly on the subject and refines the rest, beside a pair in the same batch whose warp it
+    # refines everywhere as usual.
     a, b = ball((0.3, 0.3), 0.12, RED, SAND, seed=1), ball((0.65, 0.7), 0.15, YELLOW, MOSS, seed=2)
     config = MorphConfig(size=32, steps=20, precision="fp32")
     start = starting_maps(a, b, config.align, config.warp_scale, 84)

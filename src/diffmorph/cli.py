@@ -298,7 +298,8 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
         log(f"loaded {args.maps_file}: {len(sequence.segments)} segments, {sequence.size[0]} x {sequence.size[1]}")
         return _export_sequence(sequence, args, log, formats)
     result = MorphResult.load(args.maps_file)
-    log(f"loaded {args.maps_file}: {result.size[0]} x {result.size[1]}, fitted {len(result.losses)} steps")
+    log(f"loaded {args.maps_file}: {result.size[0]} x {result.size[1]}, fitted {result.config.steps} steps"
+        + (f", refined {result.config.refine}" if result.config.refine else ""))
     if args.pingpong:
         check_output_folder(args.output, sequence_output_names(formats, 1))
         return _export_sequence(SequenceResult(segments=[result]), args, log, formats)
