@@ -81,9 +81,9 @@ class MorphConfig:
     # Gradient steps of the fit.
     steps: int = 250
     # Steps of a last stage that refines the fitted maps themselves, without the network, with the images
-    # compared at twice the working size (see diffmorph.optimize): each map reproduces the other image
-    # more closely (two faces: 20.8 / 20.3 -> 25.7 / 25.8 dB) in about 2 s more on a CPU. The frames barely change:
-    # their fine detail comes from the warped images. 0 keeps the network's maps, as the original did.
+    # compared at twice the working size (see diffmorph.optimize): each map reproduces the other image more
+    # closely (two faces: 20.8 / 20.3 -> 25.7 / 25.8 dB) in 2-3 s more on a 2-core CPU. The frames barely
+    # change: their fine detail comes from the warped images. 0 keeps the network's maps, as the original did.
     refine: int = 100
     # Learning-rate schedule: "onecycle" warms up to `lr` and anneals to nearly zero, which converges
     # in far fewer steps; "constant" keeps `lr` throughout, as the original did.

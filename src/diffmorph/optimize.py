@@ -52,7 +52,7 @@ class FitResult:
         maps: ``(16, 84, 84)`` float32 raw maps on the CPU (A->B channels 0-7, B->A 8-15); resize
             them bilinearly to any resolution to apply them.
         losses: the loss at every step, before that step's update: the network's steps, then the
-            refinement's (see :func:`fit_batch`; against sharper images, so its first is higher).
+            refinement's (see :func:`_refine`; against sharper images, so its first is higher).
         seconds: wall time of the fit.
         alignment: the move of the whole picture the warp started from (see :mod:`diffmorph.align`), or None.
         bent: whether the warp started from that move (or none) bent region by region.
