@@ -315,6 +315,9 @@ def resize(image: torch.Tensor, height: int, width: int, *, antialias: bool = Fa
                          antialias=antialias)
 
 
+MAPPING_WEIGHT = 0.3  # weight of each direction's reproduction error in the objective (the round trip's is 1)
+
+
 def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor,
                scales: MapScales, *, colour_weight: float = 0.0,
                round_trip_weights: list[torch.Tensor | None] | None = None) -> torch.Tensor:
@@ -339,7 +342,8 @@ def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: 
         ``(K,)``: the loss of each pair (sum them to fit all at once: each pair's gradient is its own).
     """
     a_to_b, b_to_a = mapping_errors(a, b, maps, scales)
-    loss = round_trip_error(net_input, maps, scales, round_trip_weights) + 0.3 * a_to_b + 0.3 * b_to_a
+    loss = (round_trip_error(net_input, maps, scales, round_trip_weights)
+            + MAPPING_WEIGHT * a_to_b + MAPPING_WEIGHT * b_to_a)
     if colour_weight > 0.0:
         colour = torch.cat((maps[:, 0:6], maps[:, 8:14]), dim=1)  # (K, 12, S, S)
         loss = loss + colour_weight * colour.square().mean(dim=(1, 2, 3))

@@ -15,6 +15,7 @@ from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.model import MAP_CHANNELS, MAP_SIZE, WARP_CHANNELS, MapNet
 from diffmorph.ops import (
+    MAPPING_WEIGHT,
     MapScales,
     coordinate_grid,
     gaussian_blur,
@@ -217,8 +218,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
 
     # 1. Inputs at the working resolution. The network input M never changes, so it is resized to the
     #    network's 96 x 96 once here instead of at every step.
-    a_work = torch.cat([resize(a.to(device), size, size, antialias=True) for a, _ in pairs])  # (K, 3, S, S)
-    b_work = torch.cat([resize(b.to(device), size, size, antialias=True) for _, b in pairs])
+    a_work, b_work = _stacked(pairs, size, device)  # (K, 3, S, S) each
     grid = coordinate_grid(size, size, device=device).expand(count, -1, -1, -1)
     net_input = torch.cat((grid, a_work * 0.1, b_work * 0.1), dim=1)  # (K, 8, S, S)
     prepared = MapNet.prepare(net_input)  # (K, 8, 96, 96)
@@ -307,7 +307,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
             optimizer.step(config.learning_rate, 0.9, rates)
         losses[step] = loss.detach()
         if (step + 1) % sync_every == 0 or step + 1 == config.steps:
-            _take(losses[len(history):step + 1], history, count, progress, config)
+            _take(losses[len(history):step + 1], history, count, progress, f"lower --lr (now {config.learning_rate:g})")
 
     # 4. The maps of the fitted networks, in float32 whatever the training precision. The networks
     #    themselves are discarded.
@@ -319,10 +319,10 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     # 5. The maps themselves refined, with the images compared at a finer size.
     if config.refine > 0:
         fine = REFINE_ZOOM * size  # the same for every pair of a batch, whatever their sizes: as if alone
-        a_fine = torch.cat([resize(a.to(device), fine, fine, antialias=True) for a, _ in pairs])
-        b_fine = torch.cat([resize(b.to(device), fine, fine, antialias=True) for _, b in pairs])
-        raw = _refine(raw, net_input, a_fine, b_fine, round_trips, free, scales, config,
-                      lambda block: _take(block, history, count, progress, config))
+        a_fine, b_fine = _stacked(pairs, fine, device)
+        advice = "give --refine 0 to keep the network's maps"
+        raw = _refine(raw, net_input, a_fine, b_fine, round_trips, free, scales, config.refine, sync_every,
+                      lambda block: _take(block, history, count, progress, advice))
     raw = raw.cpu()
     seconds = time.perf_counter() - started
     return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds,
@@ -332,8 +332,8 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
 
 def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_fine: torch.Tensor,
             round_trips: list[torch.Tensor | None] | None, free: torch.Tensor | None, scales: MapScales,
-            config: MorphConfig, take: Callable[[torch.Tensor], None]) -> torch.Tensor:
-    """The fitted maps refined without the network: ``config.refine`` Adam steps on the maps' own values.
+            steps: int, sync_every: int, take: Callable[[torch.Tensor], None]) -> torch.Tensor:
+    """The fitted maps refined without the network: ``steps`` Adam steps on the maps' own values.
 
     The network makes smooth maps and, at the end of its steps, still lowers the loss slowly; changing the
     ``(K, 16, 84, 84)`` values themselves (applied upsampled, as always) lowers it much further in a few steps
@@ -347,23 +347,24 @@ def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_
         raw: ``(K, 16, 84, 84)`` the network's maps, with any start added.
         net_input, round_trips: the fit's, at the working size.
         a_fine, b_fine: ``(K, 3, F, F)`` the images at the finer size.
-        take: given each block of losses, ``(steps, K)``, as the fit's own.
+        sync_every, take: every ``sync_every`` steps (and at the last), ``take`` is given the block of losses
+            since, ``(steps, K)``, as the fit's own are.
 
     Returns:
         ``(K, 16, 84, 84)``.
     """
-    size, fine, steps = net_input.shape[-1], a_fine.shape[-1], config.refine
+    size, fine = net_input.shape[-1], a_fine.shape[-1]
     share = torch.ones(1, MAP_CHANNELS, 1, 1, device=raw.device)
     share[:, WARP_CHANNELS] = REFINE_WARP_SHARE
     share = share if free is None else share * free  # (K or 1, 16, 84 or 1, 84 or 1)
     change = torch.zeros_like(raw, requires_grad=True)
     optimizer = _Adam([change])
-    sync_every = 1 if raw.device.type == "cpu" else 25
     losses = torch.empty(steps, raw.shape[0], device=raw.device)
     for step in range(steps):
         maps = raw + change * share
         a_to_b, b_to_a = mapping_errors(a_fine, b_fine, resize(maps, fine, fine), scales)
-        loss = round_trip_error(net_input, resize(maps, size, size), scales, round_trips) + 0.3 * a_to_b + 0.3 * b_to_a
+        loss = (round_trip_error(net_input, resize(maps, size, size), scales, round_trips)
+                + MAPPING_WEIGHT * a_to_b + MAPPING_WEIGHT * b_to_a)
         change.grad = None
         loss.sum().backward()
         optimizer.step(REFINE_LR * (math.cos(math.pi * step / steps) + 1.0) / 2.0, 0.9)
@@ -373,13 +374,20 @@ def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_
     return (raw + change * share).detach()
 
 
+def _stacked(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], side: int, device: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every pair's A and B squashed to ``side`` x ``side`` on ``device``: ``(K, 3, side, side)`` each."""
+    return tuple(torch.cat([resize(pair[i].to(device), side, side, antialias=True) for pair in pairs])
+                 for i in (0, 1))
+
+
 def _take(block: torch.Tensor, history: list[list[float]], count: int, progress: ProgressCallback | None,
-          config: MorphConfig) -> None:
-    """Read a block of losses, ``(steps, K)``, into ``history``, failing where one is not finite; report progress."""
+          advice: str) -> None:
+    """Read a block of losses, ``(steps, K)``, into ``history``, failing with ``advice`` where one is not finite;
+    report progress."""
     for values in block.tolist():
         if not all(math.isfinite(value) for value in values):
-            raise FitDivergedError(f"the fit diverged: loss became {max(values)} at step {len(history) + 1}; "
-                                   f"lower --lr (now {config.learning_rate:g})")
+            raise FitDivergedError(f"the fit diverged: loss became {max(values)} at step {len(history) + 1}; {advice}")
         history.append(values)
     if progress is not None:
         progress(len(history) * count, sum(history[-1]) / count)
