@@ -32,7 +32,7 @@ from PIL import Image
 import diffmorph
 from diffmorph.demo import demo_pair
 from diffmorph.io.images import load_image
-from diffmorph.optimize import REFINE_ZOOM
+from diffmorph.optimize import FitParams
 
 # The method's original schedule: 1000 steps of Adam at a constant 2e-4, no clipping, on a 1024 x 1024
 # working size, float32, the network's maps as they are.
@@ -82,7 +82,7 @@ def fit_steps(config: dict) -> str:
     """The fit's steps and working size, and the refinement's where there is one: "250 @ 128 + 100 @ 256"."""
     steps = f"{config['steps']} @ {config['size']}"
     refine = config.get("refine", 0)
-    return f"{steps} + {refine} @ {REFINE_ZOOM * config['size']}" if refine else steps
+    return f"{steps} + {refine} @ {FitParams().refine_zoom * config['size']}" if refine else steps
 
 
 def render_case(args: argparse.Namespace) -> dict:

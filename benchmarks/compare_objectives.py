@@ -49,11 +49,11 @@ from compare_modes import (
     save_sheet,
     textured_pair,
 )
-from diffmorph.align import starting_maps
 from diffmorph.api import MorphResult
 from diffmorph.demo import demo_pair
 from diffmorph.model import MAP_SIZE
 from diffmorph.ops import gaussian_blur, luma
+from diffmorph.start import starting_maps
 
 FITS = {"none, classic": ["--align", "none", "--objective", "classic"],  # label "start, objective": options
         "global, classic": ["--align", "global", "--objective", "classic"],

@@ -1,18 +1,16 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from diffmorph.align import starting_maps
+from diffmorph.adam import Adam
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.model import WARP_CHANNELS
 from diffmorph.ops import flow_from_warp_map, psnr, resize, warp
 from diffmorph.optimize import (
-    COARSE_BLUR,
-    COARSE_FRACTION,
-    COLOUR_HOLD,
-    SPIKE,
-    _Adam,
+    FitParams,
     coarse_to_fine,
     fit_batch,
     fit_maps,
@@ -20,6 +18,7 @@ from diffmorph.optimize import (
     scales_of,
 )
 from diffmorph.renderer import Renderer, to_uint8
+from diffmorph.start import starting_maps
 from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs, shifted_pair
 
 CPU = torch.device("cpu")
@@ -68,13 +67,13 @@ def test_same_seed_is_deterministic_on_cpu(precision):
 
 def test_onecycle_warms_up_and_anneals(monkeypatch):
     rates = []
-    original_step = _Adam.step
+    original_step = Adam.step
 
     def recording_step(self, lr, beta1, rates_of_members=None):
         rates.append(lr)
         return original_step(self, lr, beta1, rates_of_members)
 
-    monkeypatch.setattr(_Adam, "step", recording_step)
+    monkeypatch.setattr(Adam, "step", recording_step)
     a, b = shifted_pair(32)
     fit_maps(a, b, MorphConfig(size=32, steps=20, lr=1e-3, refine=0), CPU)
     assert max(rates) == pytest.approx(1e-3, rel=0.05)
@@ -119,23 +118,6 @@ def test_one_cycle_matches_pytorchs_schedule(total):
         scheduler.step()
 
 
-def test_adam_matches_pytorchs():
-    generator = torch.Generator().manual_seed(0)
-    start = torch.randn(5, 3, generator=generator)
-    ours, theirs = start.clone().requires_grad_(), start.clone().requires_grad_()
-    optimizer = _Adam([ours])
-    reference = torch.optim.Adam([theirs], lr=1e-2, betas=(0.9, 0.999), eps=1e-7)
-    for step in range(20):
-        for param in (ours, theirs):
-            param.grad = None
-            (param.sin() * torch.arange(15.0).view(5, 3)).sum().backward()
-        beta1 = 0.85 + 0.005 * step
-        reference.param_groups[0]["betas"] = (beta1, 0.999)
-        optimizer.step(1e-2, beta1)
-        reference.step()
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
-
-
 def test_a_batch_fits_each_pair_as_if_alone():
     a, b = shifted_pair(32)
     c, d = shifted_pair(32, shift=(-2.0, 1.5))
@@ -164,11 +146,12 @@ def test_members_start_as_single_networks_and_see_only_their_input():
 
 
 def test_coarse_to_fine_schedule_ends_in_the_classic_objective():
+    params = FitParams()
     plan = [coarse_to_fine(step, 200) for step in range(200)]
-    assert plan[0] == (COARSE_BLUR, COLOUR_HOLD)
+    assert plan[0] == (params.coarse_blur, params.colour_hold)
     sigmas, weights = zip(*plan, strict=True)
     assert list(sigmas) == sorted(sigmas, reverse=True) and list(weights) == sorted(weights, reverse=True)
-    classic_from = round(COARSE_FRACTION * 200)
+    classic_from = round(params.coarse_fraction * 200)
     assert sigmas[classic_from - 1] > 0 and weights[classic_from - 1] > 0
     assert set(plan[classic_from:]) == {(0.0, 0.0)}
 
@@ -260,7 +243,7 @@ def test_refining_the_maps_reproduces_each_image_more_closely():
         assert after[direction] > before[direction] + 1.0, (before, after)  # measured +4.1 and +4.2 dB
 
 
-def test_a_loss_spike_goes_back_to_the_best_state_and_slows_down(monkeypatch):
+def test_a_loss_spike_goes_back_to_the_best_state_and_slows_down():
     # Far too high a rate for this pair: unguarded, the loss blows up to thousands and never comes back.
     a = shifted_pair(64)[0]
     c = torch.from_numpy(blobs(64, 64, seed=5)).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
@@ -268,9 +251,8 @@ def test_a_loss_spike_goes_back_to_the_best_state_and_slows_down(monkeypatch):
     guarded = fit_maps(a, c, config, CPU)
     assert guarded.losses[-1] < 0.01 and guarded.losses[-1] <= 1.05 * min(guarded.losses)
     losses = guarded.losses
-    assert any(loss > SPIKE * min(losses[:k]) for k, loss in enumerate(losses) if k)  # it did spike
-    monkeypatch.setattr("diffmorph.optimize.SPIKE", float("inf"))
-    assert fit_maps(a, c, config, CPU).losses[-1] > 1.0
+    assert any(loss > FitParams().spike * min(losses[:k]) for k, loss in enumerate(losses) if k)  # it did spike
+    assert fit_maps(a, c, config, CPU, params=FitParams(spike=math.inf)).losses[-1] > 1.0
 
 
 def test_a_spike_sends_back_only_the_pair_that_spiked():

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from diffmorph._version import __version__
-from diffmorph.align import Alignment, SubjectMove
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.io.images import (
@@ -28,6 +27,7 @@ from diffmorph.io.outputs import replacing
 from diffmorph.ops import resize
 from diffmorph.optimize import ProgressCallback, fit_maps, scales_of
 from diffmorph.renderer import Renderer, timeline, to_uint8
+from diffmorph.start import Alignment, SubjectMove
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -14,7 +14,6 @@ import torch
 from tqdm import tqdm
 
 from diffmorph._version import __version__
-from diffmorph.align import describe as describe_start
 from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
 from diffmorph.config import CHOICES, FITS, RENDER_SETTINGS, MorphConfig
 from diffmorph.demo import demo_pair
@@ -31,7 +30,7 @@ from diffmorph.export import (
 )
 from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
 from diffmorph.io.outputs import check_output_folder
-from diffmorph.optimize import REFINE_ZOOM
+from diffmorph.optimize import FitParams
 from diffmorph.renderer import timeline
 from diffmorph.sequence import (
     SequenceResult,
@@ -41,6 +40,7 @@ from diffmorph.sequence import (
     sequence_output_names,
     sequence_timeline,
 )
+from diffmorph.start import describe as describe_start
 
 _DEFAULTS = MorphConfig()
 _HELP = {
@@ -217,7 +217,7 @@ def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse
     started = describe_start(result.alignment, result.bent, result.subject, config.align)
     if started:
         log(started)
-    fine = REFINE_ZOOM * config.size
+    fine = FitParams().refine_zoom * config.size
     refined = f", then refined the maps {config.refine} steps at {fine} x {fine}," if config.refine else ""
     log(f"fitted {config.steps} steps at {config.size} x {config.size}{refined} on {device} in "
         f"{result.fit_seconds:.1f} s (final loss {result.losses[-1]:.5f})")

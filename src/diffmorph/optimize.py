@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffmorph.align import Alignment, SubjectMove, starting_maps
+from diffmorph.adam import Adam, per_member
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.model import MAP_CHANNELS, MAP_SIZE, WARP_CHANNELS, MapNet
@@ -24,25 +24,27 @@ from diffmorph.ops import (
     resize,
     round_trip_error,
 )
+from diffmorph.start import Alignment, StartParams, SubjectMove, starting_maps
 
 ProgressCallback = Callable[[int, float], None]
 """Called as ``progress(steps_done, current_loss)`` while fitting."""
 
-# The coarse-to-fine objective (see :func:`coarse_to_fine`).
-COARSE_BLUR = 0.125  # Gaussian sigma of the first level, as a fraction of the working size.
-COARSE_LEVELS = 6  # Blur levels, from COARSE_BLUR down to none.
-COARSE_FRACTION = 0.25  # Share of the steps spent before the images are compared unblurred.
-COLOUR_HOLD = 1.0  # Weight of the colour-map penalty at the first step; it falls to 0 with the blur.
-# A loss this many times the lowest so far is a spike: the network goes back to the state that gave the
-# lowest, and that pair's learning rate is halved for the rest of the fit (see fit_batch). Measured at the
-# one-cycle peak: one-step blips of up to 6x that recover by themselves (left alone), and a climb to 36x
-# that settled at twice the loss other seeds reach (caught).
-SPIKE = 10.0
-# The refinement (see _refine): Adam's rate on the colour maps' raw values, annealed to 0 along a cosine, and the
-# warp maps' share of it (0.005 a step: 1/4000 of the frame at the default warp scale).
-REFINE_LR = 0.02
-REFINE_WARP_SHARE = 0.25
-REFINE_ZOOM = 2  # the refinement compares the images at this many times the working size
+
+@dataclass(frozen=True)
+class FitParams:
+    """The fit's tuned numbers (evidence in docs/method.md)."""
+
+    coarse_blur: float = 0.125  # coarse-to-fine: Gaussian sigma of the first level, a share of the working size
+    coarse_levels: int = 6  # coarse-to-fine: blur levels, from coarse_blur down to none
+    coarse_fraction: float = 0.25  # coarse-to-fine: share of the steps before the images are compared unblurred
+    colour_hold: float = 1.0  # coarse-to-fine: weight of the colour-map penalty at the first step, falling to 0
+    # A loss this many times the lowest so far is a spike: that pair goes back to its best state and its rate
+    # is halved. One-step blips of up to 6x recover by themselves; a climb to 36x did not.
+    spike: float = 10.0
+    refine_lr: float = 0.02  # the refinement's Adam rate on the colour maps' raw values, annealed to 0
+    refine_warp_share: float = 0.25  # the warp maps' share of that rate: 1/4000 of the frame a step
+    refine_zoom: int = 2  # the refinement compares the images at this many times the working size
+    adam_eps: float = 1e-7  # Keras' default, as in the original
 
 
 @dataclass(frozen=True)
@@ -114,15 +116,15 @@ def one_cycle(step: int, total: int, peak: float) -> tuple[float, float]:
     return end + (begin - end) * cosine, beta_end + (beta_begin - beta_end) * cosine
 
 
-def coarse_to_fine(step: int, total: int) -> tuple[float, float]:
+def coarse_to_fine(step: int, total: int, params: FitParams = FitParams()) -> tuple[float, float]:
     """Blur and colour-map penalty at ``step`` of a coarse-to-fine fit of ``total`` steps.
 
     The gradient of an image difference with respect to a warp only sees about a pixel around each
     sample, so a plain fit cannot find content that moved further: it recolours instead, and the
     morph shows the content fading out in one place and in at the other. Blurring both images
     widens that reach to the blur's size, and holding the colour maps back leaves the warp as the
-    only way to lower the error. Over the first :data:`COARSE_FRACTION` of the steps the blur steps
-    down through :data:`COARSE_LEVELS` levels (quadratically, so the fine levels get more steps of
+    only way to lower the error. Over the first ``params.coarse_fraction`` of the steps the blur steps
+    down through ``params.coarse_levels`` levels (quadratically, so the fine levels get more steps of
     their own sigma) and the penalty falls linearly; after that the fit is the classic one, with
     the warp already in place, so colour maps fix what the warp cannot. It does not always find the
     move: a fit is a descent from a random start, and on some pairs the classic one aligns better.
@@ -134,46 +136,14 @@ def coarse_to_fine(step: int, total: int) -> tuple[float, float]:
     >>> [tuple(round(v, 4) for v in coarse_to_fine(k, 100)) for k in (0, 12, 24, 25, 99)]
     [(0.125, 1.0), (0.0556, 0.52), (0.0035, 0.04), (0.0, 0.0), (0.0, 0.0)]
     """
-    progress = min(1.0, step / max(1.0, COARSE_FRACTION * total))
-    level = min(COARSE_LEVELS, int(progress * COARSE_LEVELS))
-    return COARSE_BLUR * (1.0 - level / COARSE_LEVELS) ** 2, COLOUR_HOLD * (1.0 - progress)
-
-
-@dataclass
-class _Adam:
-    """Adam (Kingma and Ba), as ``torch.optim.Adam`` computes it, with a learning rate and beta1 per step.
-
-    Written out because constructing ``torch.optim.Adam`` imports TorchDynamo, about a second of
-    start-up on a laptop CPU, against a fit of a few seconds.
-    """
-
-    params: list[torch.Tensor]
-    eps: float = 1e-7  # Keras' default, as in the original
-    beta2: float = 0.999
-
-    def __post_init__(self) -> None:
-        self.step_count = 0
-        self.first = [torch.zeros_like(p) for p in self.params]
-        self.second = [torch.zeros_like(p) for p in self.params]
-
-    @torch.no_grad()
-    def step(self, lr: float, beta1: float, rates: torch.Tensor | None = None) -> None:
-        """One update; ``rates``, one factor per member network (see :class:`~diffmorph.model.MapNet`),
-        scales each member's step."""
-        self.step_count += 1
-        first_correction = 1.0 - beta1**self.step_count
-        second_correction_sqrt = math.sqrt(1.0 - self.beta2**self.step_count)
-        for param, first, second in zip(self.params, self.first, self.second, strict=True):
-            grad = param.grad
-            first.lerp_(grad, 1.0 - beta1)
-            second.mul_(self.beta2).addcmul_(grad, grad, value=1.0 - self.beta2)
-            denominator = (second.sqrt() / second_correction_sqrt).add_(self.eps)
-            moment = first if rates is None else _per_member(first, rates) * first
-            param.addcdiv_(moment, denominator, value=-lr / first_correction)
+    progress = min(1.0, step / max(1.0, params.coarse_fraction * total))
+    level = min(params.coarse_levels, int(progress * params.coarse_levels))
+    return params.coarse_blur * (1.0 - level / params.coarse_levels) ** 2, params.colour_hold * (1.0 - progress)
 
 
 def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torch.device, *,
-             progress: ProgressCallback | None = None) -> FitResult:
+             progress: ProgressCallback | None = None, params: FitParams = FitParams(),
+             start_params: StartParams = StartParams()) -> FitResult:
     """Fit the maps of one pair.
 
     Args:
@@ -190,11 +160,12 @@ def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torc
     Raises:
         FitDivergedError: the loss became NaN or infinite.
     """
-    return fit_batch([(a, b)], config, device, progress=progress)[0]
+    return fit_batch([(a, b)], config, device, progress=progress, params=params, start_params=start_params)[0]
 
 
 def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphConfig, device: torch.device, *,
-              progress: ProgressCallback | None = None) -> list[FitResult]:
+              progress: ProgressCallback | None = None, params: FitParams = FitParams(),
+              start_params: StartParams = StartParams()) -> list[FitResult]:
     """Fit several independent pairs in one pass: one network per pair, held side by side.
 
     Each pair gets the maps :func:`fit_maps` would give it alone (the same start, its own gradient,
@@ -223,7 +194,8 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     net_input = torch.cat((grid, a_work * 0.1, b_work * 0.1), dim=1)  # (K, 8, S, S)
     prepared = MapNet.prepare(net_input)  # (K, 8, 96, 96)
     # Where each warp starts, found on the CPU (small FFTs, a small fit) so every device finds the same.
-    starts = [starting_maps(a.cpu().float(), b.cpu().float(), config.align, config.warp_scale, MAP_SIZE)
+    starts = [starting_maps(a.cpu().float(), b.cpu().float(), config.align, config.warp_scale, MAP_SIZE,
+                            start_params)
               for a, b in pairs]
 
     # 2. Networks and optimiser. Weights are drawn on the CPU so a seed means the same start everywhere.
@@ -257,10 +229,10 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     if any(start.round_trip is not None for start in starts):
         round_trips = [None if start.round_trip is None else
                        resize(start.round_trip[None, None].to(device), size, size)[0] for start in starts]
-    params = list(net.parameters())
-    optimizer = _Adam(params)
+    weights = list(net.parameters())
+    optimizer = Adam(weights, eps=params.adam_eps)
     # The state of the lowest loss so far, per pair, to go back to after a spike (on the device: no reads).
-    state = params + optimizer.first + optimizer.second
+    state = weights + optimizer.first + optimizer.second
     best_state = [tensor.detach().clone() for tensor in state]
     best_loss = torch.full((count,), math.inf, device=device)
     rates = torch.ones(count, device=device)
@@ -273,7 +245,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     coarse = config.objective == "coarse-to-fine"
     blurred: dict[float, tuple[torch.Tensor, torch.Tensor]] = {0.0: (a_work, b_work)}  # one blur per level
     for step in range(config.steps):
-        sigma, colour_weight = coarse_to_fine(step, config.steps) if coarse else (0.0, 0.0)
+        sigma, colour_weight = coarse_to_fine(step, config.steps, params) if coarse else (0.0, 0.0)
         if sigma not in blurred:
             blurred[sigma] = (gaussian_blur(a_work, sigma * size), gaussian_blur(b_work, sigma * size))
             best_loss.fill_(math.inf)  # sharper targets raise the loss: that is no spike
@@ -287,20 +259,20 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
                           round_trip_weights=round_trips)  # (K,)
         with torch.no_grad():
             current = loss.detach()
-            improved, spiked = current < best_loss, current > SPIKE * best_loss
+            improved, spiked = current < best_loss, current > params.spike * best_loss
             best_loss = torch.where(improved, current, best_loss)
             for saved, live in zip(best_state, state, strict=True):
-                saved.copy_(torch.where(_per_member(live, improved), live, saved))
+                saved.copy_(torch.where(per_member(live, improved), live, saved))
         net.zero_grad(set_to_none=True)
         loss.sum().backward()
         with torch.no_grad():  # a pair that spiked goes back, and does not learn from the spike's gradient
             for saved, live in zip(best_state, state, strict=True):
-                live.copy_(torch.where(_per_member(live, spiked), saved, live))
-            for param in params:
-                param.grad.mul_(_per_member(param, ~spiked))
+                live.copy_(torch.where(per_member(live, spiked), saved, live))
+            for weight in weights:
+                weight.grad.mul_(per_member(weight, ~spiked))
             rates = torch.where(spiked, rates * 0.5, rates)
         if config.grad_clip > 0:
-            _clip_each(params, count, config.grad_clip)
+            _clip_each(weights, count, config.grad_clip)
         if config.schedule == "onecycle":
             optimizer.step(*one_cycle(step, config.steps, config.learning_rate), rates)
         else:
@@ -318,11 +290,11 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
 
     # 5. The maps themselves refined, with the images compared at a finer size.
     if config.refine > 0:
-        fine = REFINE_ZOOM * size  # the same for every pair of a batch, whatever their sizes: as if alone
+        fine = params.refine_zoom * size  # the same for every pair of a batch, whatever their sizes: as if alone
         a_fine, b_fine = _stacked(pairs, fine, device)
         advice = "give --refine 0 to keep the network's maps"
         raw = _refine(raw, net_input, a_fine, b_fine, round_trips, free, scales, config.refine, sync_every,
-                      lambda block: _take(block, history, count, progress, advice))
+                      lambda block: _take(block, history, count, progress, advice), params)
     raw = raw.cpu()
     seconds = time.perf_counter() - started
     return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds,
@@ -332,13 +304,13 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
 
 def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_fine: torch.Tensor,
             round_trips: list[torch.Tensor | None] | None, free: torch.Tensor | None, scales: MapScales,
-            steps: int, sync_every: int, take: Callable[[torch.Tensor], None]) -> torch.Tensor:
+            steps: int, sync_every: int, take: Callable[[torch.Tensor], None], params: FitParams) -> torch.Tensor:
     """The fitted maps refined without the network: ``steps`` Adam steps on the maps' own values.
 
     The network makes smooth maps and, at the end of its steps, still lowers the loss slowly; changing the
     ``(K, 16, 84, 84)`` values themselves (applied upsampled, as always) lowers it much further in a few steps
-    (:data:`REFINE_LR`, annealed; the warps at :data:`REFINE_WARP_SHARE` of that). Here the images are compared
-    at ``a_fine``'s size (:data:`REFINE_ZOOM` times the working size), so the warps place edges
+    (``params.refine_lr``, annealed; the warps at ``params.refine_warp_share`` of that). Here the images are compared
+    at ``a_fine``'s size (``params.refine_zoom`` times the working size), so the warps place edges
     and the colour maps match tones more finely than the network's fit could see. The round trip, which is
     about the flows and costs the most, stays at ``net_input``'s size. Where a start holds the warp (``free``),
     it stays held.
@@ -355,10 +327,10 @@ def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_
     """
     size, fine = net_input.shape[-1], a_fine.shape[-1]
     share = torch.ones(1, MAP_CHANNELS, 1, 1, device=raw.device)
-    share[:, WARP_CHANNELS] = REFINE_WARP_SHARE
+    share[:, WARP_CHANNELS] = params.refine_warp_share
     share = share if free is None else share * free  # (K or 1, 16, 84 or 1, 84 or 1)
     change = torch.zeros_like(raw, requires_grad=True)
-    optimizer = _Adam([change])
+    optimizer = Adam([change], eps=params.adam_eps)
     losses = torch.empty(steps, raw.shape[0], device=raw.device)
     for step in range(steps):
         maps = raw + change * share
@@ -367,7 +339,7 @@ def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_
                 + MAPPING_WEIGHT * a_to_b + MAPPING_WEIGHT * b_to_a)
         change.grad = None
         loss.sum().backward()
-        optimizer.step(REFINE_LR * (math.cos(math.pi * step / steps) + 1.0) / 2.0, 0.9)
+        optimizer.step(params.refine_lr * (math.cos(math.pi * step / steps) + 1.0) / 2.0, 0.9)
         losses[step] = loss.detach()
         if (step + 1) % sync_every == 0 or step + 1 == steps:
             take(losses[(step // sync_every) * sync_every:step + 1])
@@ -398,16 +370,6 @@ def _output(net: MapNet, prepared: torch.Tensor, free: torch.Tensor | None) -> t
     the start holds a map)."""
     raw = net(prepared).float()
     return raw if free is None else raw * free
-
-
-def _per_member(tensor: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``values``, one per member network, shaped to broadcast over ``tensor``'s members.
-
-    A member's parameters are contiguous blocks along dimension 0 (see :class:`~diffmorph.model.MapNet`).
-    """
-    members = values.shape[0]
-    block = tensor.shape[0] // members
-    return values.repeat_interleave(block).view(-1, *[1] * (tensor.dim() - 1))
 
 
 def _clip_each(params: list[torch.Tensor], members: int, max_norm: float) -> None:

@@ -2,33 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from diffmorph import align
-from diffmorph.align import (
-    CONFIDENCE,
-    LOCAL_SIZE,
-    SUBJECT_SIZE,
-    Alignment,
-    SubjectMove,
-    _area_change,
-    _contrast,
-    _curving,
-    _local_agreement,
-    _subject_core,
-    describe,
-    find_alignment,
-    find_subject_move,
-    local_warp,
-    phase_correlate,
-    starting_maps,
-    structure,
-    subject_mask,
-    warp_prior,
-)
 from diffmorph.config import MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.ops import apply_maps, flow_from_warp_map, luma, psnr, resize, warp
 from diffmorph.optimize import scales_of
+from diffmorph.start import Alignment, StartParams, SubjectMove, describe, starting_maps
+from diffmorph.start.bend import BendParams, _area_change, _contrast, _curving, _local_agreement, local_warp
+from diffmorph.start.move import MoveParams, find_alignment, phase_correlate, structure, warp_prior
+from diffmorph.start.subject import SubjectParams, _subject_core, find_subject_move, subject_mask
 from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs
+
+CONFIDENCE = MoveParams().confidence
+LOCAL_SIZE = BendParams().size
+SUBJECT_SIZE = SubjectParams().size
 
 SIZE = 128
 
@@ -252,6 +238,9 @@ def test_subject_start_carries_the_subject_alone_and_holds_the_warp():
     assert flows[:, :, 100:, :20].abs().max() < 0.5  # the ground far from both balls stays where it is
     auto = starting_maps(a, b, "auto", 0.05, 84)  # no move, bending does not make the grounds agree
     assert torch.equal(auto.maps, start.maps) and auto.subject == start.subject
+    # The thresholds are parameters: asking for a closer match of the two shapes than any finds none.
+    strict = StartParams(subject=SubjectParams(overlap=1.01))
+    assert starting_maps(a, b, "subject", 0.05, 84, strict).subject is None
     # A ball that moved with its scene is carried by the move of the whole picture, turn and all, not alone.
     scene = ball((0.4, 0.4), 0.12, RED, SAND, seed=1)
     along = starting_maps(scene, scene.roll((10, 16), (2, 3)), "subject", 0.05, 84)
@@ -270,7 +259,7 @@ def test_a_subject_that_fades_into_its_ground_is_carried_wholly_only_at_its_core
     assert start.subject is not None
     small = [resize(image, SUBJECT_SIZE, SUBJECT_SIZE, antialias=True) for image in (a, b)]
     masks = [subject_mask(image) for image in small]
-    cores = [_subject_core(image, mask) for image, mask in zip(small, masks, strict=True)]
+    cores = [_subject_core(image, mask, SubjectParams()) for image, mask in zip(small, masks, strict=True)]
     for mask, core in zip(masks, cores, strict=True):
         assert core is not None and bool((core <= mask).all()) and 0.1 < core.sum() / mask.sum() < 0.7
     moon, glow = (resize(mask.float()[None, None], 84, 84)[0, 0] for mask in (cores[1], masks[1]))
@@ -280,7 +269,7 @@ def test_a_subject_that_fades_into_its_ground_is_carried_wholly_only_at_its_core
     assert 0.3 < float(start.free[0][rim].median()) < 0.8  # measured 0.59; held wholly up to the edge: 0
     # A ball has an edge: its distance from the ground has fallen to the ground's two pixels outside it.
     image = resize(ball((0.3, 0.3), 0.12, RED, SAND, seed=1), SUBJECT_SIZE, SUBJECT_SIZE, antialias=True)
-    assert _subject_core(image, subject_mask(image)) is None
+    assert _subject_core(image, subject_mask(image), SubjectParams()) is None
 
 
 def test_describes_a_subjects_move():
@@ -303,17 +292,16 @@ def test_local_agreement_counts_windows_by_contrast():
     assert weighted > plain + 0.1  # measured 0.67 against 0.51
 
 
-def test_coarse_levels_bend_only_where_a_zoom_or_move_does_not_do(monkeypatch):
+def test_coarse_levels_bend_only_where_a_zoom_or_move_does_not_do():
     # Between two unrelated textures anything the coarse levels match is chance; without the curving penalty
     # they bent the field to match blobs (as between two different faces, into a caricature of one another).
     a, b = texture(3), texture(4)
     penalised = curving(local_warp(a, b, None, levels=3), 16)
-    monkeypatch.setattr(align, "LOCAL_CURVE", 0.0)
-    free = curving(local_warp(a, b, None, levels=3), 16)
+    free = curving(local_warp(a, b, None, levels=3, params=BendParams(curve=0.0)), 16)
     assert penalised < 0.25 * free  # measured 8.0 against 105
 
 
-def test_fine_levels_bend_sharply_at_a_depth_edge_but_do_not_crumple(monkeypatch):
+def test_fine_levels_bend_sharply_at_a_depth_edge_but_do_not_crumple():
     # B: A's left half moved 8 px right (near), its right half where it was (far). The robust penalty lets
     # the field step there; the squared one, at the same weight, smooths the step over its neighbours.
     a = texture(5)
@@ -326,12 +314,10 @@ def test_fine_levels_bend_sharply_at_a_depth_edge_but_do_not_crumple(monkeypatch
         return (flow - truth).norm(dim=1)[0, 8:-8, 8:-8].mean().item()
 
     robust = error(local_warp(a, b, None))
-    monkeypatch.setattr(align, "_kinking", _curving)
-    squared = error(local_warp(a, b, None))
+    squared = error(local_warp(a, b, None, params=BendParams(fine_curving="squared")))
     assert robust < 0.8 * squared  # measured 0.18 against 0.29 px
-    monkeypatch.undo()
 
     # Between two unrelated textures, the penalty keeps the finished field from curving as much as it would.
     penalised = curving(local_warp(texture(3), texture(4), None), 48)
-    monkeypatch.setattr(align, "LOCAL_KINK", 0.0)
-    assert penalised < 0.8 * curving(local_warp(texture(3), texture(4), None), 48)  # measured 849 against 1363
+    unpenalised = local_warp(texture(3), texture(4), None, params=BendParams(kink=0.0))
+    assert penalised < 0.8 * curving(unpenalised, 48)  # measured 849 against 1363
