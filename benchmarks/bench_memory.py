@@ -14,7 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_morph import print_header, timed, write_pair
+from bench_morph import timed, write_pair
+from report import add_record_flag, print_header, recorded
 
 
 def main() -> None:
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--frames", type=int, nargs=2, default=[40, 200], metavar=("FEW", "MANY"))
     parser.add_argument("--device", default="cpu")
+    add_record_flag(parser)
     args = parser.parse_args()
 
     rows = []
@@ -41,13 +43,14 @@ def main() -> None:
             print(f"  done: {kind}", file=sys.stderr)
 
     few, many = args.frames
-    print_header(args.device)
-    print(f"pair: built-in demo pair at {args.size}×{args.size}; peak RSS of diffmorph render")
-    print()
-    print(f"| format | {few} frames MB | {many} frames MB | growth per frame MB |")
-    print("|---|---|---|---|")
-    for kind, (low, high) in rows:
-        print(f"| {kind} | {low:.0f} | {high:.0f} | {(high - low) / (many - few):.2f} |")
+    with recorded("Memory against frame count", args.record):
+        print_header(args.device)
+        print(f"pair: built-in demo pair at {args.size}×{args.size}; peak RSS of diffmorph render")
+        print()
+        print(f"| format | {few} frames MB | {many} frames MB | growth per frame MB |")
+        print("|---|---|---|---|")
+        for kind, (low, high) in rows:
+            print(f"| {kind} | {low:.0f} | {high:.0f} | {(high - low) / (many - few):.2f} |")
 
 
 if __name__ == "__main__":

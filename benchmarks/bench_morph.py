@@ -16,10 +16,8 @@ resized (``--images``). Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import diffmorph
 from diffmorph.demo import demo_pair
 from diffmorph.io.images import load_image
 from diffmorph.optimize import FitParams
+from report import add_record_flag, print_header, recorded
 
 # The method's original schedule: 1000 steps of Adam at a constant 2e-4, no clipping, on a 1024 x 1024
 # working size, float32, the network's maps as they are.
@@ -73,9 +71,9 @@ def morph_case(label: str, width: int, height: int, flags: list[str], args: argp
         wall, peak = timed(command)
         summary = json.loads((folder / "out" / "config.json").read_text())
     return {"case": label, "size": f"{width}×{height}", "wall": wall, "peak": peak,
-            "fit": summary["fit"]["seconds"], "steps": fit_steps(summary["config"]),
+            "fit": summary["fit"][0]["seconds"], "steps": fit_steps(summary["config"]),
             "frames_s": summary["seconds"]["render_and_encode"],
-            **summary["fidelity_db"]}
+            **summary["fidelity_db"][0]}
 
 
 def fit_steps(config: dict) -> str:
@@ -101,28 +99,7 @@ def render_case(args: argparse.Namespace) -> dict:
         summary = json.loads((folder / "out" / "config.json").read_text())
     return {"case": "render only", "size": f"{width}×{height}", "wall": wall, "peak": peak, "fit": None,
             "steps": fit_steps(summary["config"]), "frames_s": summary["seconds"]["render_and_encode"],
-            **summary["fidelity_db"]}
-
-
-def print_header(device: str) -> None:
-    """The lines every benchmark table starts with: the machine, the date and the command that made it."""
-    print(f"machine: {machine(device)}")
-    print(f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"command: python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}".rstrip())
-
-
-def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    import torch
-
-    gpu = f", {torch.cuda.get_device_name()}" if device.startswith("cuda") else ""
-    return (f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"diffmorph {diffmorph.__version__}")
+            **summary["fidelity_db"][0]}
 
 
 def main() -> None:
@@ -138,6 +115,7 @@ def main() -> None:
                         help="also run each size with --refine 0 (the network's maps as they are), to time "
                              "the refinement")
     parser.add_argument("--no-4k", dest="render_4k", action="store_false", help="skip the 3840 x 2160 render")
+    add_record_flag(parser)
     args = parser.parse_args()
 
     rows = []
@@ -155,6 +133,11 @@ def main() -> None:
         rows.append(render_case(args))
         print("  done: render 4K", file=sys.stderr)
 
+    with recorded("Whole morphs: time, memory, fidelity", args.record):
+        table(rows, args)
+
+
+def table(rows: list[dict], args: argparse.Namespace) -> None:
     print_header(args.device)
     print(f"pair: {' and '.join(args.images) if args.images else 'built-in demo pair'}; device {args.device}; "
           f"{args.frames} frames to H.264 MP4")

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 import diffmorph
-from bench_morph import print_header
+from diffmorph.evaluate import fidelity as fidelity_of
+from diffmorph.io.flow import forward_flows
+from report import add_record_flag, print_header, recorded
 
 STARTS = {"none": "none (original)", "global": "global", "local": "local", "auto": "auto (default)"}
 
@@ -66,27 +68,32 @@ def main() -> None:
     parser.add_argument("--pair", nargs=3, type=Path, metavar=("LEFT", "RIGHT", "DISPARITY"),
                         help="your own rectified pair and the left image's disparity in pixels")
     parser.add_argument("--device", default="cpu")
+    add_record_flag(parser)
     args = parser.parse_args()
     left, right, disparity_file = args.pair or bundled_pair()
     disparity = load_disparity(disparity_file)
 
-    print_header(args.device)
-    known = disparity[np.isfinite(disparity)]
-    print(f"pair: {left.name} -> {right.name}, disparity {known.min():.0f}-{known.max():.0f} px, known at "
-          f"{100 * known.size / disparity.size:.0f} % of the pixels\n")
-    print("| start | bent | fit s | end-point error mean px | median px | above 3 px | fidelity A→B / B→A dB |")
-    print("|---|---|---|---|---|---|---|")
-    for align, label in STARTS.items():
-        result = diffmorph.morph(left, right, align=align, device=args.device)
-        renderer = result.renderer()
-        if renderer.a.shape[-2:] != disparity.shape:
-            sys.exit(f"the disparity is {disparity.shape[1]} x {disparity.shape[0]}, the images "
-                     f"{renderer.a.shape[-1]} x {renderer.a.shape[-2]}: give the left image's disparity")
-        errors = end_point_errors(renderer.forward_flows()["a_to_b"], disparity)
-        fidelity = renderer.fidelity()
-        print(f"| {label} | {'yes' if result.bent else 'no'} | {result.fit_seconds:.1f} | {errors.mean():.2f} | "
-              f"{np.median(errors):.2f} | {100 * (errors > 3).mean():.1f} % | "
-              f"{fidelity['a_to_b_psnr']:.2f} / {fidelity['b_to_a_psnr']:.2f} |", flush=True)
+    with recorded("Correspondence against a stereo pair's true disparity", args.record):
+        print_header(args.device)
+        known = disparity[np.isfinite(disparity)]
+        print(f"pair: {left.name} -> {right.name}, disparity {known.min():.0f}-{known.max():.0f} px, known at "
+              f"{100 * known.size / disparity.size:.0f} % of the pixels\n")
+        print("| start | bent | fit s | end-point error mean px | median px | above 3 px | fidelity A→B / B→A dB |")
+        print("|---|---|---|---|---|---|---|")
+        for align, label in STARTS.items():
+            result = diffmorph.morph([left, right], align=align, device=args.device)
+            renderer = result.renderer()
+            if renderer.a.shape[-2:] != disparity.shape:
+                sys.exit(f"the disparity is {disparity.shape[1]} x {disparity.shape[0]}, the images "
+                         f"{renderer.a.shape[-1]} x {renderer.a.shape[-2]}: give the left image's disparity")
+            segment = result.segments[0]
+            height, width = disparity.shape
+            errors = end_point_errors(forward_flows(segment.maps, result.config.warp_scale, height, width)["a_to_b"],
+                                      disparity)
+            fidelity = fidelity_of(renderer)
+            print(f"| {label} | {'yes' if segment.bent else 'no'} | {segment.fit_seconds:.1f} | {errors.mean():.2f} | "
+                  f"{np.median(errors):.2f} | {100 * (errors > 3).mean():.1f} % | "
+                  f"{fidelity['a_to_b_psnr']:.2f} / {fidelity['b_to_a_psnr']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench_morph import print_header
 from diffmorph.demo import demo_pair
 from diffmorph.evaluate import EvalReport, evaluate
 from diffmorph.io.pictures import contact_sheet
 from diffmorph.ops import warp
+from report import add_record_flag, print_header, recorded
 
 SHEET_TIMES = (0.25, 0.5, 0.75)
 SHEET_METHODS = ("classic", "default")  # the refined classic frames look like the classic ones
@@ -152,6 +152,7 @@ def parse_arguments(doc: str, sheet_help: str, photos_help: str | None = None) -
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--sheet", type=Path, help=sheet_help)
     parser.add_argument("--device", default="cpu")
+    add_record_flag(parser)
     return parser.parse_args()
 
 
@@ -209,17 +210,18 @@ def main() -> None:
                               for t, p in zip(SHEET_TIMES, picked, strict=True)])
             print(f"  done: {name}", file=sys.stderr)
 
-    print_header(args.device)
-    print(f"{args.frames} frames as PNG; " + "; ".join(f"{mode}: {' '.join(options) or 'no options'}"
-                                                  for mode, options in METHODS.items()))
-    print()
-    print("| pair | method | endpoint error A / B | mid-frame detail | pacing CV | largest / median step "
-          "| fidelity A→B / B→A dB |")
-    print("|---|---|---|---|---|---|---|")
-    for name, mode, r in rows:
-        print(f"| {name} | {mode} | {r.endpoint_error_first:.2f} / {r.endpoint_error_last:.2f} | "
-              f"{r.mid_frame_detail:.3f} | {r.pacing_cv:.3f} | {r.pacing_max_over_median:.2f} | "
-              f"{r.fidelity_a_to_b_db:.2f} / {r.fidelity_b_to_a_db:.2f} |")
+    with recorded("The original method against the defaults", args.record):
+        print_header(args.device)
+        print(f"{args.frames} frames as PNG; " + "; ".join(f"{mode}: {' '.join(options) or 'no options'}"
+                                                      for mode, options in METHODS.items()))
+        print()
+        print("| pair | method | endpoint error A / B | mid-frame detail | pacing CV | largest / median step "
+              "| fidelity A→B / B→A dB |")
+        print("|---|---|---|---|---|---|---|")
+        for name, mode, r in rows:
+            print(f"| {name} | {mode} | {r.endpoint_error_first:.2f} / {r.endpoint_error_last:.2f} | "
+                  f"{r.mid_frame_detail:.3f} | {r.pacing_cv:.3f} | {r.pacing_max_over_median:.2f} | "
+                  f"{r.fidelity_a_to_b_db:.2f} / {r.fidelity_b_to_a_db:.2f} |")
     if args.sheet:
         save_sheet(tiles, args.sheet, tile_width=300)
 

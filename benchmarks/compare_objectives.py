@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench_morph import print_header
 from compare_modes import (
     WARM,
     bend,
@@ -49,11 +48,12 @@ from compare_modes import (
     save_sheet,
     textured_pair,
 )
-from diffmorph.api import MorphResult
 from diffmorph.demo import demo_pair
 from diffmorph.model import MAP_SIZE
 from diffmorph.ops import gaussian_blur, luma
+from diffmorph.pipeline import MorphResult
 from diffmorph.start import starting_maps
+from report import print_header, recorded
 
 FITS = {"none, classic": ["--align", "none", "--objective", "classic"],  # label "start, objective": options
         "global, classic": ["--align", "global", "--objective", "classic"],
@@ -66,7 +66,7 @@ def auto_start(maps_file: Path) -> str:
     """Which start the default ``--align auto`` takes for the pair of a maps file: "global", "local" or
     "subject"."""
     result = MorphResult.load(maps_file)
-    start = starting_maps(result.image_a, result.image_b, "auto", result.config.warp_scale, MAP_SIZE)
+    start = starting_maps(*result.images, "auto", result.config.warp_scale, MAP_SIZE)
     return "local" if start.bent else "subject" if start.subject else "global"
 
 
@@ -74,7 +74,7 @@ def halfway_alignment(maps_file: Path) -> float:
     """Correlation of A's and B's structure after each is moved halfway as the frames move it (1: no double
     images)."""
     result = MorphResult.load(maps_file)
-    height, width = result.image_a.shape[-2:]
+    height, width = result.images[0].shape[-2:]
     grey = luma(result.renderer().layers(0.5))  # (2, 1, H, W)
     scale = max(height, width) / 512
     band = gaussian_blur(grey, 3 * scale) - gaussian_blur(grey, 24 * scale)
@@ -150,18 +150,20 @@ def main() -> None:
             starts.append(f"{name} {auto_start(folder / f'{name}_0' / 'maps.safetensors')}")
             print(f"  done: {name}", file=sys.stderr)
 
-    print_header(args.device)
-    print(f"{args.frames} frames as PNG; default settings (sharp mode, even pacing) but for the start and objective")
-    print()
-    print("| pair | start, objective | halfway alignment | fidelity A→B / B→A dB | mid-frame detail | pacing CV "
-          "| largest / median step | endpoint error A / B |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, fit, r, alignment in rows:
-        print(f"| {name} | {fit} | {alignment:.3f} | {r.fidelity_a_to_b_db:.2f} / {r.fidelity_b_to_a_db:.2f} | "
-              f"{r.mid_frame_detail:.3f} | {r.pacing_cv:.3f} | {r.pacing_max_over_median:.2f} | "
-              f"{r.endpoint_error_first:.2f} / {r.endpoint_error_last:.2f} |")
-    print()
-    print(f"The default (--align auto) starts as: {', '.join(starts)}.")
+    with recorded("Starts and objectives: halfway alignment and quality", args.record):
+        print_header(args.device)
+        print(f"{args.frames} frames as PNG; default settings (sharp mode, even pacing) but for the start and "
+              f"objective")
+        print()
+        print("| pair | start, objective | halfway alignment | fidelity A→B / B→A dB | mid-frame detail | pacing CV "
+              "| largest / median step | endpoint error A / B |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, fit, r, alignment in rows:
+            print(f"| {name} | {fit} | {alignment:.3f} | {r.fidelity_a_to_b_db:.2f} / {r.fidelity_b_to_a_db:.2f} | "
+                  f"{r.mid_frame_detail:.3f} | {r.pacing_cv:.3f} | {r.pacing_max_over_median:.2f} | "
+                  f"{r.endpoint_error_first:.2f} / {r.endpoint_error_last:.2f} |")
+        print()
+        print(f"The default (--align auto) starts as: {', '.join(starts)}.")
     if args.sheet:
         save_sheet(tiles, args.sheet, tile_width=300)
 

@@ -47,3 +47,17 @@ def ball(centre: tuple[float, float], radius: float, colour: tuple[float, float,
 
 
 RED, YELLOW, SAND, MOSS = (0.7, -0.6, -0.7), (0.8, 0.6, -0.7), (0.3, 0.1, -0.2), (-0.6, -0.2, -0.7)
+
+
+def pair_result(a: torch.Tensor, b: torch.Tensor, config, maps: torch.Tensor | None = None):
+    """A one-segment :class:`~diffmorph.pipeline.MorphResult` of ``(1, 3, H, W)`` images: fitted on the CPU, or
+    with the given ``(16, h, w)`` maps."""
+    from diffmorph.optimize import fit_maps
+    from diffmorph.pipeline import MorphResult, Segment
+
+    if maps is not None:
+        return MorphResult(images=[a, b], segments=[Segment(maps=maps, losses=[0.1])], config=config)
+    fit = fit_maps(a, b, config.validate(), torch.device("cpu"))
+    segment = Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds, alignment=fit.alignment,
+                      bent=fit.bent, subject=fit.subject)
+    return MorphResult(images=[a, b], segments=[segment], config=config)

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from diffmorph.api import load_maps
 from diffmorph.cli import main
+from diffmorph.pipeline import load_maps
 from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs
 
 FAST = ["--steps", "3", "--refine", "2", "--size", "32", "--frames", "4", "--device", "cpu"]
@@ -45,6 +45,23 @@ def test_help_lists_every_method_flag(capsys):
     for flag in ("--steps", "--refine", "--lr", "--size", "--warp-scale", "--mult-scale", "--add-scale", "--add-first",
                  "--frames", "--fps", "--seed", "--device", "--mode", "--format", "--quiet", "--fit"):
         assert flag in out
+
+
+def test_help_groups_the_options(capsys):
+    _, out, _ = run(["morph", "--help"], capsys)
+    headings = [line for line in out.splitlines() if line.endswith("options:")]
+    assert headings == ["options:", "input and output options:", "fit options:", "start options:",
+                        "frames and timing options:", "encoding options:", "expert options:"]
+    groups = out.split("\n\n")
+    start = next(group for group in groups if group.startswith("start options:"))
+    assert "--align" in start and "--steps" not in start
+
+
+def test_readme_options_table_is_the_cli_s(capsys):
+    from diffmorph.cli import options_markdown
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert options_markdown() in readme, "run: python scripts/options_table.py"
 
 
 def test_console_script_and_module_entry_points():
@@ -179,10 +196,10 @@ def test_corrupt_and_incompatible_maps_files(tmp_path, capsys):
 
     future = tmp_path / "future.safetensors"
     save_file({"maps": __import__("torch").zeros(1)}, str(future),
-              metadata={"format": "diffmorph.maps", "format_version": "2", "diffmorph_version": "2.0"})
+              metadata={"format": "diffmorph.maps", "format_version": "3", "diffmorph_version": "3.0"})
     code, _, err = run(["render", future, "-o", out], capsys)
     assert_clean_failure(code, err, out)
-    assert "format version 2" in err
+    assert "format version 3" in err and "upgrade diffmorph" in err
 
     code, _, err = run(["render", tmp_path / "missing.safetensors", "-o", out], capsys)
     assert_clean_failure(code, err, out)
@@ -280,7 +297,7 @@ def test_objective_reaches_the_fit_and_is_recorded(image_files, tmp_path, capsys
                             "--format", "frames", "-q"], capsys)  # 3 steps at the peak rate spike back to the start
         assert code == 0, err
         assert json.loads((out / "config.json").read_text())["config"]["objective"] == objective
-        maps[objective] = load_maps(out / "maps.safetensors").maps
+        maps[objective] = load_maps(out / "maps.safetensors").segments[0].maps
     assert not torch.equal(maps["classic"], maps["coarse-to-fine"])  # same seed and steps: only the loss differs
     code, _, err = run(["morph", *image_files, "-o", tmp_path / "bad", *FAST, "--objective", "fine"], capsys)
     assert code == 2 and "invalid choice" in err
@@ -301,7 +318,7 @@ def test_align_reaches_the_fit_is_reported_and_recorded(tmp_path, capsys):
         assert ("aligned: B is A moved 16 % right and 8 % down" in err) == (align != "none")
         assert ("then bent region by region" in err) == (align == "local")  # auto: the move explains the pair
         assert json.loads((out / "config.json").read_text())["config"]["align"] == align
-        maps[align] = load_maps(out / "maps.safetensors").maps
+        maps[align] = load_maps(out / "maps.safetensors").segments[0].maps
     flow_dx = maps["global"][7].mean() * 0.05 * 64  # A->B, pixels: the fit started from the move
     assert abs(flow_dx - 10) < 2 and abs(maps["none"][7].mean() * 0.05 * 64) < 2
     assert torch.equal(maps["auto"], maps["global"])

@@ -91,7 +91,7 @@ def test_fidelity_from_a_maps_file_and_cli_json(tmp_path, capsys):
     rng = np.random.default_rng(7)
     a = (np.clip(rng.normal(0.5, 0.2, (32, 40, 3)), 0, 1) * 255).astype(np.uint8)
     b = np.roll(a, 3, axis=1)
-    result = diffmorph.morph(a, b, steps=5, size=32, device="cpu", frames=6)
+    result = diffmorph.morph([a, b], steps=5, size=32, device="cpu", frames=6)
     diffmorph.export(result, tmp_path / "out", formats=["frames"])
     pa, pb = save(tmp_path / "a.png", a), save(tmp_path / "b.png", b)
     report = evaluate(tmp_path / "out" / "frames", pa, pb, maps_file=tmp_path / "out" / "maps.safetensors")

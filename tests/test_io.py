@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from diffmorph.api import MorphResult
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError, InputImageError, MapsFileError, OutputError
 from diffmorph.io.images import fit_to_frame, from_uint16, load_image, parse_colour, to_tensor, to_uint16
 from diffmorph.io.outputs import OutputFolder, check_output_folder
 from diffmorph.io.writers import GifWriter, Mp4Writer, PngFramesWriter, WebpWriter, clip_palette, even_size
+from diffmorph.pipeline import MorphResult, Segment, render
 from synthetic import blobs
 
 
@@ -281,30 +281,47 @@ class TestOutputFolder:
             check_output_folder(tmp_path, ["morph.mp4"])
 
 
-def small_result(height: int = 12, width: int = 10) -> MorphResult:
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def small_result(height: int = 12, width: int = 10, images: int = 2, loop: bool = False) -> MorphResult:
     generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, height, width, generator=generator) * 2 - 1
-    image_a, image_b = from_uint16(to_uint16(image)), from_uint16(to_uint16(-image))
-    return MorphResult(maps=torch.randn(16, 84, 84, generator=generator) * 0.1, image_a=image_a, image_b=image_b,
-                       config=MorphConfig(steps=3), losses=[0.3, 0.2, 0.1])
+    pictures = [from_uint16(to_uint16(torch.rand(1, 3, height, width, generator=generator) * 2 - 1))
+                for _ in range(images)]
+    segments = [Segment(maps=torch.randn(16, 84, 84, generator=generator) * 0.1, losses=[0.3, 0.2, 0.1],
+                        fit_seconds=1.5) for _ in range(images - 1 + loop)]
+    return MorphResult(images=pictures, segments=segments, config=MorphConfig(steps=3), loop=loop,
+                       source_sizes=[(width, height), (2 * width, height)] + [(width, height)] * (images - 2))
 
 
 class TestMapsFile:
-    def test_round_trip(self, tmp_path):
-        result = small_result()
+    @pytest.mark.parametrize(("images", "loop"), [(2, False), (3, True)])
+    def test_round_trip(self, tmp_path, images, loop):
+        result = small_result(images=images, loop=loop)
         result.save(tmp_path / "m.safetensors")
         loaded = MorphResult.load(tmp_path / "m.safetensors")
-        assert torch.equal(loaded.maps, result.maps)
-        assert torch.equal(loaded.image_a, result.image_a) and torch.equal(loaded.image_b, result.image_b)
-        assert loaded.config == result.config
-        assert loaded.losses == pytest.approx(result.losses)
+        assert len(loaded.segments) == len(result.segments) and loaded.loop == loop
+        for mine, theirs in zip(loaded.segments, result.segments, strict=True):
+            assert torch.equal(mine.maps, theirs.maps)
+            assert mine.losses == pytest.approx(theirs.losses) and mine.fit_seconds == theirs.fit_seconds
+        assert all(torch.equal(x, y) for x, y in zip(loaded.images, result.images, strict=True))
+        assert loaded.config == result.config and loaded.source_sizes == result.source_sizes
+
+    @pytest.mark.parametrize("name", ["pair_v1", "chain_v1"])
+    def test_files_of_format_version_1_load_and_render_the_same(self, name):
+        # Written by the diffmorph before pairs and chains shared one layout, with the frames it rendered.
+        result = MorphResult.load(FIXTURES / f"{name}.safetensors")
+        expected = np.load(FIXTURES / f"{name}_frames.npy")
+        assert len(result.segments) == (1 if name == "pair_v1" else 3) and result.loop == (name == "chain_v1")
+        frames = np.stack(list(render(result, frames=4 if name == "pair_v1" else None)))
+        assert np.array_equal(frames, expected)
 
     def test_no_pickle_and_readable_metadata(self, tmp_path):
         small_result().save(tmp_path / "m.safetensors")
         data = (tmp_path / "m.safetensors").read_bytes()
         header = json.loads(data[8:8 + struct.unpack("<Q", data[:8])[0]])
         meta = header["__metadata__"]
-        assert meta["format"] == "diffmorph.maps" and meta["format_version"] == "1"
+        assert meta["format"] == "diffmorph.maps" and meta["format_version"] == "2"
         assert json.loads(meta["config"])["steps"] == 3
         assert json.loads(meta["sizes"])["frame"] == [10, 12]
 
@@ -324,7 +341,7 @@ class TestMapsFile:
             MorphResult.load(tmp_path / "other.safetensors")
         save_file({"x": torch.zeros(2)}, str(tmp_path / "v9.safetensors"),
                   metadata={"format": "diffmorph.maps", "format_version": "9", "diffmorph_version": "9.0"})
-        with pytest.raises(MapsFileError, match="format version 9"):
+        with pytest.raises(MapsFileError, match=r"format version 9.*upgrade diffmorph"):
             MorphResult.load(tmp_path / "v9.safetensors")
 
     def test_missing_file(self, tmp_path):

@@ -5,23 +5,23 @@ import numpy as np
 import pytest
 import torch
 
-from diffmorph.api import MorphResult, fit_pair, render
 from diffmorph.config import MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.errors import ConfigError
 from diffmorph.evaluate import laplacian_energy, pacing, rmse
 from diffmorph.io.images import to_tensor
 from diffmorph.ops import MapScales, warp
-from diffmorph.renderer import Renderer, frame_times, to_uint8
-from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs
+from diffmorph.pipeline import MorphResult, render
+from diffmorph.render import Renderer, frame_times, to_uint8
+from synthetic import MOSS, RED, SAND, YELLOW, ball, blobs, pair_result
 
 
 def result_for(height: int, width: int) -> MorphResult:
     generator = torch.Generator().manual_seed(0)
     a = to_tensor(blobs(height, width, seed=1) / 255.0)
     b = to_tensor(blobs(height, width, seed=2) / 255.0)
-    return MorphResult(maps=torch.randn(16, 84, 84, generator=generator) * 0.3, image_a=a, image_b=b,
-                       config=MorphConfig(frames=7, device="cpu"), losses=[0.1])
+    maps = torch.randn(16, 84, 84, generator=generator) * 0.3
+    return pair_result(a, b, MorphConfig(frames=7, device="cpu"), maps=maps)
 
 
 def test_frame_times():
@@ -39,8 +39,8 @@ def test_frames_keep_the_native_size_and_exact_endpoints(height, width, mode):
     frames = list(render(result))
     assert len(frames) == 7
     assert all(f.shape == (height, width, 3) and f.dtype == np.uint8 for f in frames)
-    assert np.array_equal(frames[0], to_uint8(result.image_a))
-    assert np.array_equal(frames[-1], to_uint8(result.image_b))
+    assert np.array_equal(frames[0], to_uint8(result.images[0]))
+    assert np.array_equal(frames[-1], to_uint8(result.images[1]))
     middle = frames[3].astype(int)
     assert np.abs(middle - frames[0]).mean() > 1 and np.abs(middle - frames[-1]).mean() > 1
 
@@ -62,43 +62,44 @@ def test_rendering_from_a_maps_file_is_bit_identical(tmp_path):
 def test_neutral_maps_render_a_cross_dissolve_in_classic_mode():
     result = result_for(16, 16)
     result.config = MorphConfig(frames=3, device="cpu", mode="classic")
-    result.maps = torch.zeros(16, 84, 84)
+    result.segments[0].maps = torch.zeros(16, 84, 84)
     middle = list(render(result, frames=3))[1].astype(float)
-    expected = (to_uint8(result.image_a).astype(float) + to_uint8(result.image_b)) / 2
+    expected = (to_uint8(result.images[0]).astype(float) + to_uint8(result.images[1])) / 2
     assert np.abs(middle - expected).max() <= 1.0
 
 
 @pytest.mark.parametrize("add_first", [False, True])
 def test_renderer_matches_the_reference_formula(add_first):
     from diffmorph.ops import MapScales, blend_frame, resize
-    from diffmorph.renderer import Renderer
+    from diffmorph.render import Renderer
 
     result = result_for(30, 22)
     scales = MapScales(add_first=add_first)
-    renderer = Renderer(result.maps, result.image_a, result.image_b, scales, torch.device("cpu"), mode="classic",
+    renderer = Renderer(result.segments[0].maps, *result.images, scales, torch.device("cpu"), mode="classic",
                         pacing="linear")
-    full = resize(result.maps.unsqueeze(0), 30, 22)
+    full = resize(result.segments[0].maps.unsqueeze(0), 30, 22)
     for t in (0.0, 0.3, 1.0):
-        expected = blend_frame(result.image_a, result.image_b, full[:, :8], full[:, 8:], t, scales)
+        expected = blend_frame(*result.images, full[:, :8], full[:, 8:], t, scales)
         torch.testing.assert_close(renderer.frame(t), expected, atol=1e-5, rtol=0)
 
 
 def test_fully_applied_maps_match_apply_maps():
     from diffmorph.ops import MapScales, apply_maps, resize
-    from diffmorph.renderer import Renderer
+    from diffmorph.render import Renderer
 
     result = result_for(18, 26)
-    renderer = Renderer(result.maps, result.image_a, result.image_b, MapScales(), torch.device("cpu"))
-    full = resize(result.maps.unsqueeze(0), 18, 26)
-    expected_ab = apply_maps(result.image_a, full[:, :8], MapScales()).clamp(-1, 1)
-    expected_ba = apply_maps(result.image_b, full[:, 8:], MapScales()).clamp(-1, 1)
-    torch.testing.assert_close(renderer.a_to_b(), expected_ab, atol=1e-5, rtol=0)
-    torch.testing.assert_close(renderer.b_to_a(), expected_ba, atol=1e-5, rtol=0)
+    renderer = Renderer(result.segments[0].maps, *result.images, MapScales(), torch.device("cpu"))
+    full = resize(result.segments[0].maps.unsqueeze(0), 18, 26)
+    expected_ab = apply_maps(result.images[0], full[:, :8], MapScales()).clamp(-1, 1)
+    expected_ba = apply_maps(result.images[1], full[:, 8:], MapScales()).clamp(-1, 1)
+    mapped = renderer.fully_mapped()
+    torch.testing.assert_close(mapped[0:1], expected_ab, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mapped[1:2], expected_ba, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("curve", ["linear", "in", "out", "in-out"])
 def test_easing_keeps_the_endpoints_and_is_monotonic(curve):
-    from diffmorph.renderer import ease
+    from diffmorph.render import ease
 
     values = [ease(t, curve) for t in frame_times(21)]
     assert values[0] == 0.0 and values[-1] == 1.0
@@ -106,12 +107,13 @@ def test_easing_keeps_the_endpoints_and_is_monotonic(curve):
 
 
 def test_timeline_holds_and_eases():
-    from diffmorph.renderer import timeline
+    from diffmorph.render import timeline
 
-    times = timeline(5, fps=10, curve="in", hold=0.25)  # round(2.5) = 2 held frames at each end
-    assert times == [0.0, 0.0, 0.0, 0.0625, 0.25, 0.5625, 1.0, 1.0, 1.0]
+    times = timeline([5], fps=10, curve="in", hold=0.25)  # round(2.5) = 2 held frames at each end
+    assert [t for _, t in times] == [0.0, 0.0, 0.0, 0.0625, 0.25, 0.5625, 1.0, 1.0, 1.0]
+    assert {segment for segment, _ in times} == {0}
     with pytest.raises(ValueError, match="unknown ease"):
-        timeline(5, fps=10, curve="bounce")
+        timeline([5], fps=10, curve="bounce")
 
 
 def test_render_follows_the_configured_ease_and_hold():
@@ -122,7 +124,8 @@ def test_render_follows_the_configured_ease_and_hold():
     frames = list(render(result, frames=5))
     assert len(frames) == 5 + 2 * 2
     assert np.array_equal(frames[0], frames[2]) and np.array_equal(frames[-1], frames[-3])
-    assert np.array_equal(frames[2], to_uint8(result.image_a)) and np.array_equal(frames[-1], to_uint8(result.image_b))
+    assert np.array_equal(frames[2], to_uint8(result.images[0]))
+    assert np.array_equal(frames[-1], to_uint8(result.images[1]))
 
 
 def textured_motion_pair(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +141,7 @@ def textured_motion_pair(size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def fitted_motion() -> MorphResult:
     a, b = textured_motion_pair()
-    return fit_pair(a, b, MorphConfig(size=32, steps=60, frames=21, device="cpu").validate())
+    return pair_result(a, b, MorphConfig(size=32, steps=60, frames=21, device="cpu").validate())
 
 
 def frame_metrics(frames: list[np.ndarray]) -> tuple[float, float, float]:
@@ -156,8 +159,8 @@ def test_sharp_mode_beats_classic_on_a_pair_with_real_motion(fitted_motion):
     assert sharp_detail >= 0.5 and sharp_detail > classic_detail + 0.2
     assert sharp_cv <= 0.1 and sharp_cv < classic_cv and sharp_ratio <= 1.5
     for frames in (classic, sharp):
-        assert np.array_equal(frames[0], to_uint8(fitted_motion.image_a))
-        assert np.array_equal(frames[-1], to_uint8(fitted_motion.image_b))
+        assert np.array_equal(frames[0], to_uint8(fitted_motion.images[0]))
+        assert np.array_equal(frames[-1], to_uint8(fitted_motion.images[1]))
 
 
 def test_even_pacing_retimes_without_moving_the_endpoints():
@@ -165,7 +168,7 @@ def test_even_pacing_retimes_without_moving_the_endpoints():
     # (CV about 0.17), so re-timing has work to do.
     a, b = textured_motion_pair()
     config = MorphConfig(size=32, steps=60, refine=0, frames=21, align="none", device="cpu")
-    original = fit_pair(a, b, config.validate())
+    original = pair_result(a, b, config.validate())
     even, linear = (replace(original, config=replace(original.config, mode="classic", pacing=pacing))
                     for pacing in ("even", "linear"))
     renderer = even.renderer()
@@ -183,8 +186,8 @@ def test_even_pacing_measures_the_frames_it_is_given():
     # grows less than the time between them, so a pace measured on the 64 small frames alone leaves the
     # frames less even (CV about 0.1 here); measured again at the 41 frames' own times, about 0.04.
     a, b = (torch.from_numpy(image).permute(2, 0, 1)[None].float() * 2 - 1 for image in demo_pair(240, 180))
-    result = fit_pair(a, b, MorphConfig(size=64, steps=120, frames=41, device="cpu").validate())
-    assert result.subject is not None
+    result = pair_result(a, b, MorphConfig(size=64, steps=120, frames=41, device="cpu").validate())
+    assert result.segments[0].subject is not None
 
     def cv(renderer: Renderer) -> float:
         frames = [to_uint8(renderer.frame(t)) for t in frame_times(41)]
@@ -199,8 +202,7 @@ def test_even_pacing_measures_the_frames_it_is_given():
 
 def test_sharp_mode_of_an_unchanged_image_is_the_image():
     image = to_tensor(blobs(20, 30, seed=4) / 255.0)
-    result = MorphResult(maps=torch.zeros(16, 84, 84), image_a=image, image_b=image.clone(),
-                         config=MorphConfig(frames=5, device="cpu"))
+    result = pair_result(image, image.clone(), MorphConfig(frames=5, device="cpu"), maps=torch.zeros(16, 84, 84))
     for frame in render(result):
         assert np.abs(frame.astype(int) - to_uint8(image)).max() <= 1
 
@@ -257,7 +259,7 @@ def test_a_subject_rolled_far_over_other_ground_is_carried_once():
     shown = {}
     for align in ("auto", "global"):
         config = MorphConfig(size=32, steps=30, precision="fp32", align=align, device="cpu", pacing="linear")
-        layers = fit_pair(a, b, config).renderer().layers(0.5)
+        layers = pair_result(a, b, config).renderer().layers(0.5)
         red, yellow = layers[0, 0] - layers[0, 1], layers[1, 0]  # the red ball's R - G in A's layer; R in B's
         shown[align] = [float(red[start]), float(red[middle]), float(yellow[middle]), float(yellow[end])]
     # Measured: red 0.60 where it was (the ground there is filled in from around, the ball beside it too) and

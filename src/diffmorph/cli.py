@@ -1,4 +1,8 @@
-"""The ``diffmorph`` command: parse flags, build the config, call the library, report in one line each."""
+"""The ``diffmorph`` command: parse flags, build the config, call the library, report in one line each.
+
+Every config option's flag, help, default, choices and group come from :class:`~diffmorph.config.MorphConfig`'s
+field metadata; the few options that are not config fields (:data:`CLI_OPTIONS`) are described here once.
+"""
 
 from __future__ import annotations
 
@@ -10,77 +14,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-import torch
-from tqdm import tqdm
-
 from diffmorph._version import __version__
-from diffmorph.api import MorphResult, fit_pair, prepare_pair, resolve_device
-from diffmorph.config import CHOICES, FITS, RENDER_SETTINGS, MorphConfig
-from diffmorph.demo import demo_pair
+from diffmorph.config import GROUPS, RENDER_SETTINGS, MorphConfig, flag, shown_default
 from diffmorph.errors import ConfigError, DiffmorphError
-from diffmorph.evaluate import GOOD_VALUES, evaluate
-from diffmorph.export import (
-    DEFAULT_FORMATS,
-    EXPORT_FORMATS,
-    ExportReport,
-    check_formats,
-    export,
-    output_names,
-    render_config,
-)
-from diffmorph.io.images import DEFAULT_MAX_PIXELS, ImageSource
-from diffmorph.io.outputs import check_output_folder
-from diffmorph.optimize import FitParams
-from diffmorph.renderer import timeline
-from diffmorph.sequence import (
-    SequenceResult,
-    export_sequence,
-    is_sequence_file,
-    morph_sequence,
-    sequence_output_names,
-    sequence_timeline,
-)
-from diffmorph.start import describe as describe_start
+from diffmorph.io.images import DEFAULT_MAX_PIXELS
 
 _DEFAULTS = MorphConfig()
-_HELP = {
-    "mode": "how frames are made: sharp (fine detail kept at full contrast) or classic (the original)",
-    "pacing": "timing of the maps: even (equal change per frame), linear (the original) or auto "
-              "(even for sharp, linear for classic)",
-    "objective": "what the fit minimises: classic (the original) or coarse-to-fine (blurred images and colour "
-                 "held back at first, so the warp may carry what moved far; try it when a morph shows content twice)",
-    "align": "where the warp starts: global (from the move of the whole picture, where B clearly shows A's "
-             "content moved, zoomed or turned), local (that move, then bent region by region, for a "
-             "subject that changes shape, such as two faces; it can tear a subject that moved far), "
-             "subject (one compact subject that stands out of a plain ground in both images, such as a ball or "
-             "the sun, carried from its place in A to its place in B, larger or smaller, while the ground "
-             "crossfades), auto (the move, bent where bending makes the two pictures' structure agree well "
-             "enough, as it often does for two faces; else the subject's move where both images have one) or "
-             "none (no warp, as the original)",
-    "size": "working resolution of the fit (square); outputs keep the images' own size",
-    "steps": "gradient steps of the fit",
-    "refine": "steps refining the fitted maps themselves at twice the working size; 0 keeps the network's "
-              "maps, as the original",
-    "schedule": "learning-rate schedule: onecycle (warm up, then anneal) or constant (the original)",
-    "lr": "Adam learning rate, the peak for onecycle (default: 6e-3 for onecycle, 2e-4 for constant)",
-    "grad_clip": "largest gradient norm per step; 0 disables clipping, as in the original",
-    "precision": "network arithmetic: auto (bf16 where the hardware has it), fp32 (the original) or bf16",
-    "warp_scale": "warp displacement at map value 1, as a fraction of the image size",
-    "mult_scale": "strength of the colour-factor map",
-    "add_scale": "strength of the colour-offset map",
-    "frames": "frames from A to B, both included",
-    "durations": "seconds of each segment (one per segment; instead of --frames)",
-    "fps": "frames per second of the animations",
-    "ease": "timing of the frames: linear, in (slow start), out (slow end) or in-out",
-    "hold": "seconds to show A before the morph and B after it",
-    "width": "width of every output in pixels, aspect kept; 0 keeps the first image's size",
-    "gif_palette": "colours of morph.gif: clip (one palette for the whole morph) or frame (one per frame)",
-    "gif_width": "largest width of morph.gif in pixels, aspect kept; 0 keeps the output size",
-    "seed": "seed of the network's initial weights (same seed, same morph on a CPU)",
-    "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps",
-    "fit": "how B is fitted to A's frame when sizes differ: " + ", ".join(FITS),
-    "background": "colour under transparent pixels and of --fit pad borders (name or #rrggbb)",
-}
+_FIELDS = {item.name: item for item in dataclasses.fields(MorphConfig)}
+# Options that are not config fields: (flags, group, help, default as shown, which commands take them).
+CLI_OPTIONS = (
+    (("-o", "--output"), "input and output", "folder for the outputs (created if missing)", "—",
+     ("morph", "render", "demo")),
+    (("--format",), "input and output", "outputs to write, any of mp4 gif webp frames flow (flow: the correspondence "
+     "as .npy, .flo and a picture), space- or comma-separated", "mp4 gif", ("morph", "render", "demo")),
+    (("--loop",), "input and output", "add a segment from the last image back to the first", "off", ("morph",)),
+    (("--pingpong",), "input and output", "play forward, then backward", "off", ("morph", "render", "demo")),
+    (("--max-pixels",), "input and output", "refuse larger inputs (decompression-bomb guard)",
+     f"{DEFAULT_MAX_PIXELS:,}", ("morph",)),
+    (("-q", "--quiet"), "input and output", "print nothing but errors", "off", ("morph", "render", "demo")),
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,84 +48,76 @@ class _Log:
         if not self.quiet:
             print(f"diffmorph: {message}", file=sys.stderr)
 
-    def bar(self, total: int, desc: str, unit: str) -> tqdm:
+    def bar(self, total: int, desc: str, unit: str):
+        from tqdm import tqdm
+
         return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr, dynamic_ncols=True,
                     leave=False)
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_config_flags(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-    fields = {f.name: f for f in dataclasses.fields(MorphConfig)}
-    for name in names:
-        default = getattr(_DEFAULTS, name)
-        kind = fields[name].type
-        choices = CHOICES.get(name)
-        if choices:
-            parser.add_argument(_flag(name), choices=choices, default=None, help=f"{_HELP[name]} (default: {default})")
-        elif name == "lr":
-            parser.add_argument("--lr", type=float, default=None, metavar="LR", help=_HELP[name])
-        elif name == "durations":
-            parser.add_argument("--durations", type=float, nargs="+", default=None, metavar="SECONDS",
-                                help=_HELP[name])
-        elif name == "add_first":
-            parser.add_argument("--add-first", action="store_true", default=None,
-                                help="add the colour offset before applying the colour factor")
+def _add_options(parser: argparse.ArgumentParser, command: str, names: Sequence[str]) -> None:
+    """The command's options, in :data:`~diffmorph.config.GROUPS`: config fields ``names`` and its CLI options."""
+    groups = {name: parser.add_argument_group(f"{name} options") for name in GROUPS}
+    for flags, group, text, _, commands in CLI_OPTIONS:
+        if command not in commands:
+            continue
+        target = groups[group]
+        if flags[-1] == "--output":
+            target.add_argument(*flags, required=True, type=Path, metavar="OUTDIR", help=text)
+        elif flags[-1] == "--format":
+            target.add_argument(*flags, action="extend", nargs="+", metavar="FORMAT", default=None, help=text)
+        elif flags[-1] == "--max-pixels":
+            target.add_argument(*flags, type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help=text)
         else:
-            converter = {"int": int, "float": float, "str": str}[kind]
-            parser.add_argument(_flag(name), type=converter, default=None, metavar=name.split("_")[0].upper(),
-                                help=f"{_HELP[name]} (default: {default})")
-
-
-def _add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
-                        help="folder for the outputs (created if missing)")
-    parser.add_argument("--format", action="extend", nargs="+", metavar="FORMAT", default=None,
-                        help=f"outputs to write, any of {', '.join(EXPORT_FORMATS)} (flow: the correspondence as "
-                             f".npy, .flo and a picture), space- or comma-separated (default: "
-                             f"{' '.join(DEFAULT_FORMATS)})")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+            target.add_argument(*flags, action="store_true", help=text)
+    for name in names:
+        item = _FIELDS[name]
+        target = groups[item.metadata["group"]]
+        text = f"{item.metadata['help']} (default: {shown_default(item)})"
+        choices = item.metadata["choices"]
+        if item.type == "bool":
+            target.add_argument(flag(name), action="store_true", default=None, help=text)
+        elif name == "durations":
+            target.add_argument(flag(name), type=float, nargs="+", default=None, metavar="SECONDS", help=text)
+        elif choices:
+            target.add_argument(flag(name), choices=choices, default=None, help=text)
+        else:
+            convert = {"int": int, "float": float, "float | None": float, "str": str}[item.type]
+            target.add_argument(flag(name), type=convert, default=None, metavar=name.split("_")[0].upper(), help=text)
+    for group in groups.values():  # argparse shows empty groups' titles too
+        if not group._group_actions:
+            parser._action_groups.remove(group)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="diffmorph", description="Morph two images into each other: no landmarks, prompts or "
-                     "pretrained weights. A small network is fitted to the pair, then discarded.")
+    parser = _Parser(prog="diffmorph", description="Morph two or more images into each other: no landmarks, prompts "
+                     "or pretrained weights. A small network is fitted to each pair, then discarded.")
     parser.add_argument("--version", action="version", version=f"diffmorph {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    every = [item.name for item in dataclasses.fields(MorphConfig)]
 
     morph = commands.add_parser("morph", help="fit and render a morph of two or more images",
                                 description="Fit the maps that turn each image into the next and write the morph "
-                                            "into OUTDIR. For two images: morph.mp4, morph.gif, maps.safetensors, "
-                                            "a_to_b.png, b_to_a.png, maps.png, contact_sheet.png and config.json; "
-                                            "for a chain: the animations, maps.safetensors (every segment), "
-                                            "contact_sheet.png and config.json.")
+                                            "into OUTDIR: the animations, maps.safetensors, contact_sheet.png and "
+                                            "config.json; for two images also a_to_b.png, b_to_a.png and maps.png.")
     morph.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                        help="two or more images, morphed in order (the first sets the output size)")
-    morph.add_argument("--loop", action="store_true", help="add a segment from the last image back to the first")
-    morph.add_argument("--pingpong", action="store_true", help="play forward, then backward")
-    _add_output_flags(morph)
-    _add_config_flags(morph, [f.name for f in dataclasses.fields(MorphConfig)])
-    morph.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                       help=f"refuse larger inputs (default: {DEFAULT_MAX_PIXELS:,})")
+    _add_options(morph, "morph", every)
     morph.set_defaults(handler=_cmd_morph)
 
     render = commands.add_parser("render", help="re-render a maps file without fitting again",
                                  description="Render the morph stored in MAPSFILE (from diffmorph morph) again, "
-                                             "with other frames, fps or formats.")
+                                             "with other frames, timing, size or formats.")
     render.add_argument("maps_file", type=Path, metavar="MAPSFILE", help="maps.safetensors from diffmorph morph")
-    render.add_argument("--pingpong", action="store_true", help="play forward, then backward")
-    _add_output_flags(render)
-    _add_config_flags(render, [*RENDER_SETTINGS, "device"])
+    _add_options(render, "render", [*RENDER_SETTINGS, "device"])
     render.set_defaults(handler=_cmd_render)
 
     demo = commands.add_parser("demo", help="morph a built-in pair of images drawn in code",
                                description="Morph a built-in sunset into a night sky (drawn in code, nothing "
                                            "downloaded) and write every output into OUTDIR.")
-    _add_output_flags(demo)
-    _add_config_flags(demo, [f.name for f in dataclasses.fields(MorphConfig) if f.name not in ("fit", "background")])
+    _add_options(demo, "demo", [name for name in every if name not in ("fit", "background")])
     demo.set_defaults(handler=_cmd_demo)
+
     evaluation = commands.add_parser("eval", help="measure a morph: endpoints, mid-frame detail, pacing, fidelity",
                                      description="Measure a morph from its frames (a video, an animated GIF or "
                                                  "WebP, or a folder of frames) and the two images it was made from.")
@@ -182,132 +126,133 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("target", type=Path, metavar="B", help="last image")
     evaluation.add_argument("--maps", type=Path, metavar="MAPSFILE", help="maps file, for the fidelity metrics")
     evaluation.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    _add_config_flags(evaluation, ["fit", "background"])
+    _add_options(evaluation, "eval", ["fit", "background"])
     evaluation.set_defaults(handler=_cmd_eval, quiet=True)
     return parser
 
 
+def options_markdown() -> str:
+    """The README's options table: every option of ``diffmorph morph``, grouped as its help groups them."""
+    rows = ["| group | flag | default | meaning |", "|---|---|---|---|"]
+    for group in GROUPS:
+        for flags, where, text, shown, _ in CLI_OPTIONS:
+            if where == group:
+                rows.append(f"| {group} | `{', '.join(flags)}` | {shown} | {text} |")
+        for item in dataclasses.fields(MorphConfig):
+            if item.metadata["group"] == group:
+                choices = item.metadata["choices"]
+                meaning = item.metadata["help"] + (f" (one of: {', '.join(choices)})" if choices else "")
+                rows.append(f"| {group} | `{flag(item.name)}` | {shown_default(item)} | {meaning} |")
+    return "\n".join(rows)
+
+
 def _config_from(args: argparse.Namespace, base: MorphConfig = _DEFAULTS) -> MorphConfig:
-    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(MorphConfig)
-               if getattr(args, f.name, None) is not None}
+    changes = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
     return dataclasses.replace(base, **changes).validate()
 
 
 def _formats(args: argparse.Namespace) -> tuple[str, ...]:
+    from diffmorph.export import DEFAULT_FORMATS, check_formats
+
     if args.format is None:
         return DEFAULT_FORMATS
     return check_formats([part for item in args.format for part in item.split(",") if part])
 
 
-def _fit_and_export(source_a: ImageSource, source_b: ImageSource, args: argparse.Namespace, log: _Log,
+def _fit_and_export(images: Sequence, args: argparse.Namespace, log: _Log, *, loop: bool = False,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    from diffmorph.export import output_names
+    from diffmorph.io.outputs import check_output_folder
+    from diffmorph.pipeline import morph, resolve_device
+
     config = _config_from(args)
-    config.segment_frames(1)  # one duration for a pair, checked before fitting
+    segments = len(images) - 1 + loop
+    config.segment_frames(segments)  # one duration per segment, checked before fitting
     device = resolve_device(config.device)
     formats = _formats(args)
-    check_output_folder(args.output, output_names(formats))
-    image_a, image_b, framing = prepare_pair(source_a, source_b, config, max_pixels=max_pixels)
-    log(framing.describe())
-    with log.bar(config.steps + config.refine, "fitting", "step") as bar:
-        def progress(done: int, loss: float) -> None:
-            bar.set_postfix_str(f"loss {loss:.5f}", refresh=False)
-            bar.update(done - bar.n)
+    check_output_folder(args.output, output_names(formats, segments))
+    what = "fitting" if segments == 1 else f"fitting {segments} segments"
+    bars = []  # opened at the first step, so that an error in decoding the images stands alone on its line
 
-        result = fit_pair(image_a, image_b, config, framing=framing, progress=progress)
-    started = describe_start(result.alignment, result.bent, result.subject, config.align)
-    if started:
-        log(started)
-    fine = FitParams().refine_zoom * config.size
+    def progress(done: int, loss: float) -> None:
+        if not bars:
+            bars.append(log.bar((config.steps + config.refine) * segments, what, "step"))
+        bars[0].set_postfix_str(f"loss {loss:.5f}", refresh=False)
+        bars[0].update(done - bars[0].n)
+
+    try:
+        result = morph(images, config, loop=loop, progress=progress, max_pixels=max_pixels)
+    finally:
+        for bar in bars:
+            bar.close()
+    names = ("B", "A") if len(images) == 2 else None
+    for index, framing in enumerate(result.framings):
+        log(framing.describe(*(names or (f"image {index + 2}", "image 1"))))
+    for index, segment in enumerate(result.segments):
+        started = segment.describe_start(config.align)
+        if started:
+            log(started if segments == 1 else f"segment {index + 1}: {started}")
+    fine = 2 * config.size
     refined = f", then refined the maps {config.refine} steps at {fine} x {fine}," if config.refine else ""
-    log(f"fitted {config.steps} steps at {config.size} x {config.size}{refined} on {device} in "
-        f"{result.fit_seconds:.1f} s (final loss {result.losses[-1]:.5f})")
+    seconds = sum(segment.fit_seconds for segment in result.segments)
+    losses = ", ".join(f"{segment.losses[-1]:.5f}" for segment in result.segments)
+    log(f"fitted {segments} segment{'s' * (segments > 1)} of {config.steps} steps at {config.size} x {config.size}"
+        f"{refined} on {device} in {seconds:.1f} s (final loss {losses})")
     return _export(result, args, log, formats)
 
 
-def _export(result: MorphResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
+def _export(result, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
+    from diffmorph.export import export, frame_count, render_config
+
     settings = {name: getattr(args, name) for name in RENDER_SETTINGS}
     config = render_config(result.config, settings)
-    total = len(timeline(config.segment_frames(1)[0], config.fps, config.ease, config.hold))
+    total = frame_count(config, len(result.segments), args.pingpong)
     with log.bar(total, "rendering", "frame") as bar:
-        report = export(result, args.output, formats=formats, device=getattr(args, "device", None),
-                        on_frame=lambda done: bar.update(done - bar.n), **settings)
-    _report(report, args.output, log)
-    return 0
-
-
-def _report(report: ExportReport, folder: Path, log: _Log) -> None:
+        report = export(result, args.output, formats=formats, pingpong=args.pingpong,
+                        device=getattr(args, "device", None), on_frame=lambda done: bar.update(done - bar.n),
+                        **settings)
     for note in report.notes:
         log(note)
-    fidelity = report.fidelity
-    log(f"wrote {len(report.files)} outputs to {folder} ({report.frames} frames at {report.fps:g} fps; fidelity "
-        f"A→B {fidelity['a_to_b_psnr']:.1f} dB, B→A {fidelity['b_to_a_psnr']:.1f} dB)")
+    fidelity = "; ".join(f"A→B {f['a_to_b_psnr']:.1f} dB, B→A {f['b_to_a_psnr']:.1f} dB" for f in report.fidelity)
+    segments = len(result.segments)
+    log(f"wrote {len(report.files)} outputs to {args.output} ({report.frames} frames at {report.fps:g} fps"
+        f"{f', {segments} segments' if segments > 1 else ''}; fidelity {fidelity})")
+    return 0
 
 
 def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
     if len(args.images) < 2:
         raise ConfigError(f"give at least two images to morph, got {len(args.images)}")
-    if len(args.images) == 2 and not args.loop and not args.pingpong:
-        return _fit_and_export(args.images[0], args.images[1], args, log, max_pixels=args.max_pixels)
-    config = _config_from(args)
-    formats = _formats(args)
-    segments = len(args.images) - 1 + args.loop
-    config.segment_frames(segments)  # one duration per segment, checked before fitting
-    check_output_folder(args.output, sequence_output_names(formats, segments))
-    with log.bar((config.steps + config.refine) * segments, f"fitting {segments} segments", "step") as bar:
-        def progress(done: int, loss: float) -> None:
-            bar.set_postfix_str(f"loss {loss:.5f}", refresh=False)
-            bar.update(done - bar.n)
-
-        result = morph_sequence(args.images, config, loop=args.loop, progress=progress, max_pixels=args.max_pixels)
-    for index, framing in enumerate(result.framings):
-        log(framing.describe(f"image {index + 2}", "image 1"))
-    for index, segment in enumerate(result.segments):
-        started = describe_start(segment.alignment, segment.bent, segment.subject, config.align)
-        if started:
-            log(f"segment {index + 1}: {started}")
-    log(f"fitted {segments} segments in {sum(s.fit_seconds for s in result.segments):.1f} s")
-    return _export_sequence(result, args, log, formats)
-
-
-def _export_sequence(result: SequenceResult, args: argparse.Namespace, log: _Log, formats: tuple[str, ...]) -> int:
-    settings = {name: getattr(args, name) for name in RENDER_SETTINGS}
-    config = render_config(result.config, settings)
-    total = len(sequence_timeline(len(result.segments), config, pingpong=args.pingpong))
-    with log.bar(total, "rendering", "frame") as bar:
-        written = export_sequence(result, args.output, formats=formats, pingpong=args.pingpong,
-                                  device=getattr(args, "device", None), on_frame=lambda done: bar.update(done - bar.n),
-                                  **settings)
-    log(f"wrote {len(written)} outputs to {args.output} ({total} frames at {config.fps:g} fps, "
-        f"{len(result.segments)} segments)")
-    return 0
+    return _fit_and_export(args.images, args, log, loop=args.loop, max_pixels=args.max_pixels)
 
 
 def _cmd_demo(args: argparse.Namespace, log: _Log) -> int:
-    sunset, night = demo_pair()
-    return _fit_and_export(sunset, night, args, log)
+    from diffmorph.demo import demo_pair
+
+    return _fit_and_export(list(demo_pair()), args, log)
 
 
 def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
+    from diffmorph.export import output_names, render_config
+    from diffmorph.io.outputs import check_output_folder
+    from diffmorph.pipeline import MorphResult, resolve_device
+
     formats = _formats(args)
     if args.device is not None:
         resolve_device(args.device)
     render_config(_DEFAULTS, {name: getattr(args, name) for name in RENDER_SETTINGS})
-    if is_sequence_file(args.maps_file):
-        sequence = SequenceResult.load(args.maps_file)
-        check_output_folder(args.output, sequence_output_names(formats, len(sequence.segments)))
-        log(f"loaded {args.maps_file}: {len(sequence.segments)} segments, {sequence.size[0]} x {sequence.size[1]}")
-        return _export_sequence(sequence, args, log, formats)
     result = MorphResult.load(args.maps_file)
-    log(f"loaded {args.maps_file}: {result.size[0]} x {result.size[1]}, fitted {result.config.steps} steps"
-        + (f", refined {result.config.refine}" if result.config.refine else ""))
-    if args.pingpong:
-        check_output_folder(args.output, sequence_output_names(formats, 1))
-        return _export_sequence(SequenceResult(segments=[result]), args, log, formats)
-    check_output_folder(args.output, output_names(formats))
+    check_output_folder(args.output, output_names(formats, len(result.segments)))
+    width, height = result.size
+    segments = len(result.segments)
+    log(f"loaded {args.maps_file}: {width} x {height}, {segments} segment{'s' * (segments > 1)}, fitted "
+        f"{result.config.steps} steps" + (f", refined {result.config.refine}" if result.config.refine else ""))
     return _export(result, args, log, formats)
 
 
 def _cmd_eval(args: argparse.Namespace, log: _Log) -> int:
+    from diffmorph.evaluate import GOOD_VALUES, evaluate
+
     config = _config_from(args)
     report = evaluate(args.animation, args.source, args.target, maps_file=args.maps, fit=config.fit,
                       background=config.background)
@@ -332,15 +277,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args, log)
     except DiffmorphError as exc:
         print(f"diffmorph: error: {exc}", file=sys.stderr)
-    except torch.OutOfMemoryError:
-        print("diffmorph: error: out of memory on the device; lower --size, use smaller images or --device cpu",
-              file=sys.stderr)
+    except MemoryError:
+        print("diffmorph: error: out of memory; lower --size or --width, or use smaller images", file=sys.stderr)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"diffmorph: error: {exc.strerror or exc}{where}", file=sys.stderr)
     except KeyboardInterrupt:
         print("diffmorph: interrupted; no outputs were written", file=sys.stderr)
         return 130
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one; torch is imported lazily
+        if "out of memory" not in str(exc):
+            raise
+        print("diffmorph: error: out of memory on the device; lower --size, use smaller images or --device cpu",
+              file=sys.stderr)
     return 1
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from diffmorph import ops
-from diffmorph.errors import InputImageError
+from diffmorph.errors import InputImageError, MapsFileError
 from diffmorph.io.images import ImageSource, fit_to_frame, load_image
 from diffmorph.io.readers import open_frames
+from diffmorph.render import Renderer
 
 LUMA = np.array(ops.LUMA)  # the greyscale of the detail metric
 
@@ -93,6 +94,13 @@ class EvalReport:
         return asdict(self)
 
 
+def fidelity(renderer: Renderer) -> dict[str, float]:
+    """How well a segment's maps reproduce each image: PSNR in dB of A fully mapped to B against B
+    (``a_to_b_psnr``), and of B mapped to A against A (``b_to_a_psnr``)."""
+    mapped = renderer.fully_mapped()  # (2, 3, H, W)
+    return {"a_to_b_psnr": ops.psnr(mapped[0:1], renderer.b), "b_to_a_psnr": ops.psnr(mapped[1:2], renderer.a)}
+
+
 def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file: str | Path | None = None,
              fit: str = "crop", background: str = "white") -> EvalReport:
     """Measure a morph from its frames and the two input images.
@@ -140,11 +148,15 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
     )
     if maps_file is None:
         return report
-    from diffmorph.api import MorphResult
+    from diffmorph.pipeline import MorphResult
 
-    fidelity = MorphResult.load(maps_file).renderer("cpu").fidelity()
-    return EvalReport(**{**report.to_dict(), "fidelity_a_to_b_db": fidelity["a_to_b_psnr"],
-                         "fidelity_b_to_a_db": fidelity["b_to_a_psnr"]})
+    result = MorphResult.load(maps_file)
+    if len(result.segments) != 1:
+        raise MapsFileError(f"maps file {maps_file} holds a chain of {len(result.segments)} segments; --maps "
+                            f"measures a pair's fidelity")
+    measured = fidelity(result.renderer(0, "cpu"))
+    return EvalReport(**{**report.to_dict(), "fidelity_a_to_b_db": measured["a_to_b_psnr"],
+                         "fidelity_b_to_a_db": measured["b_to_a_psnr"]})
 
 
 def _match_size(frame: np.ndarray, a: np.ndarray, b: np.ndarray, animation: str | Path

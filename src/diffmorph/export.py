@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,22 +14,24 @@ import torch
 from PIL import Image
 
 from diffmorph._version import __version__
-from diffmorph.api import MorphResult, resolve_device
 from diffmorph.config import RENDER_SETTINGS, MorphConfig
 from diffmorph.errors import ConfigError
-from diffmorph.io.flow import write_flo, write_npy
+from diffmorph.evaluate import fidelity
+from diffmorph.io.flow import forward_flows, write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
 from diffmorph.io.outputs import OutputFolder
 from diffmorph.io.pictures import contact_sheet, flow_to_rgb, maps_picture
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, clip_palette, even_size, open_writer
+from diffmorph.ops import resize
 from diffmorph.optimize import scales_of
-from diffmorph.renderer import Renderer, ease, timeline, to_uint8
+from diffmorph.params import Params
+from diffmorph.pipeline import MorphResult, resolve_device, timed_frames
+from diffmorph.render import Renderer, ease, timeline, to_uint8
 
 DEFAULT_FORMATS = ("mp4", "gif")
 EXPORT_FORMATS = (*FORMATS, "flow")  # "flow": the correspondence as .npy, .flo and a picture, each direction
-FLOW_NAMES = tuple(f"flow_{d}.{ext}" for d in ("a_to_b", "b_to_a") for ext in ("npy", "flo", "png"))
 MAPS_FILE = "maps.safetensors"
-STILLS = ("a_to_b.png", "b_to_a.png", "maps.png", "contact_sheet.png", "config.json")
+PAIR_STILLS = ("a_to_b.png", "b_to_a.png", "maps.png")  # a pair's maps at work; a chain shows its images instead
 CONTACT_SHEET_FRAMES = 5
 
 FrameCallback = Callable[[int], None]
@@ -38,20 +40,37 @@ FrameCallback = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ExportReport:
-    """What :func:`export` wrote and measured."""
+    """What :func:`export` wrote and measured.
+
+    Attributes:
+        files: the paths written.
+        frames: frames in each animation.
+        fps: their rate.
+        fidelity: per segment, PSNR in dB of A fully mapped to B (``a_to_b_psnr``) and of B mapped to A.
+        notes: lines worth telling the user (a dropped odd row, GIF's rate limit).
+        seconds: ``render_and_encode`` (the frame loop) and ``export`` (everything).
+    """
 
     files: list[Path]
     frames: int
     fps: float
-    fidelity: dict[str, float]
+    fidelity: list[dict[str, float]]
     notes: list[str]
-    seconds: dict[str, float]  # "render_and_encode": the frame loop; "export": everything
+    seconds: dict[str, float]
 
 
-def output_names(formats: Sequence[str]) -> list[str]:
-    """Every name :func:`export` writes for ``formats``."""
+def flow_names(segments: int) -> list[str]:
+    """The flow files of ``segments`` segments: ``flow_a_to_b.*`` for a pair, ``flow_01_a_to_b.*`` ... else."""
+    prefixes = ["flow"] if segments == 1 else [f"flow_{k + 1:02d}" for k in range(segments)]
+    return [f"{prefix}_{d}.{ext}" for prefix in prefixes for d in ("a_to_b", "b_to_a") for ext in ("npy", "flo", "png")]
+
+
+def output_names(formats: Sequence[str], segments: int = 1) -> list[str]:
+    """Every name :func:`export` writes for ``formats`` and a morph of ``segments`` segments."""
     names = [OUTPUT_NAMES[kind] for kind in formats if kind in OUTPUT_NAMES]
-    return names + (list(FLOW_NAMES) if "flow" in formats else []) + [MAPS_FILE, *STILLS]
+    names += flow_names(segments) if "flow" in formats else []
+    names += list(PAIR_STILLS) if segments == 1 else []
+    return [*names, MAPS_FILE, "contact_sheet.png", "config.json"]
 
 
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
@@ -62,82 +81,6 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     if not formats:
         raise ConfigError(f"give at least one format from {', '.join(EXPORT_FORMATS)}")
     return tuple(dict.fromkeys(formats))
-
-
-def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
-           device: str | torch.device | None = None, on_frame: FrameCallback | None = None,
-           **render_settings: object) -> ExportReport:
-    """Render ``result`` and write every output into ``folder``.
-
-    Writes the animations in ``formats`` (``morph.mp4``, ``morph.gif``, ``morph.webp``, ``frames/``),
-    with "flow" the correspondence of each direction (``flow_a_to_b.npy``, ``.flo``, ``.png`` and the
-    same for ``b_to_a``; layout in :mod:`diffmorph.io.flow`),
-    ``maps.safetensors``, ``a_to_b.png`` and ``b_to_a.png`` (the maps fully applied, at A's size),
-    ``maps.png``, ``contact_sheet.png`` and ``config.json``. Frames stream to every writer as they are
-    rendered; files appear only when all are complete.
-
-    Args:
-        render_settings: config fields to change for rendering, any of
-            :data:`~diffmorph.config.RENDER_SETTINGS` (mode, pacing, frames, durations, fps, ease, hold,
-            width, gif_width, gif_palette); None keeps the config's value. They are recorded in
-            ``config.json``.
-        device: where to render (the config's device by default).
-        on_frame: optional progress callback.
-
-    Raises:
-        ConfigError, OutputError: bad settings or an unwritable folder, before anything is written.
-    """
-    formats = check_formats(formats)
-    config = render_config(result.config, render_settings)
-    (frame_count,) = config.segment_frames(1)
-    result = replace(result, config=config)
-    width, height = result.size
-    notes = []
-    if "mp4" in formats and even_size(width, height) != (width, height):
-        even_w, even_h = even_size(width, height)
-        notes.append(f"morph.mp4 is {even_w} x {even_h}: H.264 in yuv420p needs even sizes, so the last "
-                     f"odd row or column is dropped")
-    if "gif" in formats and config.fps > 50:
-        notes.append("morph.gif plays at 50 frames/s: GIF cannot time frames faster")
-
-    started = time.perf_counter()
-    with OutputFolder(folder, output_names(formats)) as out:
-        renderer = result.renderer(resolve_device(device) if isinstance(device, str) else device, frames=frame_count)
-        # 1. Animations: render each frame once and hand it to every writer.
-        sheet_times = {ease(k / (CONTACT_SHEET_FRAMES - 1), config.ease) for k in range(CONTACT_SHEET_FRAMES)}
-        sheet: dict[float, tuple[float, np.ndarray]] = {}  # wanted time -> the nearest frame rendered
-
-        def frames() -> Iterator[np.ndarray]:
-            frame, frame_time = None, None
-            for t in timeline(frame_count, config.fps, config.ease, config.hold):
-                if t != frame_time:  # held frames repeat the last one
-                    frame, frame_time = to_uint8(renderer.frame(t)), t
-                nearest = min(sheet_times, key=lambda wanted: abs(wanted - t))
-                if nearest not in sheet or abs(nearest - t) < abs(nearest - sheet[nearest][0]):
-                    sheet[nearest] = (t, frame)
-                yield frame
-
-        keyframes = [to_uint8(renderer.a), to_uint8(renderer.b)]
-        write_animations(out, formats, frames(), width, height, config, on_frame, keyframes)
-        frames_seconds = time.perf_counter() - started
-
-        # 2. Stills and the maps file.
-        picked = [sheet[wanted] for wanted in sorted(sheet)]
-        sheet_picture = contact_sheet([(f"t = {t:.2f}", frame) for t, frame in picked])
-        sheet_picture.save(out.temp("contact_sheet.png"), format="PNG")
-        a_to_b, b_to_a = renderer.a_to_b(), renderer.b_to_a()
-        Image.fromarray(to_uint8(a_to_b)).save(out.temp("a_to_b.png"), format="PNG")
-        Image.fromarray(to_uint8(b_to_a)).save(out.temp("b_to_a.png"), format="PNG")
-        maps_picture(result.maps, width, height, scales_of(config)).save(out.temp("maps.png"), format="PNG")
-        write_maps_file(out.temp(MAPS_FILE), result.contents(), __version__)
-        if "flow" in formats:
-            write_flows(out, renderer, "flow")
-        fidelity = renderer.fidelity(a_to_b, b_to_a)
-        seconds = {"render_and_encode": frames_seconds, "export": time.perf_counter() - started}
-        summary = _summary(result, fidelity, formats, seconds)
-        out.temp("config.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return ExportReport(files=out.written, frames=frame_count, fps=config.fps, fidelity=fidelity, notes=notes,
-                        seconds=seconds)
 
 
 def render_config(config: MorphConfig, settings: dict[str, object]) -> MorphConfig:
@@ -155,17 +98,111 @@ def render_config(config: MorphConfig, settings: dict[str, object]) -> MorphConf
     return replace(config, **changes).validate()
 
 
+def frame_count(config: MorphConfig, segments: int, pingpong: bool = False) -> int:
+    """How many frames each animation of a morph of ``segments`` segments holds under ``config``."""
+    counts = config.segment_frames(segments)
+    return len(timeline(counts, config.fps, config.ease, config.hold, pingpong=pingpong))
+
+
+def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
+           pingpong: bool = False, device: str | torch.device | None = None, on_frame: FrameCallback | None = None,
+           params: Params = Params(), **render_settings: object) -> ExportReport:
+    """Render ``result`` and write every output into ``folder``, all or nothing.
+
+    Writes the animations in ``formats`` (``morph.mp4``, ``morph.gif``, ``morph.webp``, ``frames/``);
+    ``maps.safetensors``; ``contact_sheet.png`` (a pair's frames at t = 0, 0.25 ... 1, a chain's images);
+    ``config.json``; for a pair ``a_to_b.png`` and ``b_to_a.png`` (the maps fully applied) and ``maps.png``;
+    with "flow" the correspondence of each direction of each segment (:func:`flow_names`; layout in
+    :mod:`diffmorph.io.flow`). Frames stream to every writer as they are rendered; files appear only when
+    all are complete.
+
+    Args:
+        formats: any of :data:`EXPORT_FORMATS`.
+        pingpong: play forward, then backward.
+        device: where to render (the config's device by default).
+        on_frame: optional progress callback.
+        params: the heuristics' tuned numbers.
+        render_settings: config fields to change for rendering, any of
+            :data:`~diffmorph.config.RENDER_SETTINGS`; None keeps the config's value. They are recorded in
+            ``config.json`` and the maps file.
+
+    Raises:
+        ConfigError, OutputError: bad settings or an unwritable folder, before anything is written.
+    """
+    formats = check_formats(formats)
+    config = render_config(result.config, render_settings)
+    result = replace(result, config=config)
+    segments = len(result.segments)
+    width, height = result.size
+    target = resolve_device(device) if isinstance(device, str) else device
+    notes = []
+    if "mp4" in formats and even_size(width, height) != (width, height):
+        even_w, even_h = even_size(width, height)
+        notes.append(f"morph.mp4 is {even_w} x {even_h}: H.264 in yuv420p needs even sizes, so the last "
+                     f"odd row or column is dropped")
+    if "gif" in formats and config.fps > 50:
+        notes.append("morph.gif plays at 50 frames/s: GIF cannot time frames faster")
+
+    started = time.perf_counter()
+    with OutputFolder(folder, output_names(formats, segments)) as out:
+        # 1. Animations: render each frame once and hand it to every writer. A pair's contact sheet takes
+        #    the frames rendered nearest its times.
+        renderers: dict[int, Renderer] | None = {} if segments == 1 else None
+        sheet_times = {ease(k / (CONTACT_SHEET_FRAMES - 1), config.ease) for k in range(CONTACT_SHEET_FRAMES)}
+        sheet: dict[float, tuple[float, np.ndarray]] = {}  # wanted time -> the nearest frame rendered
+
+        def frames() -> Iterable[np.ndarray]:
+            for _, t, frame in timed_frames(result, pingpong=pingpong, device=target, params=params,
+                                            renderers=renderers):
+                nearest = min(sheet_times, key=lambda wanted: abs(wanted - t))
+                if nearest not in sheet or abs(nearest - t) < abs(nearest - sheet[nearest][0]):
+                    sheet[nearest] = (t, frame)
+                yield frame
+
+        images = [to_uint8(resize(image, height, width, antialias=True).clamp(-1.0, 1.0)) for image in result.images]
+        written = write_animations(out, formats, frames(), width, height, config, on_frame, images)
+        frames_seconds = time.perf_counter() - started
+
+        # 2. Stills, flows and the maps file.
+        if segments == 1:
+            labelled = [(f"t = {t:.2f}", frame) for t, frame in (sheet[wanted] for wanted in sorted(sheet))]
+        else:
+            labelled = [(f"image {i + 1}", frame) for i, frame in enumerate(images)]
+        contact_sheet(labelled).save(out.temp("contact_sheet.png"), format="PNG")
+        fidelities = []
+        for index in range(segments):
+            renderer = renderers[0] if renderers else result.renderer(index, target, params=params)
+            fidelities.append(fidelity(renderer))
+            if segments == 1:
+                mapped = renderer.fully_mapped()
+                Image.fromarray(to_uint8(mapped[0:1])).save(out.temp("a_to_b.png"), format="PNG")
+                Image.fromarray(to_uint8(mapped[1:2])).save(out.temp("b_to_a.png"), format="PNG")
+                maps_picture(result.segments[0].maps, width, height, scales_of(config)).save(
+                    out.temp("maps.png"), format="PNG")
+            if "flow" in formats:
+                prefix = "flow" if segments == 1 else f"flow_{index + 1:02d}"
+                write_flows(out, forward_flows(result.segments[index].maps, config.warp_scale, height, width), prefix)
+        write_maps_file(out.temp(MAPS_FILE), result.contents(), __version__)
+        seconds = {"render_and_encode": frames_seconds, "export": time.perf_counter() - started}
+        summary = _summary(result, fidelities, formats, pingpong, written, seconds)
+        out.temp("config.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return ExportReport(files=out.written, frames=written, fps=config.fps, fidelity=fidelities, notes=notes,
+                        seconds=seconds)
+
+
 def write_animations(out: OutputFolder, formats: Sequence[str], frames: Iterable[np.ndarray], width: int,
                      height: int, config: MorphConfig, on_frame: FrameCallback | None,
-                     keyframes: Sequence[np.ndarray]) -> None:
+                     keyframes: Sequence[np.ndarray]) -> int:
     """Stream ``frames`` to a writer per animation format in ``formats``, under ``out``'s temporary names.
 
     Args:
         keyframes: the images the morph passes through, in order, for the GIF's clip palette.
 
-    The stack closes every writer even when rendering or another writer fails.
+    Returns:
+        The number of frames written. The stack closes every writer even when rendering or another writer fails.
     """
     palette = clip_palette(keyframes) if "gif" in formats and config.gif_palette == "clip" else None
+    count = 0
     with ExitStack() as closing:
         writers: list[FrameWriter] = []
         for kind in (kind for kind in formats if kind in FORMATS):
@@ -173,34 +210,42 @@ def write_animations(out: OutputFolder, formats: Sequence[str], frames: Iterable
                                  gif_width=config.gif_width, gif_palette=palette)
             closing.callback(writer.close)
             writers.append(writer)
-        for index, frame in enumerate(frames):
+        for frame in frames:
             for writer in writers:
                 writer.add(frame)
+            count += 1
             if on_frame is not None:
-                on_frame(index + 1)
+                on_frame(count)
+    return count
 
 
-def write_flows(out: OutputFolder, renderer: Renderer, prefix: str) -> None:
+def write_flows(out: OutputFolder, flows: dict[str, np.ndarray], prefix: str) -> None:
     """``{prefix}_a_to_b.npy``, ``.flo``, ``.png`` and the same for ``b_to_a`` (see :mod:`diffmorph.io.flow`)."""
-    for direction, flow in renderer.forward_flows().items():
+    for direction, flow in flows.items():
         write_npy(out.temp(f"{prefix}_{direction}.npy"), flow)
         write_flo(out.temp(f"{prefix}_{direction}.flo"), flow)
         picture = flow_to_rgb(flow.transpose(2, 0, 1)[::-1])  # flow_to_rgb takes (dy, dx) first
         Image.fromarray(picture).save(out.temp(f"{prefix}_{direction}.png"), format="PNG")
 
 
-def _summary(result: MorphResult, fidelity: dict[str, float], formats: Sequence[str],
-             seconds: dict[str, float]) -> dict:
+def _summary(result: MorphResult, fidelities: list[dict[str, float]], formats: Sequence[str], pingpong: bool,
+             frames: int, seconds: dict[str, float]) -> dict:
     width, height = result.size
     return {
         "diffmorph_version": __version__,
         "config": result.config.to_dict(),
         "size": {"width": width, "height": height},
-        "b_source_size": list(result.framing.source_size) if result.framing else [width, height],
-        "framing": result.framing.describe() if result.framing else None,
+        "images": len(result.images),
+        "segments": len(result.segments),
+        "loop": result.loop,
+        "pingpong": pingpong,
+        "source_sizes": [list(size) for size in result.source_sizes],
+        "framings": [framing.describe(f"image {i + 2}", "image 1") for i, framing in enumerate(result.framings)],
         "formats": list(formats),
-        "fit": {"steps": len(result.losses), "final_loss": result.losses[-1] if result.losses else None,
-                "seconds": result.fit_seconds},
+        "frames_written": frames,
+        "fit": [{"steps": len(segment.losses), "final_loss": segment.losses[-1] if segment.losses else None,
+                 "seconds": segment.fit_seconds,
+                 "start": segment.describe_start(result.config.align)} for segment in result.segments],
         "seconds": seconds,
-        "fidelity_db": fidelity,
+        "fidelity_db": fidelities,
     }

@@ -15,6 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from diffmorph.ops import flow_from_warp_map, resize, sampling_grid
 
 FLO_MAGIC = 202021.25
 
@@ -52,3 +55,27 @@ def _checked(flow: np.ndarray) -> np.ndarray:
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise ValueError(f"a flow must be (H, W, 2), got {flow.shape}")
     return np.ascontiguousarray(flow, dtype=np.float32)
+
+
+def forward_flows(maps: torch.Tensor, warp_scale: float, height: int, width: int) -> dict[str, np.ndarray]:
+    """A segment's fitted correspondence as forward flows in this module's layout, at ``height`` x ``width``.
+
+    The B->A warp is a backward map on A's grid (A at ``p`` shows B at ``p - flow``), so the forward flow
+    from A to B is its negation, exactly; likewise B to A from the A->B warp.
+
+    Args:
+        maps: ``(16, h, w)`` raw maps (:mod:`diffmorph.ops` layout).
+        warp_scale: the config's ``warp_scale``.
+
+    Returns:
+        ``{"a_to_b": (H, W, 2), "b_to_a": (H, W, 2)}`` float32 arrays, channel 0 = dx, 1 = dy.
+    """
+    warps = maps.view(2, 8, *maps.shape[-2:])[:, 6:8]  # (2, 2, h, w): A->B, B->A, (dy, dx)
+    grids = sampling_grid(flow_from_warp_map(resize(warps, height, width), warp_scale))  # (2, H, W, 2): (x, y)
+    identity = sampling_grid(torch.zeros(1, 2, height, width, device=maps.device))
+    flows = {}
+    for name, index in (("a_to_b", 1), ("b_to_a", 0)):
+        offsets = grids[index:index + 1] - identity  # (1, H, W, 2): normalized sample offsets = -(dx, dy)
+        pixels = offsets[0] * torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=offsets.device)
+        flows[name] = pixels.float().cpu().numpy()
+    return flows

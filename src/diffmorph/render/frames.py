@@ -1,4 +1,8 @@
-"""From fitted maps to frames at the images' own resolution."""
+"""From fitted maps to frames at the images' own resolution: the classic and the sharp frames.
+
+Tensor shapes follow :mod:`diffmorph.ops`. Timing (which strength each frame shows) lives in
+:mod:`diffmorph.render.pacing`.
+"""
 
 from __future__ import annotations
 
@@ -15,51 +19,13 @@ from diffmorph.ops import (
     flow_from_warp_map,
     gaussian_blur,
     length,
-    psnr,
     recolour,
     resize,
     sample,
     sampling_grid,
     splat,
 )
-
-
-def frame_times(count: int) -> list[float]:
-    """Evenly spaced times from 0 to 1, both included: frame ``i`` of ``N`` is at ``i / (N - 1)``.
-
-    >>> frame_times(5)
-    [0.0, 0.25, 0.5, 0.75, 1.0]
-    """
-    if count < 2:
-        raise ValueError(f"a morph needs at least 2 frames, got {count}")
-    return [i / (count - 1) for i in range(count)]
-
-
-def ease(t: float, curve: str) -> float:
-    """Map linear time ``t`` in ``[0, 1]`` through an easing curve; every curve keeps 0 and 1 fixed.
-
-    >>> [round(ease(0.25, c), 4) for c in ("linear", "in", "out", "in-out")]
-    [0.25, 0.0625, 0.4375, 0.1562]
-    """
-    if curve == "linear":
-        return t
-    if curve == "in":
-        return t * t
-    if curve == "out":
-        return 1.0 - (1.0 - t) ** 2
-    if curve == "in-out":
-        return t * t * (3.0 - 2.0 * t)
-    raise ValueError(f"unknown ease {curve!r}")
-
-
-def timeline(count: int, fps: float, curve: str = "linear", hold: float = 0.0) -> list[float]:
-    """The time of every output frame: A held, ``count`` eased frames from A to B, then B held.
-
-    >>> timeline(3, fps=2, hold=1.0)
-    [0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0]
-    """
-    held = round(hold * fps)
-    return [0.0] * held + [ease(t, curve) for t in frame_times(count)] + [1.0] * held
+from diffmorph.render.pacing import PaceParams, Schedule, even_schedule
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -73,26 +39,25 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 PACINGS = ("even", "linear")  # the config's "auto" is resolved before a renderer is made
-DETAIL_BAND = 96  # longest side, in pixels, of the colour band of "sharp" frames; finer structure is detail
-MAX_DETAIL_GAIN = 2.0**0.5  # "sharp" restores at most the contrast a half-and-half blend of unrelated detail loses
-PACE_SAMPLES = 64  # frames rendered, small, to measure how much the picture changes along the morph
-PACE_FIRST = 32  # as many where the frames' own times are measured again after (a renderer given its frames)
-PACE_SIZE = 192  # longest side of those frames: in "sharp", a lattice of the full-size frame's pixels
-SPLAT_SIZE = 192  # longest side at which "sharp" carries pixels forward; the maps themselves are 84 x 84
-# Where carried pixels land on each other, those that move further cover the rest (see _Carrier); their weight
-# grows by e for each 1 % of the frame further (so by about 1000 between the near and the far parts of a stereo
-# pair), up to half the frame.
-COVER = 100.0
-SPLAT_BLUR = 1.0  # Gaussian sigma, in pixels of SPLAT_SIZE, that smooths the carried flow's steps between pixels.
-HOLE = 1e-3  # Pixels that less than this share of a carried pixel lands on are holes, filled from around them.
-# A pixel of a carried layer shows what it fetches only if the other direction's warp moves that content there
-# too: if that way differs from the pixel's by more than STRAY pixels of SPLAT_SIZE plus STRAY_SHARE of the
-# pixel's own way, the pixel fades into a filling from around (wholly at twice that). The two warps are fitted
-# apart and agree only roughly, so the check is for gross mismatches only (a subject that left): at 4 px + 50 %
-# it filled 11-14 % of a middle layer of two faces and made the pace of a bent photo jump (pacing CV 0.08 ->
-# 0.14; switching pixels rather than fading them, 0.23); at these settings the pace and detail are as without it.
-STRAY = 8.0
-STRAY_SHARE = 1.0
+
+
+@dataclass(frozen=True)
+class FrameParams:
+    """How "sharp" frames are made (evidence in docs/method.md)."""
+
+    detail_band: int = 96  # longest side in pixels of the colour band; finer structure is detail
+    max_detail_gain: float = 2.0**0.5  # at most the contrast a half-and-half blend of unrelated detail loses
+    splat_size: int = 192  # longest side at which content is carried forward; the maps themselves are 84 x 84
+    # Where carried pixels land on each other, those that move further cover the rest, as nearer things do in a
+    # camera move: their weight grows by e for each 1 % of the frame further, up to half the frame.
+    cover: float = 100.0
+    splat_blur: float = 1.0  # Gaussian sigma, in pixels of splat_size, smoothing the carried flow between pixels
+    hole: float = 1e-3  # pixels that less than this share of a carried pixel lands on are holes, filled from around
+    # A carried pixel shows what it fetches only where the other direction's warp moves that content there too,
+    # within stray pixels (of splat_size) plus stray_share of its own way; it fades into a filling from around
+    # by twice that. The two warps agree only roughly, so this catches gross mismatches only (a subject that left).
+    stray: float = 8.0
+    stray_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -109,23 +74,25 @@ class _Carrier:
 
     Attributes:
         flows: ``(2, 2, h, w)`` the A->B and B->A warps' backward flows, in pixels of this size.
-        importance: ``(2, 1, h, w)``: :data:`COVER` times each flow's length as a share of the frame.
+        importance: ``(2, 1, h, w)``: ``params.cover`` times each flow's length as a share of the frame.
         motion: ``(2, 2, h, w)`` where each image's own pixels go: minus the other direction's flow
             (the B->A warp says where in B each pixel of A is shown).
+        params: the tolerances of :meth:`grids`.
     """
 
     flows: torch.Tensor
     importance: torch.Tensor
     motion: torch.Tensor
+    params: FrameParams
 
     @classmethod
-    def build(cls, maps: torch.Tensor, scales: MapScales, height: int, width: int) -> _Carrier:
+    def build(cls, maps: torch.Tensor, scales: MapScales, height: int, width: int, params: FrameParams) -> _Carrier:
         """From ``(2, 8, h, w)`` raw maps (A->B, B->A), for images of ``height`` x ``width``."""
-        scale = min(1.0, SPLAT_SIZE / max(height, width))
+        scale = min(1.0, params.splat_size / max(height, width))
         size = (max(2, round(height * scale)), max(2, round(width * scale)))
         flows = flow_from_warp_map(resize(maps[:, 6:8], *size), scales.warp)  # (2, 2, h, w)
-        importance = COVER * (length(flows) / max(size)).clamp_(max=0.5)
-        return cls(flows, importance, -flows.flip(0))
+        importance = params.cover * (length(flows) / max(size)).clamp_(max=0.5)
+        return cls(flows, importance, -flows.flip(0), params)
 
     def grids(self, strengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Where each image carried by its strength (``(2,)``) samples, and where that holds.
@@ -143,11 +110,11 @@ class _Carrier:
         """
         share = strengths.view(2, 1, 1, 1)
         flow, coverage = splat(share * self.flows, (share - 1.0) * self.flows, self.importance)
-        flow = gaussian_blur(fill_holes(flow, coverage > HOLE), SPLAT_BLUR)  # (2, 2, h, w)
+        flow = gaussian_blur(fill_holes(flow, coverage > self.params.hole), self.params.splat_blur)  # (2, 2, h, w)
         grids = sampling_grid(flow)
         # The fetched content's own way at this strength, less the way this pixel fetched it from.
         stray = length(sample(share * self.motion, grids) - flow)
-        tolerance = STRAY + STRAY_SHARE * length(flow)
+        tolerance = self.params.stray + self.params.stray_share * length(flow)
         return grids, (2.0 - stray / tolerance).clamp_(0.0, 1.0)
 
 
@@ -245,20 +212,16 @@ class Renderer:
       ``t``, then blended. Colour changes come through smooth maps, so fine structure fades out
       towards the middle of the morph.
     - ``"sharp"`` splits the frame in two bands. The colour band is the classic frame rendered at
-      :data:`DETAIL_BAND` pixels and upsampled; the detail band (everything finer) is the blend of
+      ``params.detail_band`` pixels and upsampled; the detail band (everything finer) is the blend of
       the two images warped at full resolution, sampled from a 2x bicubic upsampling so that
       sub-pixel warps do not blur them. Blending two unaligned details halves their contrast, so
       the detail band's energy is restored to the interpolation of A's and B's (gain at most
-      :data:`MAX_DETAIL_GAIN`). Both bands carry content along straight lines from where each warp
+      ``params.max_detail_gain``). Both bands carry content along straight lines from where each warp
       fetches it to where it puts it (see :class:`_Carrier`), rather than scaling the warps. Both equal
       A at ``t = 0`` and B at ``t = 1``.
 
-    With ``pacing="even"`` :meth:`frame` re-times the morph so that the picture changes by about
-    the same amount from one frame to the next: :data:`PACE_SAMPLES` small frames measure the change
-    along the morph once, and ``t`` is mapped through that curve (0 and 1 stay fixed). The change
-    between two frames is less than the sum of the changes in between where fine detail moves
-    further than its own size, so given ``frames``, the count the morph is shown in, :data:`PACE_FIRST`
-    small frames make a first curve, and the change is measured again between the frames it times.
+    The strength shown at time ``t`` is ``t`` (``pacing="linear"``) or an even
+    :class:`~diffmorph.render.pacing.Schedule` measured once, on small frames, at the first frame asked for.
 
     Args:
         maps: ``(16, h, w)`` raw maps from a fit (any resolution).
@@ -268,11 +231,13 @@ class Renderer:
         mode: ``"sharp"`` or ``"classic"``.
         pacing: ``"even"`` or ``"linear"`` (frame ``t`` is the maps' strength).
         frames: for even pacing, the frames from A to B the morph is shown in, at times
-            :func:`frame_times` (``None``: not known).
+            :func:`~diffmorph.render.pacing.frame_times` (``None``: not known).
+        params, pace: the tuned numbers of the sharp frames and of even pacing.
     """
 
     def __init__(self, maps: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scales: MapScales,
-                 device: torch.device, *, mode: str = "sharp", pacing: str = "even", frames: int | None = None):
+                 device: torch.device, *, mode: str = "sharp", pacing: str = "even", frames: int | None = None,
+                 params: FrameParams = FrameParams(), pace: PaceParams = PaceParams()):
         if a.shape != b.shape or a.dim() != 4 or a.shape[:2] != (1, 3):
             raise ValueError(f"a and b must both be (1, 3, H, W), got {tuple(a.shape)} and {tuple(b.shape)}")
         if mode not in MODES or pacing not in PACINGS:
@@ -284,10 +249,12 @@ class Renderer:
         self.mode = mode
         self.pacing = pacing
         self.frames = frames
+        self.params = params
+        self.pace = pace
         self.a = a.to(device)
         self.b = b.to(device)
         self._maps = maps
-        self._pace: tuple[np.ndarray, np.ndarray] | None = None
+        self._schedule: Schedule | None = None
         self._mapped: torch.Tensor | None = None
         stacked_maps = maps.view(2, 8, *maps.shape[-2:]).to(device)  # (2, 8, h, w): A->B, B->A
         images = torch.cat((self.a, self.b))  # (2, 3, H, W)
@@ -295,10 +262,11 @@ class Renderer:
         self._full = _Stack.build(images, stacked_maps, scales, upsample=sharp, colour=not sharp)
         if sharp:
             longest = max(height, width)
-            band = (max(2, round(height * DETAIL_BAND / longest)), max(2, round(width * DETAIL_BAND / longest)))
+            band = (max(2, round(height * params.detail_band / longest)),
+                    max(2, round(width * params.detail_band / longest)))
             small = resize(images, *band, antialias=True)  # (2, 3, h, w)
             self._low = _Stack.build(small, stacked_maps, scales, upsample=False, colour=True)
-            self._carrier = _Carrier.build(stacked_maps, scales, height, width)
+            self._carrier = _Carrier.build(stacked_maps, scales, height, width, params)
             fine = images - resize(small, height, width)  # (2, 3, H, W): A's and B's own detail bands
             self._detail_energy = fine.square().mean(dim=(1, 2, 3)).tolist()
 
@@ -321,7 +289,7 @@ class Renderer:
         coarse = torch.lerp(coarse[0:1], coarse[1:2], t)
         wanted = (1.0 - t) * self._detail_energy[0] + t * self._detail_energy[1]
         present = float((detail - resize(coarse, height, width)).square_().mean())  # the detail band's energy
-        gain = max(1.0, min(MAX_DETAIL_GAIN, (wanted / present) ** 0.5)) if present > 0 else 1.0
+        gain = max(1.0, min(self.params.max_detail_gain, (wanted / present) ** 0.5)) if present > 0 else 1.0
         # colour band + gain * (detail - its coarse part); upsampling is linear, so once is enough.
         colour = self._classic(self._low, t, carried).sub_(coarse, alpha=gain)
         return torch.add(resize(colour, height, width), detail, alpha=gain).clamp_(-1.0, 1.0)
@@ -333,10 +301,14 @@ class Renderer:
         In classic mode with linear pacing this equals :func:`diffmorph.ops.blend_frame` on the
         full-resolution maps, in fewer passes.
         """
-        t = self.paced(t)
+        return self.at(self.paced(t))
+
+    @torch.no_grad()
+    def at(self, strength: float) -> torch.Tensor:
+        """The frame at the maps' ``strength`` in ``[0, 1]``, whatever the pacing: ``(1, 3, H, W)``."""
         if self.mode == "classic":
-            return self._classic(self._full, t)
-        return self._sharp(t)
+            return self._classic(self._full, strength)
+        return self._sharp(strength)
 
     @torch.no_grad()
     def layers(self, t: float) -> torch.Tensor:
@@ -351,90 +323,33 @@ class Renderer:
         """The maps' strength shown at time ``t``: ``t`` itself, or re-timed for even pacing."""
         if self.pacing == "linear" or t <= 0.0 or t >= 1.0:
             return t
-        if self._pace is None:
-            self._pace = self._measure_pace()
-        strengths, travelled = self._pace
-        return float(np.interp(t * travelled[-1], travelled, strengths))
+        if self._schedule is None:
+            self._schedule = even_schedule(self._small().at, self.frames, self.pace)
+        return self._schedule(t)
 
-    def _measure_pace(self) -> tuple[np.ndarray, np.ndarray]:
-        """Strengths ``0 .. 1`` and the picture's cumulative change (RMSE) up to each, on small frames.
+    def _small(self) -> Renderer:
+        """A renderer of frames at most ``pace.size`` on a side, for measuring the pace.
 
         The "sharp" small frames are a lattice of the full-size frame's pixels: they sample the full-size
         images (and share this renderer's carried grids and detail energy), so the change of detail finer
-        than the small frames counts. Where detail moves further than its own size per frame, the change
-        between two frames no longer grows with the time between them; the second pass measures the
-        change at the frames' own times and spreads them by it.
+        than the small frames counts.
         """
-        small = self._small()
-        strengths = np.linspace(0.0, 1.0, (PACE_SAMPLES if self.frames is None else PACE_FIRST) + 1)
-        travelled = small._travelled(strengths)
-        if self.frames is not None:
-            strengths = np.interp(np.linspace(0.0, travelled[-1], self.frames), travelled, strengths)
-            travelled = small._travelled(strengths)
-        return strengths, travelled
-
-    def _small(self) -> Renderer:
-        """A linearly paced renderer of frames at most :data:`PACE_SIZE` on a side, for measuring the pace."""
         height, width = self.a.shape[-2:]
-        scale = min(1.0, PACE_SIZE / max(height, width))
+        scale = min(1.0, self.pace.size / max(height, width))
         size = (max(2, round(height * scale)), max(2, round(width * scale)))
         a, b = (resize(x, *size, antialias=True) for x in (self.a, self.b))
-        small = Renderer(self._maps, a, b, self.scales, self.a.device, mode=self.mode, pacing="linear")
+        small = Renderer(self._maps, a, b, self.scales, self.a.device, mode=self.mode, pacing="linear",
+                         params=self.params, pace=self.pace)
         if self.mode == "sharp":  # sample the full-size images where the full-size frames do
             small._full = replace(small._full, sources=self._full.sources)
             small._carrier = self._carrier
             small._detail_energy = self._detail_energy
         return small
 
-    def _travelled(self, strengths: np.ndarray) -> np.ndarray:
-        """The picture's cumulative change (RMSE) from the frame at ``strengths[0]`` to each frame."""
-        steps, previous = [], self.frame(float(strengths[0]))
-        for strength in strengths[1:]:
-            frame = self.frame(float(strength))
-            steps.append(float((frame - previous).square().mean().sqrt()))  # RMSE
-            previous = frame
-        # A tiny floor per step keeps the curve strictly increasing where nothing changes.
-        return np.concatenate(([0.0], np.cumsum(np.asarray(steps) + 1e-9)))
-
     @torch.no_grad()
-    def a_to_b(self) -> torch.Tensor:
-        """A with the A->B maps fully applied, clipped: how well the maps reproduce B."""
-        return self._fully_mapped()[0:1]
-
-    @torch.no_grad()
-    def b_to_a(self) -> torch.Tensor:
-        """B with the B->A maps fully applied, clipped: how well the maps reproduce A."""
-        return self._fully_mapped()[1:2]
-
-    def _fully_mapped(self) -> torch.Tensor:
+    def fully_mapped(self) -> torch.Tensor:
+        """A with the A->B maps fully applied and B with the B->A maps, clipped: ``(2, 3, H, W)``; how well
+        the maps reproduce the other image."""
         if self._mapped is None:
             self._mapped = self._full.moved(torch.ones(2, device=self.a.device), self.scales)  # (2, 3, H, W)
         return self._mapped
-
-    def fidelity(self, a_to_b: torch.Tensor | None = None, b_to_a: torch.Tensor | None = None) -> dict[str, float]:
-        """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A.
-
-        Args:
-            a_to_b, b_to_a: the results of :meth:`a_to_b` and :meth:`b_to_a` if already computed.
-        """
-        a_to_b = self.a_to_b() if a_to_b is None else a_to_b
-        b_to_a = self.b_to_a() if b_to_a is None else b_to_a
-        return {"a_to_b_psnr": psnr(a_to_b, self.b), "b_to_a_psnr": psnr(b_to_a, self.a)}
-
-    @torch.no_grad()
-    def forward_flows(self) -> dict[str, np.ndarray]:
-        """The fitted correspondence as forward flows, in :mod:`diffmorph.io.flow`'s layout.
-
-        The B->A warp is a backward map on A's grid (A at ``p`` shows B at ``p - flow``), so the forward
-        flow from A to B is its negation, exactly; likewise B to A from the A->B warp.
-
-        Returns:
-            ``{"a_to_b": (H, W, 2), "b_to_a": (H, W, 2)}`` float32 arrays, channel 0 = dx, 1 = dy.
-        """
-        flows = {}
-        for name, index in (("a_to_b", 1), ("b_to_a", 0)):
-            source = self._full.grids[index:index + 1] - self._full.identity  # (1, H, W, 2): normalized offsets
-            height, width = source.shape[1:3]
-            pixels = source[0] * torch.tensor([(width - 1) / 2.0, (height - 1) / 2.0], device=source.device)
-            flows[name] = pixels.float().cpu().numpy()  # sample offset = -(dx, dy) of the warp
-        return flows

@@ -8,7 +8,7 @@ from PIL import Image
 
 import diffmorph
 from diffmorph.errors import ConfigError, OutputError
-from diffmorph.renderer import Renderer
+from diffmorph.render import Renderer
 from synthetic import blobs
 
 FAST = {"steps": 4, "refine": 2, "size": 32, "frames": 5, "device": "cpu"}
@@ -17,11 +17,12 @@ FAST = {"steps": 4, "refine": 2, "size": 32, "frames": 5, "device": "cpu"}
 def test_morph_returns_a_typed_result_at_a_native_size():
     a, b = blobs(30, 44, seed=1), blobs(30, 44, seed=2)
     calls = []
-    result = diffmorph.morph(a, b, progress=lambda done, loss: calls.append(done), **FAST)
+    result = diffmorph.morph([a, b], progress=lambda done, loss: calls.append(done), **FAST)
     assert isinstance(result, diffmorph.MorphResult)
     assert result.size == (44, 30)
-    assert result.maps.shape == (16, 84, 84)
-    assert len(result.losses) == 6 and calls == [1, 2, 3, 4, 5, 6]  # the network's steps, then the refinement's
+    (segment,) = result.segments
+    assert segment.maps.shape == (16, 84, 84)
+    assert len(segment.losses) == 6 and calls == [1, 2, 3, 4, 5, 6]  # the network's steps, then the refinement's
     assert result.config.steps == 4 and result.config.mode == "sharp"
     assert set(result.fidelity()) == {"a_to_b_psnr", "b_to_a_psnr"}
 
@@ -30,20 +31,24 @@ def test_b_of_another_size_is_fitted_to_a_frame():
     a = Image.fromarray(blobs(30, 40, seed=1))
     b = Image.fromarray(blobs(64, 48, seed=2))
     for fit in ("crop", "pad", "stretch"):
-        result = diffmorph.morph(a, b, fit=fit, **FAST)
-        assert result.image_b.shape == (1, 3, 30, 40)
-        assert result.framing.source_size == (48, 64) and result.framing.method == fit
+        result = diffmorph.morph([a, b], fit=fit, **FAST)
+        assert result.images[1].shape == (1, 3, 30, 40)
+        (framing,) = result.framings
+        assert framing.source_size == (48, 64) and framing.method == fit
 
 
 def test_bad_settings_are_config_errors():
     a = blobs(16, 16)
     with pytest.raises(ConfigError, match="--steps must be a positive integer, got 0"):
-        diffmorph.morph(a, a, steps=0)
+        diffmorph.morph([a, a], steps=0)
     with pytest.raises(ConfigError, match="unknown setting"):
-        diffmorph.morph(a, a, stepz=3)
+        diffmorph.morph([a, a], stepz=3)
     with pytest.raises(ConfigError, match="unknown mode"):
-        diffmorph.morph(a, a, mode="fancy")
-
+        diffmorph.morph([a, a], mode="fancy")
+    with pytest.raises(ConfigError, match="at least 2 images"):
+        diffmorph.morph([a])
+    with pytest.raises(ConfigError, match="give the images as one list"):
+        diffmorph.morph(a, a)  # the second image where the config goes
 
 
 def test_config_of_an_older_file_keeps_the_settings_it_was_made_with():
@@ -51,6 +56,7 @@ def test_config_of_an_older_file_keeps_the_settings_it_was_made_with():
     assert config().align == "auto"
     assert config.from_dict({}).align == "none"  # files written before --align existed were fitted without it
     assert config.from_dict(config().to_dict()) == config()
+
 
 @pytest.mark.parametrize(("name", "message"), [("gpu", "unknown device"), ("meta", "unsupported device"),
                                                ("cuda:7", "CUDA"), ("mps", "MPS")])
@@ -70,7 +76,7 @@ def test_resolve_device_auto_and_cpu():
 
 def test_export_writes_every_output_and_each_reads_back(tmp_path):
     a, b = blobs(30, 44, seed=1), blobs(30, 44, seed=2)
-    result = diffmorph.morph(a, b, **FAST)
+    result = diffmorph.morph([a, b], **FAST)
     report = diffmorph.export(result, tmp_path / "out", formats=["mp4", "gif", "webp", "frames"], frames=6, fps=20)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted([
@@ -92,7 +98,8 @@ def test_export_writes_every_output_and_each_reads_back(tmp_path):
     summary = json.loads((out / "config.json").read_text())
     assert summary["config"]["frames"] == 6 and summary["config"]["fps"] == 20
     assert summary["size"] == {"width": 44, "height": 30}
-    assert summary["fidelity_db"]["a_to_b_psnr"] == pytest.approx(report.fidelity["a_to_b_psnr"])
+    assert summary["fidelity_db"][0]["a_to_b_psnr"] == pytest.approx(report.fidelity[0]["a_to_b_psnr"])
+    assert summary["segments"] == 1 and summary["fit"][0]["steps"] == 6
     # The maps file re-renders the same first frame as the exported frames.
     reloaded = diffmorph.load_maps(out / "maps.safetensors")
     first = next(diffmorph.render(reloaded, frames=6))
@@ -100,7 +107,7 @@ def test_export_writes_every_output_and_each_reads_back(tmp_path):
 
 
 def test_export_refuses_bad_formats_and_paths_before_writing(tmp_path):
-    result = diffmorph.morph(blobs(16, 16), blobs(16, 16, seed=3), **FAST)
+    result = diffmorph.morph([blobs(16, 16), blobs(16, 16, seed=3)], **FAST)
     with pytest.raises(ConfigError, match="unknown format 'avi'"):
         diffmorph.export(result, tmp_path / "out", formats=["avi"])
     (tmp_path / "file").write_text("x")
@@ -110,7 +117,7 @@ def test_export_refuses_bad_formats_and_paths_before_writing(tmp_path):
 
 
 def test_a_failure_while_rendering_leaves_no_files(tmp_path, monkeypatch):
-    result = diffmorph.morph(blobs(16, 16), blobs(16, 16, seed=3), **FAST)
+    result = diffmorph.morph([blobs(16, 16), blobs(16, 16, seed=3)], **FAST)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("kept")
     original = Renderer.frame

@@ -1,0 +1,29 @@
+"""Every tuned number of diffmorph in one frozen object, passed to :func:`~diffmorph.morph`,
+:func:`~diffmorph.render` and :func:`~diffmorph.export`.
+
+Users rarely change these: the settings of a morph are :class:`~diffmorph.config.MorphConfig`. These are the
+thresholds and weights of the heuristics (why each value is what it is: docs/method.md), exposed so that tests
+and experiments can change them without touching module state.
+
+>>> from diffmorph.start import StartParams, SubjectParams
+>>> Params(start=StartParams(subject=SubjectParams(overlap=0.7))).start.subject.overlap
+0.7
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from diffmorph.optimize import FitParams
+from diffmorph.render import FrameParams, PaceParams
+from diffmorph.start import StartParams
+
+
+@dataclass(frozen=True)
+class Params:
+    """The start's, the fit's, the sharp frames' and even pacing's tuned numbers."""
+
+    start: StartParams = field(default_factory=StartParams)
+    fit: FitParams = field(default_factory=FitParams)
+    frames: FrameParams = field(default_factory=FrameParams)
+    pace: PaceParams = field(default_factory=PaceParams)

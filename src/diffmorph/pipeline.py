@@ -1,0 +1,324 @@
+"""The one pipeline: images in, a fitted :class:`MorphResult` out, frames from it.
+
+A pair is a chain of one segment: :func:`morph` fits segment ``k`` from image ``k`` to image ``k + 1`` (and,
+with ``loop``, a last one back to the first); :func:`render` yields the frames of every segment in turn;
+:func:`diffmorph.export.export` writes them. Every image after the first is fitted to the first one's frame.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffmorph._version import __version__
+from diffmorph.config import MorphConfig
+from diffmorph.errors import ConfigError
+from diffmorph.evaluate import fidelity
+from diffmorph.io.images import (
+    DEFAULT_MAX_PIXELS,
+    Framing,
+    ImageSource,
+    fit_to_frame,
+    from_uint16,
+    load_image,
+    to_tensor,
+    to_uint16,
+)
+from diffmorph.io.mapsfile import MapsFileContents, read_maps_file, write_maps_file
+from diffmorph.io.outputs import replacing
+from diffmorph.ops import resize
+from diffmorph.optimize import ProgressCallback, fit_batch, scales_of
+from diffmorph.params import Params
+from diffmorph.render import Renderer, timeline, to_uint8
+from diffmorph.start import Alignment, SubjectMove, describe
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for a ``--device`` value.
+
+    "auto" picks CUDA, then Apple MPS, then the CPU.
+
+    Raises:
+        ConfigError: unknown device name, or a device this machine does not have.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} asked for, but Apple MPS is not available here; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+@dataclass
+class Segment:
+    """One fitted segment: the maps that morph one image into the next.
+
+    Attributes:
+        maps: ``(16, h, w)`` raw maps (A->B channels 0-7, B->A 8-15), any resolution.
+        losses: the fit's loss at every step.
+        fit_seconds: wall time of the fit (for segments fitted side by side, their share of it).
+        alignment: the move of the whole picture the warp started from, or None; known after a fit only.
+        bent: whether the warp started from that move (or none) bent region by region; after a fit only.
+        subject: the move of the pair's one subject the warp carried it by, or None; after a fit only.
+    """
+
+    maps: torch.Tensor
+    losses: list[float] = field(default_factory=list)
+    fit_seconds: float = math.nan
+    alignment: Alignment | None = None
+    bent: bool = False
+    subject: SubjectMove | None = None
+
+    def describe_start(self, align: str) -> str | None:
+        """One line on where the warp started, or None where it started from nothing."""
+        return describe(self.alignment, self.bent, self.subject, align)
+
+
+@dataclass
+class MorphResult:
+    """A fitted morph of two or more images: one segment per consecutive pair.
+
+    Attributes:
+        images: ``(1, 3, H, W)`` each in ``[-1, 1]``, in order, all at the first one's size.
+        segments: segment ``k`` morphs ``images[k]`` into ``images[k + 1]``; with ``loop`` the last one
+            morphs the last image into the first.
+        config: the settings of the fit (its render settings are the defaults for rendering).
+        loop: whether the last segment goes back to the first image.
+        source_sizes: ``(width, height)`` of each image as decoded, before fitting to the first's frame.
+    """
+
+    images: list[torch.Tensor]
+    segments: list[Segment]
+    config: MorphConfig
+    loop: bool = False
+    source_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.segments) != len(self.images) - 1 + self.loop or not self.segments:
+            raise ValueError(f"{len(self.images)} images{' in a loop' if self.loop else ''} need "
+                             f"{len(self.images) - 1 + self.loop} segments, got {len(self.segments)}")
+        if not self.source_sizes:
+            width, height = self.images[0].shape[-1], self.images[0].shape[-2]
+            self.source_sizes = [(width, height)] * len(self.images)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Output ``(width, height)``: the first image's own size, or ``config.width`` wide with its aspect."""
+        width, height = self.images[0].shape[-1], self.images[0].shape[-2]
+        if self.config.width in (0, width):
+            return width, height
+        return self.config.width, max(1, round(height * self.config.width / width))
+
+    @property
+    def framings(self) -> list[Framing]:
+        """How each image after the first was fitted to the first one's frame."""
+        width, height = self.images[0].shape[-1], self.images[0].shape[-2]
+        return [Framing(self.config.fit, source, (width, height)) for source in self.source_sizes[1:]]
+
+    def pair(self, segment: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two images ``segment`` morphs between."""
+        return self.images[segment], self.images[(segment + 1) % len(self.images)]
+
+    def renderer(self, segment: int = 0, device: str | torch.device | None = None, *, frames: int | None = None,
+                 params: Params = Params()) -> Renderer:
+        """A :class:`~diffmorph.render.Renderer` of ``segment`` at :attr:`size` on ``device`` (the config's
+        by default).
+
+        Args:
+            frames: the frames from A to B it will render, evenly spaced in time, so that even pacing
+                evens out the change between those frames in particular.
+        """
+        target = device if isinstance(device, torch.device) else resolve_device(device or self.config.device)
+        width, height = self.size
+        a, b = (resize(image, height, width, antialias=True).clamp(-1.0, 1.0) for image in self.pair(segment))
+        return Renderer(self.segments[segment].maps, a, b, scales_of(self.config), target, mode=self.config.mode,
+                        pacing=self.config.frame_pacing, frames=frames, params=params.frames, pace=params.pace)
+
+    def fidelity(self, segment: int = 0) -> dict[str, float]:
+        """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A, for ``segment``."""
+        return fidelity(self.renderer(segment))
+
+    def save(self, path: str | Path) -> None:
+        """Write a maps file (see :mod:`diffmorph.io.mapsfile`); it appears at ``path`` only when complete."""
+        with replacing(path) as temp:
+            write_maps_file(temp, self.contents(), __version__)
+
+    def contents(self) -> MapsFileContents:
+        """What the maps file holds."""
+        return MapsFileContents(
+            maps=torch.stack([segment.maps.float().cpu() for segment in self.segments]),
+            images=torch.stack([to_uint16(image[0].cpu()) for image in self.images]),
+            losses=torch.tensor([segment.losses for segment in self.segments], dtype=torch.float32),
+            config=self.config, loop=self.loop, source_sizes=tuple(self.source_sizes),
+            fit_seconds=tuple(segment.fit_seconds for segment in self.segments))
+
+    @classmethod
+    def load(cls, path: str | Path) -> MorphResult:
+        """Read a maps file written by :meth:`save` or ``diffmorph morph`` (any version this diffmorph reads)."""
+        contents = read_maps_file(path)
+        segments = [Segment(maps=maps, losses=losses.tolist(), fit_seconds=seconds) for maps, losses, seconds
+                    in zip(contents.maps, contents.losses, contents.fit_seconds, strict=True)]
+        return cls(images=[from_uint16(image).unsqueeze(0) for image in contents.images], segments=segments,
+                   config=contents.config, loop=contents.loop, source_sizes=list(contents.source_sizes))
+
+
+def configured(config: MorphConfig | None, overrides: dict[str, object]) -> MorphConfig:
+    """``config`` (defaults when None) with ``overrides`` applied, validated.
+
+    Raises:
+        ConfigError: an unknown field or a value out of range.
+    """
+    if config is not None and not isinstance(config, MorphConfig):
+        raise ConfigError(f"config must be a MorphConfig, got {type(config).__name__}; give the images as one list: "
+                          f"morph([a, b])")
+    try:
+        return replace(config or MorphConfig(), **overrides).validate()
+    except TypeError as exc:
+        raise ConfigError(f"unknown setting: {exc}") from None
+
+
+def prepare_images(sources: Sequence[ImageSource], config: MorphConfig, *, max_pixels: int = DEFAULT_MAX_PIXELS
+                   ) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+    """Decode images and fit every one after the first to the first one's frame.
+
+    Returns:
+        The images as ``(1, 3, H, W)`` tensors in ``[-1, 1]`` at the first one's size, and each one's own
+        ``(width, height)`` as decoded.
+    """
+    labels = ["A", "B"] if len(sources) == 2 else [f"image {i + 1}" for i in range(len(sources))]
+    decoded = [load_image(source, background=config.background, max_pixels=max_pixels, label=label)
+               for source, label in zip(sources, labels, strict=True)]
+    height, width = decoded[0].shape[:2]
+    fitted = [decoded[0]] + [fit_to_frame(image, width, height, config.fit, config.background)[0]
+                             for image in decoded[1:]]
+    return [to_tensor(image) for image in fitted], [(image.shape[1], image.shape[0]) for image in decoded]
+
+
+def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, loop: bool = False,
+          progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, batch: bool | None = None,
+          params: Params = Params(), **overrides: object) -> MorphResult:
+    """Fit the maps that morph each image into the next.
+
+    Args:
+        images: two or more paths, PIL images or arrays (see :func:`diffmorph.io.images.load_image`). The
+            morph has the first one's size; the others are fitted to its frame by ``config.fit``.
+        config: settings; defaults when omitted.
+        loop: add a segment from the last image back to the first.
+        progress: optional ``progress(steps_done, loss)`` callback, the steps of every segment counted.
+        max_pixels: refuse larger inputs.
+        batch: fit segments side by side (True), one after another (False), or by device (None: side by
+            side on CUDA, where one fit leaves the device idle).
+        params: the heuristics' tuned numbers.
+        **overrides: config fields to change, e.g. ``steps=300``.
+
+    Returns:
+        A :class:`MorphResult`.
+
+    Example::
+
+        result = diffmorph.morph(["cat.jpg", "dog.jpg"], steps=500)
+        frames = list(diffmorph.render(result, frames=30))
+    """
+    if isinstance(images, str | Path) or len(images) < 2:
+        count = 1 if isinstance(images, str | Path) else len(images)
+        raise ConfigError(f"a morph needs at least 2 images, got {count}; give them as one list")
+    config = configured(config, overrides)
+    device = resolve_device(config.device)
+    tensors, sizes = prepare_images(images, config, max_pixels=max_pixels)
+    pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if loop else [])
+    at_once = _segments_at_once(device, config, len(pairs)) if batch is None else (len(pairs) if batch else 1)
+    per_segment = config.steps + config.refine
+    segments = []
+    for first in range(0, len(pairs), at_once):
+        chunk = pairs[first:first + at_once]
+
+        def report(done: int, loss: float, offset: int = first * per_segment) -> None:
+            if progress is not None:
+                progress(offset + done, loss)
+
+        fits = fit_batch(chunk, config, device, progress=report, params=params.fit, start_params=params.start)
+        segments += [Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds / len(chunk),
+                             alignment=fit.alignment, bent=fit.bent, subject=fit.subject) for fit in fits]
+    return MorphResult(images=tensors, segments=segments, config=config, loop=loop, source_sizes=sizes)
+
+
+def _segments_at_once(device: torch.device, config: MorphConfig, segments: int) -> int:
+    """How many segments to fit side by side: 1 off CUDA, else as many as half the free memory holds."""
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    # A fit's tensors at the default 128 working size add up to about 20 MB (activations, gradients, Adam
+    # state, warps); 64 MB leaves room for workspaces.
+    per_segment = 64 * 2**20 * max(1.0, (config.size / 128) ** 2)
+    return max(1, min(segments, int(free / 2 // per_segment)))
+
+
+def render(result: MorphResult, *, frames: int | None = None, pingpong: bool = False,
+           device: str | torch.device | None = None, params: Params = Params()) -> Iterator[np.ndarray]:
+    """Yield the morph's frames as ``(H, W, 3)`` uint8 arrays at its :attr:`~MorphResult.size`, the first image
+    first; a held frame repeats the one before it.
+
+    The config's ``ease``, ``hold`` and ``pacing`` set the timing, its ``mode`` how frames are made.
+
+    Args:
+        frames: frames per segment, both ends included (by default the config's ``frames``, or its
+            ``durations``); at least 2.
+        pingpong: play forward, then backward.
+    """
+    config = result.config if frames is None else replace(result.config, frames=frames, durations=())
+    config.validate()
+    return frames_of(replace(result, config=config), pingpong=pingpong, device=device, params=params)
+
+
+def frames_of(result: MorphResult, *, pingpong: bool = False, device: str | torch.device | None = None,
+              params: Params = Params()) -> Iterator[np.ndarray]:
+    """:func:`render`'s frames, for a result whose config is already validated."""
+    return (frame for _, _, frame in timed_frames(result, pingpong=pingpong, device=device, params=params))
+
+
+def timed_frames(result: MorphResult, *, pingpong: bool = False, device: str | torch.device | None = None,
+                 params: Params = Params(), renderers: dict[int, Renderer] | None = None
+                 ) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Every output frame as ``(segment, t, frame)``.
+
+    Args:
+        renderers: where to keep each segment's renderer for the caller (its stills reuse them); by default
+            only the current segment's full-size renderer is held.
+    """
+    config = result.config
+    counts = config.segment_frames(len(result.segments))
+    kept = {} if renderers is None else renderers
+    shown, frame = None, None
+    for segment, t in timeline(counts, config.fps, config.ease, config.hold, pingpong=pingpong):
+        if (segment, t) != shown:
+            if segment not in kept:
+                if renderers is None:
+                    kept.clear()  # one segment's full-size maps in memory at a time
+                kept[segment] = result.renderer(segment, device, frames=counts[segment], params=params)
+            shown, frame = (segment, t), to_uint8(kept[segment].frame(t))
+        yield segment, t, frame
+
+
+def load_maps(path: str | Path) -> MorphResult:
+    """Read a maps file; same as ``MorphResult.load(path)``."""
+    return MorphResult.load(path)
