@@ -341,3 +341,10 @@ def test_align_subject_carries_the_subject_or_says_there_is_none(image_files, tm
         assert json.loads((out / "config.json").read_text())["config"]["align"] == align
     code, _, err = run(["morph", *image_files, "-o", tmp_path / "none", *FAST, "--align", "subject"], capsys)
     assert code == 0 and "aligned: no one subject stands out of both images alike" in err
+
+
+@pytest.mark.parametrize(("flags", "message"), [(["--port", "0"], "--port must be"),
+                                                (["--device", "gpu"], "unknown device")])
+def test_ui_refuses_bad_settings_in_one_line(flags, message, capsys):
+    code, _, err = run(["ui", *flags], capsys)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1

@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_options(evaluation, "eval", ["fit", "background"])
     evaluation.set_defaults(handler=_cmd_eval, quiet=True)
+
+    ui = commands.add_parser("ui", help="serve a page in the browser to morph, re-render and download",
+                             description="Serve diffmorph's web page (Gradio; pip extra diffmorph[ui]) and print "
+                                         "its URL. It binds to 127.0.0.1 unless --host says otherwise.")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    ui.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    ui.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                    help=f"refuse larger uploads (default: {DEFAULT_MAX_PIXELS:,})")
+    ui.add_argument("--max-upload-mb", type=float, default=50.0, metavar="MB", help="largest upload (default: 50)")
+    ui.add_argument("--device", default="auto", help=_FIELDS["device"].metadata["help"])
+    ui.set_defaults(handler=_cmd_ui, quiet=False)
     return parser
 
 
@@ -266,6 +277,28 @@ def _cmd_eval(args: argparse.Namespace, log: _Log) -> int:
             continue
         shown = f"{value:d}" if isinstance(value, int) else f"{value:.3f}"
         print(f"{name:<26} {shown:>9}  {GOOD_VALUES.get(name, '')}")
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace, log: _Log) -> int:
+    from diffmorph.pipeline import resolve_device
+
+    resolve_device(args.device)
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_pixels < 1 or not args.max_upload_mb > 0:
+        raise ConfigError("--max-pixels and --max-upload-mb must be positive")
+    try:
+        from diffmorph.ui import UiLimits, serve
+    except ImportError as exc:
+        raise ConfigError(f"the web UI needs Gradio ({exc.name} is missing): pip install 'diffmorph[ui]'") from None
+    limits = UiLimits(max_pixels=args.max_pixels, max_bytes=int(args.max_upload_mb * 2**20))
+    app = serve(args.host, args.port, limits, args.device, block=False)
+    print(f"diffmorph: serving on {app.local_url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    try:
+        app.block_thread()
+    finally:
+        app.close()
     return 0
 
 

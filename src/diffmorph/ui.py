@@ -1,0 +1,286 @@
+"""The web UI: ``diffmorph ui`` serves a page to morph images, re-render them without refitting and download
+every output; :func:`build_app` returns the Gradio Blocks for embedding.
+
+Each browser session (or ``gradio_client.Client``) gets its own folder under one temporary root; it is removed
+when the session closes, and any folder idle for longer than :attr:`UiLimits.session_seconds` is removed at
+the next job. One job runs at a time (the queue shows each waiting job its place), so two users cannot
+exhaust the machine, and Cancel stops a job at its next fit step or frame and removes what it had written.
+Nothing a request names is used as a path: uploads are files Gradio itself stored, and outputs are written
+only inside the session's folder.
+"""
+
+import re
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from diffmorph.config import ALIGNS, EASES, MODES, PACINGS, MorphConfig
+from diffmorph.errors import DiffmorphError, InputImageError
+from diffmorph.io.images import DEFAULT_MAX_PIXELS
+
+SETTINGS = ("frames", "fps", "mode", "align", "steps", "size", "ease", "hold", "width", "seed")
+
+
+@dataclass(frozen=True)
+class UiLimits:
+    """What one request may ask of the server."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per image, as the CLI's --max-pixels
+    max_bytes: int = 50 * 2**20  # per uploaded file: a large JPEG, far from a disk-filling upload
+    max_images: int = 12  # per morph: a chain of 11 segments
+    session_seconds: float = 3600.0  # an idle session's folder is removed after this long
+    queue: int = 20  # jobs waiting at most; later ones are told the server is busy
+
+
+class Cancelled(DiffmorphError):
+    """The user pressed Cancel."""
+
+
+class Sessions:
+    """Each session's folder, last result and cancel flag."""
+
+    def __init__(self, limits: UiLimits):
+        self.limits = limits
+        self.root = Path(tempfile.mkdtemp(prefix="diffmorph-ui-"))
+        self.results: dict[str, Any] = {}
+        self.cancelled: dict[str, threading.Event] = {}
+        self.lock = threading.Lock()
+
+    def folder(self, session: str) -> Path:
+        """The session's folder, created if missing; other sessions idle too long are removed first."""
+        self.sweep()
+        path = self.root / _safe(session)
+        path.mkdir(exist_ok=True)
+        path.touch()  # its time is the session's last activity
+        return path
+
+    def flag(self, session: str) -> threading.Event:
+        with self.lock:
+            return self.cancelled.setdefault(_safe(session), threading.Event())
+
+    def sweep(self) -> None:
+        cutoff = time.time() - self.limits.session_seconds
+        for path in self.root.iterdir():
+            if path.stat().st_mtime < cutoff:
+                self.close(path.name)
+
+    def close(self, session: str) -> None:
+        """Remove a session's files and forget its result."""
+        name = _safe(session)
+        with self.lock:
+            self.results.pop(name, None)
+            self.cancelled.pop(name, None)
+        shutil.rmtree(self.root / name, ignore_errors=True)
+
+
+def _safe(session: str) -> str:
+    """A session id as a folder name: letters and digits only."""
+    return re.sub(r"[^A-Za-z0-9]", "", session or "anonymous")[:64] or "anonymous"
+
+
+def check_uploads(paths: list[str] | None, limits: UiLimits) -> list[Path]:
+    """The uploaded files, checked for count and size before anything is decoded.
+
+    Raises:
+        InputImageError: fewer than two, more than ``limits.max_images``, not a regular file, or too large.
+    """
+    files = [Path(path) for path in paths or []]
+    if len(files) < 2:
+        raise InputImageError(f"upload at least two images to morph (got {len(files)})")
+    if len(files) > limits.max_images:
+        raise InputImageError(f"upload at most {limits.max_images} images (got {len(files)})")
+    for number, path in enumerate(files, start=1):
+        if not path.is_file():
+            raise InputImageError(f"image {number} is not a regular file; upload it again")
+        if path.stat().st_size > limits.max_bytes:
+            raise InputImageError(f"image {number} is {path.stat().st_size / 2**20:.1f} MB; the limit is "
+                                  f"{limits.max_bytes / 2**20:.0f} MB")
+    return files
+
+
+def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
+    """The Gradio Blocks of the page, its API endpoints ``/morph`` and ``/rerender`` included.
+
+    Args:
+        limits: what one request may ask.
+        device: where to fit and render (``--device``).
+    """
+    from diffmorph.export import export
+    from diffmorph.pipeline import MorphResult, morph
+
+    sessions = Sessions(limits)
+    defaults = MorphConfig()
+
+    def run(session: str, result: MorphResult, settings: dict, pingpong: bool, progress: gr.Progress) -> tuple:
+        """Export ``result`` into a new folder of the session; the page's outputs."""
+        flag = sessions.flag(session)
+        folder = sessions.folder(session)
+        out = folder / f"run-{time.time_ns()}"
+        frames_total = []
+
+        def on_frame(done: int) -> None:
+            if flag.is_set():
+                raise Cancelled("cancelled")
+            progress((done, frames_total[0] if frames_total else None), desc="rendering", unit="frames")
+
+        from diffmorph.export import frame_count, render_config
+
+        frames_total.append(frame_count(render_config(result.config, settings), len(result.segments), pingpong))
+        report = export(result, out, formats=["mp4", "gif"], pingpong=pingpong, device=device, on_frame=on_frame,
+                        **settings)
+        archive = folder / f"{out.name}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for path in sorted(out.rglob("*")):
+                if path.is_file():
+                    bundle.write(path, path.relative_to(out))
+        sessions.results[_safe(session)] = result
+        fidelity = ", ".join(f"A→B {f['a_to_b_psnr']:.1f} dB, B→A {f['b_to_a_psnr']:.1f} dB" for f in report.fidelity)
+        starts = [segment.describe_start(result.config.align) for segment in result.segments]
+        lines = [f"**{report.frames} frames at {report.fps:g} fps**, {result.size[0]} × {result.size[1]}, "
+                 f"{len(result.segments)} segment(s)", f"fidelity: {fidelity}"]
+        lines += [f"segment {k + 1}: {start or 'started from no warp'}" for k, start in enumerate(starts)]
+        seconds = [segment.fit_seconds for segment in result.segments]
+        if all(s == s for s in seconds):  # a loaded file from an older version may not know its fit time
+            lines.append(f"fit {sum(seconds):.1f} s, render and encode {report.seconds['render_and_encode']:.1f} s")
+        return (str(out / "morph.mp4"), str(out / "morph.gif"), str(out / "contact_sheet.png"), "\n\n".join(lines),
+                str(out / "maps.safetensors"), str(archive))
+
+    def failing(error: Exception) -> gr.Error:
+        return gr.Error(str(error).splitlines()[0] if str(error) else type(error).__name__)
+
+    def morph_images(images: list[str] | None, frames: float = defaults.frames, fps: float = defaults.fps,
+                     loop: bool = False, mode: str = defaults.mode, align: str = defaults.align,
+                     steps: float = defaults.steps, size: float = defaults.size, ease: str = defaults.ease,
+                     hold: float = defaults.hold, width: float = defaults.width, seed: float = defaults.seed,
+                     request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Fit and render a morph of the uploaded images, in order."""
+        session = request.session_hash if request else "anonymous"
+        flag = sessions.flag(session)
+        flag.clear()
+        try:
+            files = check_uploads(images, limits)
+            config = MorphConfig(frames=int(frames), fps=float(fps), mode=mode, align=align, steps=int(steps),
+                                 size=int(size), ease=ease, hold=float(hold), width=int(width), seed=int(seed),
+                                 device=device).validate()
+            total = (config.steps + config.refine) * (len(files) - 1 + loop)
+
+            def on_step(done: int, loss: float) -> None:
+                if flag.is_set():
+                    raise Cancelled("cancelled")
+                progress((done, total), desc="fitting", unit="steps")
+
+            result = morph(files, config, loop=loop, progress=on_step, max_pixels=limits.max_pixels)
+            return run(session, result, {}, False, progress)
+        except (DiffmorphError, MemoryError) as error:
+            raise failing(error) from None
+
+    def rerender(maps_file: str | None = None, frames: float | None = None, fps: float | None = None,
+                 ease: str | None = None, hold: float | None = None, width: float | None = None,
+                 mode: str | None = None, pacing: str | None = None, pingpong: bool = False,
+                 request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Render the last morph (or an uploaded maps file) again with new timing, size or mode; no refit.
+        Settings left out keep the morph's own."""
+        session = request.session_hash if request else "anonymous"
+        sessions.flag(session).clear()
+        try:
+            if maps_file:
+                result = MorphResult.load(maps_file)
+            elif _safe(session) in sessions.results:
+                result = sessions.results[_safe(session)]
+            else:
+                raise InputImageError("morph some images first, or upload a maps file to re-render")
+            given = {"frames": frames, "fps": fps, "ease": ease, "hold": hold, "width": width, "mode": mode,
+                     "pacing": pacing}
+            kinds = {"frames": int, "width": int, "fps": float, "hold": float}
+            settings = {name: kinds.get(name, str)(value) for name, value in given.items() if value is not None}
+            return run(session, result, settings, pingpong, progress)
+        except (DiffmorphError, MemoryError) as error:
+            raise failing(error) from None
+
+    def cancel(request: gr.Request) -> None:
+        """Stop this session's running job at its next fit step or frame."""
+        sessions.flag(request.session_hash).set()
+
+    def closed(request: gr.Request) -> None:
+        sessions.close(request.session_hash)
+
+    with gr.Blocks(title="diffmorph") as app:
+        gr.Markdown("# diffmorph\nMorph two or more images into each other: no landmarks, no prompts, no "
+                    "pretrained weights. Upload the images in order, then **Morph**.")
+        with gr.Row():
+            with gr.Column():
+                images = gr.File(label="Images, in order (two or more)", file_count="multiple",
+                                 file_types=["image"], type="filepath", elem_id="images")
+                with gr.Row():
+                    frames = gr.Number(defaults.frames, label="Frames per segment", precision=0, minimum=2,
+                                       elem_id="frames")
+                    fps = gr.Number(defaults.fps, label="Frames per second", minimum=1, elem_id="fps")
+                    loop = gr.Checkbox(False, label="Loop back to the first image")
+                with gr.Accordion("Advanced", open=False):
+                    with gr.Row():
+                        mode = gr.Dropdown(list(MODES), value=defaults.mode, label="Mode")
+                        pacing = gr.Dropdown(list(PACINGS), value=defaults.pacing, label="Pacing")
+                        align = gr.Dropdown(list(ALIGNS), value=defaults.align, label="Start (align)")
+                        ease = gr.Dropdown(list(EASES), value=defaults.ease, label="Ease")
+                    with gr.Row():
+                        steps = gr.Number(defaults.steps, label="Fit steps", precision=0, minimum=1, elem_id="steps")
+                        size = gr.Number(defaults.size, label="Working size", precision=0, minimum=8, elem_id="size")
+                        hold = gr.Number(defaults.hold, label="Hold (s)", minimum=0)
+                        width = gr.Number(defaults.width, label="Width (0: native)", precision=0, minimum=0)
+                        seed = gr.Number(defaults.seed, label="Seed", precision=0)
+                    pingpong = gr.Checkbox(False, label="Ping-pong (re-render)")
+                    maps_file = gr.File(label="Maps file to re-render (maps.safetensors)", file_types=[".safetensors"],
+                                        type="filepath")
+                with gr.Row():
+                    morph_button = gr.Button("Morph", variant="primary", elem_id="morph")
+                    rerender_button = gr.Button("Re-render", elem_id="rerender")
+                    cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            with gr.Column():
+                video = gr.Video(label="Morph (MP4)", elem_id="video", autoplay=True, loop=True)
+                summary = gr.Markdown(label="Summary", elem_id="summary")
+                gif = gr.Image(label="GIF", type="filepath")
+                sheet = gr.Image(label="Contact sheet", type="filepath")
+                with gr.Row():
+                    maps_out = gr.File(label="Maps file")
+                    bundle = gr.File(label="All outputs (zip)")
+        outputs = [video, gif, sheet, summary, maps_out, bundle]
+        morphing = morph_button.click(morph_images, [images, frames, fps, loop, mode, align, steps, size, ease, hold,
+                                                     width, seed], outputs, api_name="morph")
+        rendering = rerender_button.click(rerender, [maps_file, frames, fps, ease, hold, width, mode, pacing,
+                                                     pingpong], outputs, api_name="rerender")
+        cancel_button.click(cancel, None, None, cancels=[morphing, rendering], queue=False, api_name="cancel")
+        gr.Examples(examples=[_demo_files()], inputs=[images], label="The built-in demo pair")
+        app.unload(closed)
+    app.queue(default_concurrency_limit=1, max_size=limits.queue)
+    app.sessions = sessions  # for tests and embedders: where each session's files live
+    return app
+
+
+def _demo_files() -> list[list[str]]:
+    """The demo pair written once as PNGs under a temporary folder, for the page's one-click example."""
+    from PIL import Image
+
+    from diffmorph.demo import demo_pair
+
+    folder = Path(tempfile.mkdtemp(prefix="diffmorph-demo-"))
+    paths = []
+    for name, image in zip(("sunset.png", "night.png"), demo_pair(), strict=True):
+        Image.fromarray((image * 255).round().astype("uint8")).save(folder / name)
+        paths.append(str(folder / name))
+    return [paths]
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, limits: UiLimits = UiLimits(), device: str = "auto",
+          block: bool = True):
+    """Start the page and print its URL; with ``block`` serve until interrupted."""
+    app = build_app(limits, device)
+    app.launch(server_name=host, server_port=port, max_file_size=limits.max_bytes, prevent_thread_lock=not block,
+               quiet=True, show_error=True)
+    return app

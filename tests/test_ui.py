@@ -1,0 +1,155 @@
+"""The web UI through its API, with gradio_client against the app served in this process."""
+
+import socket
+import time
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client", reason="the web UI's extra is not installed")
+pytest.importorskip("gradio", reason="the web UI's extra is not installed")
+
+from diffmorph.pipeline import MorphResult  # noqa: E402
+from diffmorph.ui import UiLimits, _safe, serve  # noqa: E402
+from synthetic import blobs  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FAST = {"frames": 4, "fps": 10, "steps": 3, "size": 32}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app():
+    limits = UiLimits(max_pixels=100_000, max_bytes=1_000_000)
+    served = serve(port=free_port(), limits=limits, device="cpu", block=False)
+    yield served
+    served.close()
+
+
+@pytest.fixture
+def client(app):
+    return gradio_client.Client(app.local_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pictures")
+    paths = []
+    for index in range(3):
+        paths.append(folder / f"{index}.png")
+        Image.fromarray(blobs(40, 48, seed=index)).save(paths[-1])
+    return paths
+
+
+def upload(*paths):
+    return [gradio_client.handle_file(str(path)) for path in paths]
+
+
+def video_frames(path: str) -> tuple[str, int, tuple[int, int]]:
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.name, sum(1 for _ in container.decode(video=0)), (stream.width, stream.height)
+
+
+def session_files(app, client) -> list[Path]:
+    folder = app.sessions.root / _safe(client.session_hash)
+    return sorted(folder.rglob("*")) if folder.exists() else []
+
+
+def test_api_names_its_endpoints_and_parameters(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(endpoints) == {"/morph", "/rerender", "/cancel"}
+    names = [parameter["parameter_name"] for parameter in endpoints["/morph"]["parameters"]]
+    assert names[:3] == ["images", "frames", "fps"] and {"align", "steps", "ease", "seed"} <= set(names)
+
+
+def test_pair_morph_then_rerender_without_refitting(client, pictures):
+    mp4, gif, sheet, summary, maps, _ = client.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")
+    assert video_frames(mp4) == ("h264", 4, (48, 40))
+    assert Image.open(sheet).size[0] > 5 * 48
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 4
+    assert "4 frames at 10 fps" in summary and "fidelity" in summary
+    fitted = MorphResult.load(maps)
+    again = client.predict(frames=7, fps=10, api_name="/rerender")
+    assert video_frames(again[0]) == ("h264", 7, (48, 40))
+    assert "7 frames" in again[3]
+    refit = MorphResult.load(again[4])  # the same maps: nothing was fitted again
+    assert torch.equal(refit.segments[0].maps, fitted.segments[0].maps)
+    import zipfile
+
+    with zipfile.ZipFile(again[5]) as archive:
+        assert {"morph.mp4", "morph.gif", "maps.safetensors", "config.json", "contact_sheet.png"} <= set(
+            archive.namelist())
+
+
+def test_three_image_chain(client, pictures):
+    mp4, *_, summary, maps, _ = client.predict(images=upload(*pictures), **FAST, api_name="/morph")
+    assert video_frames(mp4)[1] == 4 + 3 and "2 segment(s)" in summary
+    assert len(MorphResult.load(maps).segments) == 2
+
+
+def test_an_uploaded_maps_file_is_rerendered(client):
+    # A fresh session, with nothing morphed: the file alone (written by an earlier format version) is enough.
+    mp4, *_ = client.predict(maps_file=gradio_client.handle_file(str(FIXTURES / "pair_v1.safetensors")),
+                             frames=5, fps=10, api_name="/rerender")
+    assert video_frames(mp4) == ("h264", 5, (32, 24))
+    with pytest.raises(gradio_client.exceptions.AppError, match="morph some images first"):
+        gradio_client.Client(client.src, verbose=False).predict(frames=5, api_name="/rerender")
+
+
+def _truncated(path: Path) -> None:
+    Image.fromarray(blobs(64, 64)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+
+
+@pytest.mark.parametrize(("prepare", "message"), [
+    (lambda p: p.write_text("not an image at all"), "not an image"),
+    (_truncated, "truncated"),
+    (lambda p: Image.fromarray(blobs(400, 400)).save(p), "over the limit"),  # 160,000 pixels > 100,000
+    (lambda p: p.write_bytes(b"\x89PNG" + b"\x00" * 1_200_000), "maximum file size"),  # 1.2 MB > 1 MB
+])
+def test_bad_uploads_get_one_line_and_the_server_keeps_serving(client, pictures, tmp_path, prepare, message):
+    bad = tmp_path / "bad.png"
+    prepare(bad)
+    # Gradio itself refuses a file over the size limit (the client checks before sending, the server again).
+    with pytest.raises((gradio_client.exceptions.AppError, ValueError), match=message) as caught:
+        client.predict(images=upload(pictures[0], bad), **FAST, api_name="/morph")
+    assert "\n" not in str(caught.value).strip() and "Traceback" not in str(caught.value)
+    with pytest.raises(gradio_client.exceptions.AppError, match="at least two images"):
+        client.predict(images=upload(pictures[0]), **FAST, api_name="/morph")
+    mp4, *_ = client.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")  # still serving
+    assert video_frames(mp4)[1] == 4
+
+
+def test_a_cancelled_job_stops_and_leaves_no_files(app, client, pictures):
+    job = client.submit(images=upload(*pictures[:2]), frames=4, fps=10, steps=5000, size=32, api_name="/morph")
+    deadline = time.monotonic() + 60
+    while not (job.status().progress_data or []) and time.monotonic() < deadline:  # wait for the fit's steps
+        time.sleep(0.2)
+    assert job.status().progress_data, "the fit never reported progress"
+    started = time.monotonic()
+    client.predict(api_name="/cancel")
+    with pytest.raises(Exception, match="cancelled"):
+        job.result(timeout=60)
+    assert time.monotonic() - started < 30  # stopped at a step, not after 5000 of them
+    assert [path for path in session_files(app, client) if path.is_file()] == []
+    mp4, *_ = client.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")  # the worker is free again
+    assert video_frames(mp4)[1] == 4
+
+
+def test_a_closed_session_s_files_are_removed(app, pictures):
+    own = gradio_client.Client(app.local_url, verbose=False)
+    own.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")
+    assert session_files(app, own)
+    app.sessions.close(own.session_hash)
+    assert not (app.sessions.root / _safe(own.session_hash)).exists()
+    assert _safe("../../etc/passwd") == "etcpasswd"  # a session id never names a path elsewhere

@@ -1,0 +1,70 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright, against the app served here."""
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from diffmorph.demo import demo_pair
+
+pytest.importorskip("gradio", reason="the web UI's extra is not installed")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and os.environ.get("CI") != "true":  # in CI a missing browser fails the run instead
+    pytest.skip("Chromium is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+from diffmorph.ui import UiLimits, serve  # noqa: E402
+
+# Chromium as root in a container, with no network: no sandbox, no background connections.
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+PLAYABLE = """() => {
+    const video = document.querySelector('#video video');
+    return video !== null && video.readyState === 4 && video.canPlayType('video/mp4; codecs="avc1.42E01E"') !== ''
+        ? video.currentSrc : null;
+}"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_morph_and_rerender_in_the_browser(tmp_path):
+    assert CHROMIUM is not None, "Chromium is not installed: apt-get install chromium"
+    pictures = []
+    for index, image in enumerate(demo_pair(240, 180)):
+        pictures.append(tmp_path / f"{index}.png")
+        Image.fromarray((image * 255).round().astype("uint8")).save(pictures[-1])
+    app = serve(port=free_port(), limits=UiLimits(), device="cpu", block=False)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(app.local_url)
+            page.locator("#images input[type=file]").set_input_files([str(p) for p in pictures])
+            page.locator("#frames input").fill("6")
+            page.get_by_text("Advanced").click()
+            page.locator("#steps input").fill("40")
+            page.locator("#size input").fill("32")
+            page.locator("#morph").click()
+            first = page.wait_for_function(PLAYABLE, timeout=120_000).json_value()
+            assert "6 frames" in page.locator("#summary").inner_text()
+
+            page.locator("#frames input").fill("9")
+            page.locator("#rerender").click()
+            page.wait_for_function(f"() => ({PLAYABLE})() !== null && ({PLAYABLE})() !== {first!r}",
+                                   timeout=120_000)
+            page.wait_for_function("() => document.querySelector('#summary').innerText.includes('9 frames')",
+                                   timeout=60_000)
+            # The README's picture: DIFFMORPH_UI_SCREENSHOT=docs/ui.png python3 -m pytest tests/test_ui_browser.py
+            shot = Path(os.environ.get("DIFFMORPH_UI_SCREENSHOT", tmp_path / "ui.png"))
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            browser.close()
+    finally:
+        app.close()
