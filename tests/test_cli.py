@@ -178,12 +178,24 @@ def test_unwritable_output_folder(tmp_path, capsys, image_files):
     assert "cannot" in err
 
 
-def test_a_diverging_fit_writes_nothing(tmp_path, capsys, image_files):
+def test_a_learning_rate_out_of_range_is_refused_before_work(tmp_path, capsys, image_files):
     out = tmp_path / "out"
     code, _, err = run(["morph", *image_files, "-o", out, "--steps", "40", "--size", "32", "--lr", "1e12", "-q"],
                        capsys)
     assert_clean_failure(code, err, out)
-    assert "diverged" in err and "lower --lr" in err
+    assert "--lr must be a positive number up to 1" in err
+
+
+def test_a_diverging_fit_says_so(tmp_path):
+    # Within the options' ranges the spike guard keeps the fit finite; a non-finite loss still ends in one line.
+    from diffmorph.config import MorphConfig
+    from diffmorph.errors import FitDivergedError
+    from diffmorph.optimize import fit_maps
+
+    a = torch.zeros(1, 3, 16, 16)
+    b = torch.full((1, 3, 16, 16), float("inf"))
+    with pytest.raises(FitDivergedError, match=r"diverged.*lower --lr"):
+        fit_maps(a, b, MorphConfig(size=16, steps=3, align="none").validate(), torch.device("cpu"))
 
 
 def test_corrupt_and_incompatible_maps_files(tmp_path, capsys):

@@ -277,7 +277,7 @@ class TestOutputFolder:
 
     def test_a_folder_in_the_way_of_an_output(self, tmp_path):
         (tmp_path / "morph.mp4").mkdir()
-        with pytest.raises(OutputError, match="in the way"):
+        with pytest.raises(OutputError, match="not written by diffmorph"):
             check_output_folder(tmp_path, ["morph.mp4"])
 
 

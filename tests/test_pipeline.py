@@ -39,7 +39,7 @@ def test_b_of_another_size_is_fitted_to_a_frame():
 
 def test_bad_settings_are_config_errors():
     a = blobs(16, 16)
-    with pytest.raises(ConfigError, match="--steps must be a positive integer, got 0"):
+    with pytest.raises(ConfigError, match="--steps must be a positive integer up to 100000, got 0"):
         diffmorph.morph([a, a], steps=0)
     with pytest.raises(ConfigError, match="unknown setting"):
         diffmorph.morph([a, a], stepz=3)

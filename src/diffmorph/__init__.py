@@ -3,7 +3,15 @@
 >>> import diffmorph
 >>> result = diffmorph.morph(["a.png", "b.png"], steps=500)        # doctest: +SKIP
 >>> diffmorph.export(result, "out", formats=["mp4", "gif"])        # doctest: +SKIP
+
+The names below are imported when first used, so that ``import diffmorph`` and the command's start-up do
+not load PyTorch until a morph needs it.
 """
+
+import sys
+import types
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 from diffmorph._version import __version__
 from diffmorph.config import MorphConfig
@@ -15,10 +23,42 @@ from diffmorph.errors import (
     MapsFileError,
     OutputError,
 )
-from diffmorph.evaluate import EvalReport, evaluate
-from diffmorph.export import ExportReport, export
-from diffmorph.params import Params
-from diffmorph.pipeline import MorphResult, Segment, load_maps, morph, render, resolve_device
+
+_LAZY = {
+    "EvalReport": "diffmorph.evaluate", "evaluate": "diffmorph.evaluate",
+    "ExportReport": "diffmorph.export", "export": "diffmorph.export",
+    "Params": "diffmorph.params",
+    "MorphResult": "diffmorph.pipeline", "Segment": "diffmorph.pipeline", "load_maps": "diffmorph.pipeline",
+    "morph": "diffmorph.pipeline", "render": "diffmorph.pipeline", "resolve_device": "diffmorph.pipeline",
+}
+
+if TYPE_CHECKING:
+    from diffmorph.evaluate import EvalReport, evaluate
+    from diffmorph.export import ExportReport, export
+    from diffmorph.params import Params
+    from diffmorph.pipeline import MorphResult, Segment, load_maps, morph, render, resolve_device
+
+
+class _Package(types.ModuleType):
+    """This package: importing its submodules ``evaluate``, ``export`` and ``render`` would bind those names to
+    the modules and hide the functions of the same names, so the functions win (the modules stay importable)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("evaluate", "export", "render") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'diffmorph' has no attribute {name!r}")
+
 
 __all__ = [
     "ConfigError",

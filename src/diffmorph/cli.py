@@ -9,15 +9,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from diffmorph._version import __version__
-from diffmorph.config import GROUPS, RENDER_SETTINGS, MorphConfig, flag, shown_default
+from diffmorph.config import DEFAULT_MAX_PIXELS, GROUPS, RENDER_SETTINGS, MorphConfig, flag, shown_default
 from diffmorph.errors import ConfigError, DiffmorphError
-from diffmorph.io.images import DEFAULT_MAX_PIXELS
 
 _DEFAULTS = MorphConfig()
 _FIELDS = {item.name: item for item in dataclasses.fields(MorphConfig)}
@@ -33,6 +33,12 @@ CLI_OPTIONS = (
      f"{DEFAULT_MAX_PIXELS:,}", ("morph",)),
     (("-q", "--quiet"), "input and output", "print nothing but errors", "off", ("morph", "render", "demo")),
 )
+
+
+def _folder(value: str) -> Path:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("the output folder is empty; give a folder, e.g. -o out")
+    return Path(value)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +69,7 @@ def _add_options(parser: argparse.ArgumentParser, command: str, names: Sequence[
             continue
         target = groups[group]
         if flags[-1] == "--output":
-            target.add_argument(*flags, required=True, type=Path, metavar="OUTDIR", help=text)
+            target.add_argument(*flags, required=True, type=_folder, metavar="OUTDIR", help=text)
         elif flags[-1] == "--format":
             target.add_argument(*flags, action="extend", nargs="+", metavar="FORMAT", default=None, help=text)
         elif flags[-1] == "--max-pixels":
@@ -151,8 +157,9 @@ def options_markdown() -> str:
                 rows.append(f"| {group} | `{', '.join(flags)}` | {shown} | {text} |")
         for item in dataclasses.fields(MorphConfig):
             if item.metadata["group"] == group:
-                choices = item.metadata["choices"]
+                choices, expected = item.metadata["choices"], item.metadata["expected"]
                 meaning = item.metadata["help"] + (f" (one of: {', '.join(choices)})" if choices else "")
+                meaning += f"; {expected}" if expected else ""
                 rows.append(f"| {group} | `{flag(item.name)}` | {shown_default(item)} | {meaning} |")
     return "\n".join(rows)
 
@@ -315,9 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"diffmorph: error: {exc.strerror or exc}{where}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("diffmorph: interrupted; no outputs were written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"diffmorph: interrupted ({signal.Signals(signum).name}); no outputs were written", file=sys.stderr)
+        return 128 + signum
     except RuntimeError as exc:  # torch.OutOfMemoryError is one; torch is imported lazily
         if "out of memory" not in str(exc):
             raise
@@ -326,6 +334,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, as Ctrl-C raises KeyboardInterrupt: every output folder
+    on the way out removes its partial files."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    for other in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second signal must not cut the clean-up short
+        signal.signal(other, signal.SIG_IGN)
+    raise Signalled(signum) if signum != signal.SIGINT else KeyboardInterrupt()
+
+
 def run() -> NoReturn:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point: SIGINT, SIGTERM and SIGHUP end the run cleanly, with 130, 143 or 129."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    try:
+        code = main()
+    except KeyboardInterrupt as exc:  # before main's own handling: while parsing the command line
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"diffmorph: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        code = 128 + signum
+    sys.exit(code)

@@ -30,16 +30,23 @@ GROUPS = ("input and output", "fit", "start", "frames and timing", "encoding", "
 # Settings that `diffmorph render` can change without fitting again.
 RENDER_SETTINGS = ("mode", "pacing", "frames", "durations", "fps", "ease", "hold", "width", "gif_width",
                    "gif_palette")
+# Fields whose 0 means "the images' own size" rather than a size.
+ZERO_MEANS_NATIVE = ("width", "gif_width")
 # Values that files written before a field existed were made with (where the default has changed).
 FORMER = {"align": "none", "refine": 0}
 DEFAULT_LR = {"onecycle": 6e-3, "constant": 2e-4}
+DEFAULT_MAX_PIXELS = 50_000_000  # per input image: rendering keeps full-size maps in memory; 50 MP is about 8K x 6K
 
 
-def option(default: Any, help: str, group: str, choices: tuple[str, ...] | None = None, shown: str | None = None
-           ) -> Any:
-    """A config field with its user-facing help, group and choices (and how its default is shown, if not as is)."""
+def option(default: Any, help: str, group: str, choices: tuple[str, ...] | None = None, shown: str | None = None,
+           bounds: tuple[float, float] | None = None, expected: str | None = None) -> Any:
+    """A config field with its user-facing help, group and choices (and how its default is shown, if not as is).
+
+    Numbers take ``bounds`` (least, most; inclusive) and ``expected``, how an error names them.
+    """
     assert group in GROUPS, group
-    metadata = {"help": help, "group": group, "choices": choices, "shown": shown}
+    metadata = {"help": help, "group": group, "choices": choices, "shown": shown, "bounds": bounds,
+                "expected": expected}
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -66,35 +73,50 @@ class MorphConfig:
                         "bent region by region: two faces), subject (one compact subject on a plain ground carried "
                         "across), auto (the move, bent where that makes the pictures agree, else the subject "
                         "carried where both have one), none (no warp, as the original)", "start", ALIGNS)
-    size: int = option(128, "working resolution of the fit (square); outputs keep the images' own size", "fit")
-    steps: int = option(250, "gradient steps of the fit", "fit")
+    size: int = option(128, "working resolution of the fit (square); outputs keep the images' own size", "fit",
+                       bounds=(8, 1024), expected="an integer from 8 to 1024")
+    steps: int = option(250, "gradient steps of the fit", "fit",
+                        bounds=(1, 100000), expected="a positive integer up to 100000")
     refine: int = option(100, "steps refining the fitted maps themselves at twice --size; 0 keeps the network's "
-                         "maps, as the original", "fit")
+                         "maps, as the original", "fit",
+                         bounds=(0, 100000), expected="0 (none) or a positive number of steps up to 100000")
     schedule: str = option("onecycle", "learning-rate schedule: onecycle (warm up, then anneal) or constant (the "
                            "original)", "expert", SCHEDULES)
     lr: float | None = option(None, "Adam learning rate, the peak for onecycle", "expert",
-                              shown="6e-3 / 2e-4 (onecycle / constant)")
-    grad_clip: float = option(0.5, "largest gradient norm per step; 0 disables clipping, as the original", "expert")
+                              shown="6e-3 / 2e-4 (onecycle / constant)",
+                              bounds=(1e-09, 1.0), expected="a positive number up to 1")
+    grad_clip: float = option(0.5, "largest gradient norm per step; 0 disables clipping, as the original", "expert",
+                              bounds=(0, 1000000.0), expected="a number of at least 0 (0: no clipping) up to 1e6")
     precision: str = option("auto", "network arithmetic: bf16 autocast, fp32 (the original), or auto (bf16 on CUDA "
                             "and on CPUs with native bf16)", "expert", PRECISIONS)
-    warp_scale: float = option(0.05, "warp displacement at map value 1, as a fraction of the image size", "expert")
-    mult_scale: float = option(0.4, "strength of the colour-factor map: factor max(0.1, 1 + mult * this)", "expert")
-    add_scale: float = option(0.4, "strength of the colour-offset map: offset add * 2 * this", "expert")
+    warp_scale: float = option(0.05, "warp displacement at map value 1, as a fraction of the image size", "expert",
+                               bounds=(0, 1), expected="a number from 0 to 1")
+    mult_scale: float = option(0.4, "strength of the colour-factor map: factor max(0.1, 1 + mult * this)", "expert",
+                               bounds=(0, 10), expected="a number from 0 to 10")
+    add_scale: float = option(0.4, "strength of the colour-offset map: offset add * 2 * this", "expert",
+                              bounds=(0, 10), expected="a number from 0 to 10")
     add_first: bool = option(False, "add the colour offset before applying the colour factor", "expert")
-    frames: int = option(100, "frames per segment, both images included", "frames and timing")
+    frames: int = option(100, "frames per segment, both images included", "frames and timing",
+                         bounds=(2, 10000), expected="an integer of at least 2 (first and last) up to 10000")
     durations: tuple[float, ...] = option((), "seconds of each segment instead of --frames, one per segment: "
-                                          "round(d * fps) + 1 frames each", "frames and timing", shown="—")
-    fps: float = option(45.0, "frames per second of the animations", "frames and timing")
+                                          "round(d * fps) + 1 frames each", "frames and timing", shown="—",
+                                          bounds=(0.001, 3600), expected="positive numbers of seconds up to 3600")
+    fps: float = option(45.0, "frames per second of the animations", "frames and timing",
+                        bounds=(0.1, 240), expected="a positive number from 0.1 to 240")
     ease: str = option("linear", "timing of the frames: linear, in (slow start), out (slow end) or in-out",
                        "frames and timing", EASES)
-    hold: float = option(0.0, "seconds each image is shown still before and after its morph", "frames and timing")
+    hold: float = option(0.0, "seconds each image is shown still before and after its morph", "frames and timing",
+                         bounds=(0, 3600), expected="a number of seconds from 0 to 3600")
     width: int = option(0, "width of every output in pixels, aspect kept; 0 keeps the first image's size",
-                        "encoding")
-    gif_width: int = option(0, "largest width of morph.gif, aspect kept; 0 keeps the output size", "encoding")
+                        "encoding",
+                        bounds=(4, 16384), expected="0 (native size) or a width from 4 to 16384")
+    gif_width: int = option(0, "largest width of morph.gif, aspect kept; 0 keeps the output size", "encoding",
+                            bounds=(1, 16384), expected="0 (native size) or a positive width up to 16384")
     gif_palette: str = option("clip", "colours of morph.gif: clip (one 256-colour palette for the whole morph, "
                               "no flicker) or frame (256 colours per frame)", "encoding", GIF_PALETTES)
     seed: int = option(0, "seed of the network's initial weights; the same seed gives the same morph on a CPU",
-                       "fit")
+                       "fit",
+                       bounds=(0, 9223372036854775807), expected="an integer from 0 to 2**63 - 1")
     device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps", "input and output")
     fit: str = option("crop", "how images of another size are fitted to the first one's frame: crop (cover and "
                       "centre-crop), pad, stretch", "input and output", FITS)
@@ -117,22 +139,14 @@ class MorphConfig:
             if allowed and value not in allowed:
                 name = item.name.replace("_", " ")
                 raise ConfigError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
-        _require(self.size >= 8, "size", self.size, "an integer of at least 8")
-        _require(self.steps >= 1, "steps", self.steps, "a positive integer")
-        _require(self.refine >= 0, "refine", self.refine, "0 (none) or a positive number of steps")
-        _require(self.frames >= 2, "frames", self.frames, "an integer of at least 2 (first and last)")
-        _require(self.gif_width >= 0, "gif_width", self.gif_width, "0 (native size) or a positive width")
-        _require(self.width == 0 or self.width >= 4, "width", self.width, "0 (native size) or a width of at least 4")
-        for value in self.durations:
-            _require(math.isfinite(value) and value > 0, "durations", value, "positive numbers of seconds")
-        for name in ("lr", "fps"):
-            value = getattr(self, name)
-            if name == "lr" and value is None:
+        for item in dataclasses.fields(self):
+            bounds = item.metadata["bounds"]
+            value = getattr(self, item.name)
+            if bounds is None or value is None or (item.name in ZERO_MEANS_NATIVE and value == 0):
                 continue
-            _require(math.isfinite(value) and value > 0, name, value, "a positive number")
-        for name in ("warp_scale", "mult_scale", "add_scale", "grad_clip", "hold"):
-            value = getattr(self, name)
-            _require(math.isfinite(value) and value >= 0, name, value, "a number of at least 0")
+            for number in value if isinstance(value, tuple) else (value,):
+                ok = isinstance(number, int | float) and not isinstance(number, bool) and math.isfinite(number)
+                _require(ok and bounds[0] <= number <= bounds[1], item.name, number, item.metadata["expected"])
         return self
 
     def segment_frames(self, segments: int) -> list[int]:

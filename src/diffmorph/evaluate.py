@@ -34,16 +34,21 @@ def greyscale(frame: np.ndarray) -> np.ndarray:
 
 
 def laplacian_energy(frame: np.ndarray) -> float:
-    """Mean square of the 4-neighbour Laplacian of the greyscale frame after a 2x box downscale.
+    """Mean square of the 4-neighbour Laplacian of the greyscale frame after a 2x box downscale (of the frame as
+    it is where that would leave fewer than 3 pixels on a side).
 
     >>> laplacian_energy(np.full((8, 8, 3), 77, np.uint8))
     0.0
+    >>> laplacian_energy(np.eye(4, dtype=np.uint8)[..., None].repeat(3, axis=2) * 100)
+    100000.0
     """
     grey = greyscale(frame)
     height, width = (grey.shape[0] // 2) * 2, (grey.shape[1] // 2) * 2
     small = grey[:height, :width].reshape(height // 2, 2, width // 2, 2).mean(axis=(1, 3))
     if min(small.shape) < 3:
-        raise ValueError(f"frames must be at least 6 x 6 pixels for the detail metric, got {frame.shape[:2]}")
+        small = grey
+    if min(small.shape) < 3:
+        raise InputImageError(f"frames of {frame.shape[1]} x {frame.shape[0]} pixels are too small to measure")
     centre = small[1:-1, 1:-1]
     lap = small[:-2, 1:-1] + small[2:, 1:-1] + small[1:-1, :-2] + small[1:-1, 2:] - 4.0 * centre
     return float(np.mean(lap**2))
@@ -84,7 +89,7 @@ class EvalReport:
     frames: int
     endpoint_error_first: float
     endpoint_error_last: float
-    mid_frame_detail: float
+    mid_frame_detail: float | None
     pacing_cv: float
     pacing_max_over_median: float
     fidelity_a_to_b_db: float | None = None
@@ -115,8 +120,8 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
         InputImageError: unreadable inputs, or frames of another size than A.
     """
     source = open_frames(animation)
-    if source.count < 3:
-        raise InputImageError(f"{animation}: {source.count} frame(s); the metrics need at least 3")
+    if source.count < 2:
+        raise InputImageError(f"{animation}: {source.count} frame(s); the metrics need at least 2")
     image_a = load_image(a, background=background, label="A")
     image_b, _ = fit_to_frame(load_image(b, background=background, label="B"), image_a.shape[1],
                               image_a.shape[0], fit, background)
@@ -134,7 +139,7 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
         if index == middle:
             mid = frame
         previous = frame
-    if first is None or mid is None or len(steps) < 2:
+    if first is None or mid is None or len(steps) < 1:
         raise InputImageError(f"{animation}: could not decode enough frames (got {len(steps) + (first is not None)})")
 
     cv, ratio = pacing(steps)
@@ -142,7 +147,7 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
         frames=len(steps) + 1,
         endpoint_error_first=mean_abs_error(first, levels_a),
         endpoint_error_last=mean_abs_error(previous, levels_b),
-        mid_frame_detail=laplacian_energy(mid) / ((laplacian_energy(levels_a) + laplacian_energy(levels_b)) / 2),
+        mid_frame_detail=_ratio(laplacian_energy(mid), (laplacian_energy(levels_a) + laplacian_energy(levels_b)) / 2),
         pacing_cv=cv,
         pacing_max_over_median=ratio,
     )
@@ -157,6 +162,11 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
     measured = fidelity(result.renderer(0, "cpu"))
     return EvalReport(**{**report.to_dict(), "fidelity_a_to_b_db": measured["a_to_b_psnr"],
                          "fidelity_b_to_a_db": measured["b_to_a_psnr"]})
+
+
+def _ratio(value: float, reference: float) -> float | None:
+    """``value / reference``, or None where the reference is 0 (two flat images have no detail to keep)."""
+    return value / reference if reference > 0 else None
 
 
 def _match_size(frame: np.ndarray, a: np.ndarray, b: np.ndarray, animation: str | Path

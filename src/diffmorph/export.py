@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from diffmorph._version import __version__
+from diffmorph.budget import check_request
 from diffmorph.config import RENDER_SETTINGS, MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.evaluate import fidelity
@@ -71,6 +72,13 @@ def output_names(formats: Sequence[str], segments: int = 1) -> list[str]:
     names += flow_names(segments) if "flow" in formats else []
     names += list(PAIR_STILLS) if segments == 1 else []
     return [*names, MAPS_FILE, "contact_sheet.png", "config.json"]
+
+
+def every_output_name() -> list[str]:
+    """Every name any run of :func:`export` may write: how a folder written before runs listed their outputs
+    in ``config.json`` is known to be diffmorph's."""
+    names = output_names(EXPORT_FORMATS, 1) + output_names(EXPORT_FORMATS, 2)
+    return sorted(set(names + [name for k in range(3, 100) for name in flow_names(k)]))
 
 
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
@@ -133,6 +141,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     config = render_config(result.config, render_settings)
     result = replace(result, config=config)
     segments = len(result.segments)
+    check_request(config, segments, result.images[0].shape[-1], result.images[0].shape[-2], pingpong=pingpong)
     width, height = result.size
     target = resolve_device(device) if isinstance(device, str) else device
     notes = []
@@ -185,6 +194,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         write_maps_file(out.temp(MAPS_FILE), result.contents(), __version__)
         seconds = {"render_and_encode": frames_seconds, "export": time.perf_counter() - started}
         summary = _summary(result, fidelities, formats, pingpong, written, seconds)
+        summary["outputs"] = output_names(formats, segments)  # what is diffmorph's here (see io.outputs)
         out.temp("config.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ExportReport(files=out.written, frames=written, fps=config.fps, fidelity=fidelities, notes=notes,
                         seconds=seconds)

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from diffmorph._version import __version__
-from diffmorph.config import MorphConfig
+from diffmorph.budget import check_request
+from diffmorph.config import DEFAULT_MAX_PIXELS, MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.evaluate import fidelity
 from diffmorph.io.images import (
-    DEFAULT_MAX_PIXELS,
     Framing,
     ImageSource,
     fit_to_frame,
@@ -245,6 +245,7 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
     config = configured(config, overrides)
     device = resolve_device(config.device)
     tensors, sizes = prepare_images(images, config, max_pixels=max_pixels)
+    check_request(config, len(images) - 1 + loop, *sizes[0])
     pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if loop else [])
     at_once = _segments_at_once(device, config, len(pairs)) if batch is None else (len(pairs) if batch else 1)
     per_segment = config.steps + config.refine

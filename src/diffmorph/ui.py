@@ -21,9 +21,8 @@ from typing import Any
 
 import gradio as gr
 
-from diffmorph.config import ALIGNS, EASES, MODES, PACINGS, MorphConfig
+from diffmorph.config import ALIGNS, DEFAULT_MAX_PIXELS, EASES, MODES, PACINGS, MorphConfig
 from diffmorph.errors import DiffmorphError, InputImageError
-from diffmorph.io.images import DEFAULT_MAX_PIXELS
 
 SETTINGS = ("frames", "fps", "mode", "align", "steps", "size", "ease", "hold", "width", "seed")
 

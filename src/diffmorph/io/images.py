@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms, ImageColor, ImageOps, UnidentifiedImageError
 
+from diffmorph.config import DEFAULT_MAX_PIXELS
 from diffmorph.errors import ConfigError, InputImageError
 
-DEFAULT_MAX_PIXELS = 50_000_000  # Rendering keeps full-resolution maps in memory; 50 MP is ~8K x 6K.
 MIN_SIDE = 4
 
 ImageSource = str | Path | Image.Image | np.ndarray
@@ -36,6 +36,37 @@ def parse_colour(name: str) -> tuple[float, float, float]:
         raise ConfigError(f"unknown colour {name!r}; use a name such as 'white' or a hex code like '#1e1e1e'")\
             from None
     return tuple(channel / 255.0 for channel in rgb)  # type: ignore[return-value]
+
+
+MAX_FILE_BYTES = 2**30  # the largest input file read: well above any real image, far below the memory it would take
+
+
+def regular_file(path: Path, name: str, error: type[Exception] = InputImageError,
+                 max_bytes: int = MAX_FILE_BYTES) -> int:
+    """The size of ``path`` after checking, without opening it, that it is a regular file of at most
+    ``max_bytes``: a FIFO, a device or a folder would hang or never end a read.
+
+    Raises:
+        ``error``: naming ``name`` and what is wrong.
+    """
+    import stat
+
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise error(f"{name}: no such file") from None
+    except OSError as exc:
+        raise error(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{name}: is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) or \
+            stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file"
+        raise error(f"{name}: is {kind}, not a regular file; give a file")
+    if info.st_size > max_bytes:
+        raise error(f"{name}: the file is {info.st_size / 2**30:.1f} GiB; the largest read is "
+                    f"{max_bytes / 2**30:.0f} GiB")
+    return info.st_size
 
 
 def load_image(source: ImageSource, *, background: str = "white", max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -64,11 +95,11 @@ def load_image(source: ImageSource, *, background: str = "white", max_pixels: in
         raise InputImageError(f"{label}: expected a path, a PIL image or a numpy array, got {type(source).__name__}")
     path = Path(source)
     name = f"{label} ({path})"
-    if not path.exists():
-        raise InputImageError(f"{name}: no such file")
-    if path.is_dir():
-        raise InputImageError(f"{name}: is a folder, not an image file")
-    data = path.read_bytes()
+    regular_file(path, name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputImageError(f"{name}: cannot read it ({exc.strerror or exc})") from None
     if not data:
         raise InputImageError(f"{name}: the file is empty (0 bytes)")
     _reject_zero_size_png(data, name)
@@ -102,6 +133,8 @@ def _reject_zero_size_png(data: bytes, name: str) -> None:
 
 
 def _check_size(rgb: np.ndarray, name: str, max_pixels: int) -> np.ndarray:
+    if not np.isfinite(rgb).all():
+        raise InputImageError(f"{name}: the image holds NaN or infinite pixel values; re-export it")
     height, width = rgb.shape[:2]
     if height == 0 or width == 0:
         raise InputImageError(f"{name}: the image has zero size ({width} x {height} pixels)")

@@ -24,6 +24,7 @@ Files of version 1 still load: a pair's (``maps`` ``(16, h, w)``, ``image_a``, `
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from safetensors.torch import save_file
 
 from diffmorph.config import MorphConfig
 from diffmorph.errors import DiffmorphError, MapsFileError
+from diffmorph.io.images import regular_file
 
 FORMAT = "diffmorph.maps"
 FORMAT_VERSION = 2
@@ -78,7 +80,12 @@ def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dic
 
     safetensors creates files readable by the owner only; this gives them what the umask allows.
     """
-    save_file(tensors, str(path), metadata=metadata)
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except (OSError, SafetensorError) as exc:
+        path.unlink(missing_ok=True)
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise OSError(getattr(exc, "errno", None) or errno.EIO, reason, str(path)) from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
@@ -91,8 +98,8 @@ def read_maps_file(path: str | Path) -> MapsFileContents:
         MapsFileError: missing, corrupt, not a diffmorph maps file, or of a newer format version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MapsFileError(f"maps file {path}: no such file")
+    regular_file(path, f"maps file {path}", MapsFileError)
+    _check_header_size(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata: dict[str, str] = handle.metadata() or {}
@@ -116,6 +123,18 @@ def read_maps_file(path: str | Path) -> MapsFileContents:
         raise MapsFileError(f"maps file {path} has corrupt metadata ({_first_line(exc)})") from None
     _check(path, contents)
     return contents
+
+
+def _check_header_size(path: Path) -> None:
+    """A safetensors file starts with its header's length: refuse one that claims more than the file holds or
+    more than any maps file needs, before a reader allocates it."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+    size = path.stat().st_size
+    length = int.from_bytes(head, "little") if len(head) == 8 else -1
+    if length < 2 or length > min(size - 8, 2**20):
+        raise MapsFileError(f"maps file {path} is corrupt or not a safetensors file (header of {length} bytes in a "
+                            f"file of {size})")
 
 
 def _layout(path: Path, metadata: dict[str, str]) -> tuple[str, ...]:
@@ -176,6 +195,9 @@ def _check(path: Path, contents: MapsFileContents) -> None:
         raise MapsFileError(f"maps file {path} is corrupt: {maps.shape[0]} segments for {images.shape[0]} images")
     if len(contents.source_sizes) != images.shape[0] or len(contents.fit_seconds) != segments:
         raise MapsFileError(f"maps file {path} has corrupt metadata (sizes or fit times for another count)")
+    if min(images.shape[-2:]) < 4:
+        raise MapsFileError(f"maps file {path} is corrupt: its images are too small ({images.shape[-1]} x "
+                            f"{images.shape[-2]} pixels)")
     if not torch.isfinite(maps).all():
         raise MapsFileError(f"maps file {path} is corrupt: its maps hold NaN or infinite values")
 

@@ -1,92 +1,175 @@
-"""An output folder written as a transaction: every file under a temporary name, renamed when all are done.
+"""The output folder's contract: diffmorph never deletes or overwrites a file it did not write, and a run's
+outputs appear all together or not at all.
 
-A failed or interrupted run leaves the folder as it was: no half-written video, no partial frames.
+- Ownership: every run lists the outputs it wrote in its ``config.json`` (``"outputs"``). A later run into the
+  same folder replaces only those; any other file under a name it would write, a symbolic link, a folder in
+  the way of a file, or a ``frames/`` folder holding anything but diffmorph's frames is refused before any
+  work. Outputs of the earlier run that this run does not write (another format) are removed with the set they
+  belonged to, so the folder never mixes two runs.
+- All or nothing: outputs are written into a staging folder inside OUTDIR (``.diffmorph-partial-PID-...``).
+  When all are complete, the earlier run's outputs are moved aside, the new ones moved in, and the earlier
+  ones deleted; if a move fails, everything is put back as it was.
+- Leftovers: staging folders and partial files of a run whose process is gone (killed) are removed by the next
+  run in that folder, and only those.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 from diffmorph.errors import OutputError
 
-_PARTIAL = ".diffmorph-partial"
+PARTIAL = ".diffmorph-partial"
+MANIFEST = "config.json"
+_PARTIAL_NAME = re.compile(rf"^{re.escape(PARTIAL)}-(\d+)-")
+_FRAME_NAME = re.compile(r"^frame_\d{5}\.png$")
 
 
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is deleted."""
     final = Path(path)
-    temp = final.with_name(f"{_PARTIAL}-{os.getpid()}-{final.name}")
+    temp = final.with_name(f"{PARTIAL}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{final.name}")
     try:
         yield temp
         os.replace(temp, final)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
 
 
-def check_output_folder(folder: str | Path, names: list[str] | tuple[str, ...] = ()) -> Path:
-    """Check that ``folder`` can be created or written, before any long work starts.
+def owned(folder: Path) -> set[str]:
+    """The outputs an earlier run wrote into ``folder``, as its ``config.json`` lists them (none without one)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(manifest, dict) or "diffmorph_version" not in manifest:
+        return set()
+    names = manifest.get("outputs")
+    if not isinstance(names, list):  # written before runs listed their outputs: what they always wrote
+        from diffmorph.export import every_output_name
+
+        names = every_output_name()
+    return {name for name in names if isinstance(name, str) and "/" not in name and name not in ("", ".", "..")}
+
+
+def check_output_folder(folder: str | Path, names: Sequence[str] = ()) -> Path:
+    """Check that ``folder`` can be created or written and that ``names`` can be written there, before any
+    long work starts.
 
     Args:
         folder: the output folder; it may not exist yet.
-        names: files the run will write there; an existing folder under one of those names (other
-            than ``frames``) is an error, since it cannot be replaced by a file.
+        names: the outputs the run will write there.
 
     Returns:
         The folder as a Path.
 
     Raises:
-        OutputError: naming the folder and the reason.
+        OutputError: naming the path and the reason.
     """
     path = Path(folder)
+    if str(folder).strip() == "":
+        raise OutputError("the output folder is empty; give one with -o OUTDIR")
     if path.exists() and not path.is_dir():
         raise OutputError(f"output path {path} is a file; give a folder (it is created if missing)")
     probe_dir = path
     while not probe_dir.exists():
+        if probe_dir.is_symlink():
+            raise OutputError(f"cannot create output folder {path}: {probe_dir} is a broken symbolic link")
         probe_dir = probe_dir.parent
     if not probe_dir.is_dir():
         raise OutputError(f"cannot create output folder {path}: {probe_dir} is a file")
-    try:
-        probe = tempfile.mkdtemp(prefix=_PARTIAL + "-probe-", dir=probe_dir)
-        os.rmdir(probe)
+    try:  # a real write: permission bits say nothing of read-only mounts, /proc, or root
+        os.rmdir(tempfile.mkdtemp(prefix=f"{PARTIAL}-{os.getpid()}-probe-", dir=probe_dir))
     except OSError as exc:
         raise OutputError(f"cannot write to {probe_dir}: {exc.strerror or exc}; choose another -o folder") from None
+    if not path.exists():
+        return path
+    ours = owned(path)
     for name in names:
         target = path / name
-        if name != "frames" and target.is_dir():
+        if not os.path.lexists(target):
+            continue
+        if target.is_symlink():
+            raise OutputError(f"{target} is a symbolic link; diffmorph does not write through links: move it or "
+                              f"choose another -o folder")
+        if name not in ours:
+            raise OutputError(f"{target} exists and was not written by diffmorph; move it or choose another -o "
+                              f"folder")
+        if name == "frames":
+            others = [entry.name for entry in target.iterdir() if not _FRAME_NAME.match(entry.name)] \
+                if target.is_dir() else [name]
+            if others:
+                raise OutputError(f"{target} holds files diffmorph did not write ({others[0]}); move them or "
+                                  f"choose another -o folder")
+        elif target.is_dir():
             raise OutputError(f"cannot write {target}: a folder of that name is in the way; move it or choose "
                               f"another -o folder")
     return path
 
 
+def remove_leftovers(folder: Path) -> None:
+    """Remove partial outputs that a killed run left in ``folder`` (their process is gone); nothing else."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        match = _PARTIAL_NAME.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 class OutputFolder:
-    """Collects outputs under temporary names in ``folder`` and renames them all on success.
+    """Collects a run's outputs in a staging folder inside ``folder`` and moves them all into place on success.
 
     ``names`` are the outputs to come, checked as :func:`check_output_folder` does on entry.
 
-    Use as a context manager: leaving the block normally commits, an exception aborts (temporary
-    files are deleted, and a folder this object created is removed again).
+    Use as a context manager: leaving the block normally commits, an exception aborts (the staging folder is
+    deleted, and a folder this object created is removed again).
 
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> with OutputFolder(root / "out") as out:
+    >>> with OutputFolder(root / "out", ["a.txt"]) as out:
     ...     _ = out.temp("a.txt").write_text("done")
     >>> sorted(p.name for p in (root / "out").iterdir())
     ['a.txt']
     """
 
-    def __init__(self, folder: str | Path, names: list[str] | tuple[str, ...] = ()):
+    def __init__(self, folder: str | Path, names: Sequence[str] = ()):
         self.folder = Path(folder)
-        self._names = names
+        self._names = list(names)
         self._created: list[Path] = []
-        self._pending: dict[str, Path] = {}
+        self._staging: Path | None = None
         self.written: list[Path] = []
 
     def __enter__(self) -> OutputFolder:
@@ -98,39 +181,66 @@ class OutputFolder:
             parent = parent.parent
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(self.folder)
+            self._staging = self.folder / f"{PARTIAL}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            self._staging.mkdir()
         except OSError as exc:
-            raise OutputError(f"cannot create output folder {self.folder}: {exc.strerror or exc}") from None
+            self._created = missing
+            self._remove_created()
+            raise OutputError(f"cannot write to {self.folder}: {exc.strerror or exc}") from None
         self._created = missing  # deepest first, so they can be removed in order
         return self
 
     def temp(self, name: str) -> Path:
-        """A temporary path for the output ``name`` (a file, or a folder the caller creates)."""
-        path = self.folder / f"{_PARTIAL}-{os.getpid()}-{name}"
-        self._pending[name] = path
-        return path
+        """Where to write the output ``name`` (a file, or a folder the caller creates) until the commit."""
+        if name not in self._names:
+            self._names.append(name)
+        return self._staging / name
 
     def commit(self) -> list[Path]:
-        """Rename every temporary output to its final name; return the final paths."""
-        for name, temp in self._pending.items():
-            final = self.folder / name
-            try:
-                if temp.is_dir() and final.is_dir():
-                    shutil.rmtree(final)
-                os.replace(temp, final)
-            except OSError as exc:
-                raise OutputError(f"cannot write {final}: {exc.strerror or exc}") from None
-            self.written.append(final)
-        self._pending.clear()
+        """Move every staged output into place, replacing the earlier run's set; return the final paths.
+
+        Raises:
+            OutputError: a move failed; the folder is then as it was before.
+        """
+        staged = [name for name in self._names if os.path.lexists(self._staging / name)]
+        earlier = sorted((owned(self.folder) | set(staged)) - {MANIFEST})
+        if MANIFEST in staged:
+            earlier.append(MANIFEST)  # out last and in last: a folder caught midway claims nothing of another run
+        backup = self._staging.with_name(self._staging.name + "-earlier")
+        moved_aside: list[str] = []
+        moved_in: list[str] = []
+        current = self.folder
+        try:
+            backup.mkdir()
+            for name in earlier:
+                current = self.folder / name
+                if os.path.lexists(current):
+                    os.replace(current, backup / name)
+                    moved_aside.append(name)
+            for name in sorted(staged, key=lambda n: n == MANIFEST):
+                current = self.folder / name
+                os.replace(self._staging / name, current)
+                moved_in.append(name)
+        except OSError as exc:
+            for name in moved_in:
+                _remove(self.folder / name)
+            for name in moved_aside:
+                os.replace(backup / name, self.folder / name)
+            shutil.rmtree(backup, ignore_errors=True)
+            raise OutputError(f"cannot write {current}: {exc.strerror or exc}; the folder is as it was") from None
+        shutil.rmtree(backup, ignore_errors=True)
+        shutil.rmtree(self._staging, ignore_errors=True)
+        self.written = [self.folder / name for name in staged]
         return self.written
 
     def abort(self) -> None:
-        """Delete every temporary output, and the folders this object created if they are empty."""
-        for temp in self._pending.values():
-            if temp.is_dir():
-                shutil.rmtree(temp, ignore_errors=True)
-            else:
-                temp.unlink(missing_ok=True)
-        self._pending.clear()
+        """Delete the staging folder, and the folders this object created if they are empty."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+        self._remove_created()
+
+    def _remove_created(self) -> None:
         for folder in self._created:
             try:
                 folder.rmdir()
@@ -145,5 +255,17 @@ class OutputFolder:
             except BaseException:
                 self.abort()
                 raise
-        else:
-            self.abort()
+            return
+        self.abort()
+        if isinstance(exc, OSError):
+            where = Path(exc.filename) if exc.filename else self.folder
+            if self._staging is not None and where.is_relative_to(self._staging):
+                where = self.folder / where.relative_to(self._staging)  # the output's own name, not the staging one
+            raise OutputError(f"cannot write {where}: {exc.strerror or exc}; nothing was written") from None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

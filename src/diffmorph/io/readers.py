@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from diffmorph.errors import InputImageError
+from diffmorph.io.images import regular_file
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 PILLOW_ANIMATIONS = (".gif", ".webp", ".png", ".apng")
@@ -58,6 +59,8 @@ def open_frames(path: str | Path) -> FrameSource:
     path = Path(path)
     if not path.exists():
         raise InputImageError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        regular_file(path, str(path))
     if path.is_dir():
         count = len(_frame_files(path))
         if count == 0:

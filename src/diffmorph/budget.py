@@ -1,0 +1,75 @@
+"""What a request may ask of the machine, checked before any decoding, fitting or rendering starts.
+
+Every numeric option has its range in :class:`~diffmorph.config.MorphConfig`; this adds the limits that depend
+on several of them together: the frames of the whole animation, the output's sides, and the peak memory of the
+fit and the render against the memory this machine has free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diffmorph.config import MorphConfig
+from diffmorph.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The limits, and the memory model of a morph (fitted to the peaks of benchmarks/bench_morph.py)."""
+
+    max_frames: int = 100_000  # frames of one animation: about 40 minutes at 45 fps
+    max_side: int = 16_384  # pixels on either side of the output: H.264's and most players' limit
+    baseline_mb: float = 400.0  # the process with torch loaded, before any image
+    render_bytes_per_pixel: float = 450.0  # per output pixel: both images, their 2x upsamplings, the grids
+    fit_bytes_per_pixel: float = 2048.0  # per pixel of the refinement's working size (twice --size, squared)
+
+
+def check_request(config: MorphConfig, segments: int, width: int, height: int, *, pingpong: bool = False,
+                  budget: Budget = Budget(), available: int | None = None) -> None:
+    """Refuse, in one line naming the option to lower, a request this machine cannot finish.
+
+    Args:
+        config: validated settings, the render settings included.
+        segments: segments of the morph.
+        width, height: the first image's own size.
+        available: free memory in bytes (by default what the operating system reports; None where unknown).
+
+    Raises:
+        ConfigError: too many frames, too large an output, or more memory than is free.
+    """
+    from diffmorph.render.pacing import timeline
+
+    counts = config.segment_frames(segments)
+    if sum(counts) > budget.max_frames:
+        raise ConfigError(f"the animation would have over {budget.max_frames:,} frames; lower --frames or --durations")
+    frames = len(timeline(counts, config.fps, config.ease, config.hold, pingpong=pingpong))
+    if frames > budget.max_frames:
+        raise ConfigError(f"the animation would have {frames:,} frames, over the limit of {budget.max_frames:,}; "
+                          f"lower --frames, --durations or --hold")
+    out_width, out_height = (width, height) if config.width in (0, width) else (
+        config.width, max(1, round(height * config.width / width)))
+    if max(out_width, out_height) > budget.max_side:
+        raise ConfigError(f"the output would be {out_width} x {out_height} pixels, over {budget.max_side} on a side; "
+                          f"give a smaller --width")
+    free = free_memory() if available is None else available
+    if free is None:
+        return
+    render = budget.render_bytes_per_pixel * out_width * out_height
+    fit = budget.fit_bytes_per_pixel * (2 * config.size) ** 2
+    need = budget.baseline_mb * 2**20 + max(render, fit)
+    if need > free:
+        lower = "--width (or use smaller images)" if render >= fit else "--size"
+        raise ConfigError(f"this morph needs about {need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is "
+                          f"free; lower {lower}")
+
+
+def free_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
