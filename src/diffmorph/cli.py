@@ -239,6 +239,8 @@ def _export(result, args: argparse.Namespace, log: _Log, formats: tuple[str, ...
 
 
 def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
+    if args.max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
     if len(args.images) < 2:
         raise ConfigError(f"give at least two images to morph, got {len(args.images)}")
     return _fit_and_export(args.images, args, log, loop=args.loop, max_pixels=args.max_pixels)

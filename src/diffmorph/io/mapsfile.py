@@ -133,8 +133,8 @@ def _check_header_size(path: Path) -> None:
     size = path.stat().st_size
     length = int.from_bytes(head, "little") if len(head) == 8 else -1
     if length < 2 or length > min(size - 8, 2**20):
-        raise MapsFileError(f"maps file {path} is corrupt or not a safetensors file (header of {length} bytes in a "
-                            f"file of {size})")
+        raise MapsFileError(f"maps file {path} is not a safetensors file, or its header is corrupt; give the "
+                            f"maps.safetensors that diffmorph morph wrote")
 
 
 def _layout(path: Path, metadata: dict[str, str]) -> tuple[str, ...]:
