@@ -24,14 +24,15 @@ _FIELDS = {item.name: item for item in dataclasses.fields(MorphConfig)}
 # Options that are not config fields: (flags, group, help, default as shown, which commands take them).
 CLI_OPTIONS = (
     (("-o", "--output"), "input and output", "folder for the outputs (created if missing)", "—",
-     ("morph", "render", "demo")),
+     ("morph", "render", "demo", "batch")),
     (("--format",), "input and output", "outputs to write, any of mp4 gif webp frames flow (flow: the correspondence "
-     "as .npy, .flo and a picture), space- or comma-separated", "mp4 gif", ("morph", "render", "demo")),
-    (("--loop",), "input and output", "add a segment from the last image back to the first", "off", ("morph",)),
-    (("--pingpong",), "input and output", "play forward, then backward", "off", ("morph", "render", "demo")),
+     "as .npy, .flo and a picture), space- or comma-separated", "mp4 gif", ("morph", "render", "demo", "batch")),
+    (("--loop",), "input and output", "add a segment from the last image back to the first", "off",
+     ("morph", "batch")),
+    (("--pingpong",), "input and output", "play forward, then backward", "off", ("morph", "render", "demo", "batch")),
     (("--max-pixels",), "input and output", "refuse larger inputs (decompression-bomb guard)",
-     f"{DEFAULT_MAX_PIXELS:,}", ("morph",)),
-    (("-q", "--quiet"), "input and output", "print nothing but errors", "off", ("morph", "render", "demo")),
+     f"{DEFAULT_MAX_PIXELS:,}", ("morph", "batch")),
+    (("-q", "--quiet"), "input and output", "print nothing but errors", "off", ("morph", "render", "demo", "batch")),
 )
 
 
@@ -134,6 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--json", action="store_true", help="print the metrics as JSON")
     _add_options(evaluation, "eval", ["fit", "background"])
     evaluation.set_defaults(handler=_cmd_eval, quiet=True)
+
+    batch = commands.add_parser("batch", help="morph every row of a manifest on Ray, locally or on a cluster",
+                                description="Morph every row of MANIFEST (CSV with name, image_1, image_2, ... and "
+                                            "options named as morph's; or JSON Lines with name and images) into "
+                                            "OUTDIR/<name>/, on Ray. Rows whose folder is complete are skipped; "
+                                            "OUTDIR/batch.jsonl records every row. The options below are every "
+                                            "row's defaults.")
+    batch.add_argument("manifest", type=Path, metavar="MANIFEST", help="the rows, .csv or .jsonl")
+    engine = batch.add_argument_group("batch options")
+    engine.add_argument("--address", default=None, help="a Ray cluster to join (auto, ray://host:10001); default: "
+                        "RAY_ADDRESS, or a private local Ray")
+    engine.add_argument("--cpus-per-job", type=float, default=1.0, metavar="N", help="CPUs per row (default: 1)")
+    engine.add_argument("--gpus-per-job", type=float, default=0.0, metavar="F",
+                        help="GPUs per row, fractions allowed (default: 0)")
+    engine.add_argument("--retries", type=int, default=2, metavar="N",
+                        help="tries again of a row whose worker died (default: 2)")
+    engine.add_argument("--force", action="store_true", help="redo rows whose folders are already complete")
+    _add_options(batch, "batch", every)
+    batch.set_defaults(handler=_cmd_batch)
 
     ui = commands.add_parser("ui", help="serve a page in the browser to morph, re-render and download",
                              description="Serve diffmorph's web page (Gradio; pip extra diffmorph[ui]) and print "
@@ -287,6 +307,28 @@ def _cmd_eval(args: argparse.Namespace, log: _Log) -> int:
         shown = f"{value:d}" if isinstance(value, int) else f"{value:.3f}"
         print(f"{name:<26} {shown:>9}  {GOOD_VALUES.get(name, '')}")
     return 0
+
+
+def _cmd_batch(args: argparse.Namespace, log: _Log) -> int:
+    import time
+
+    from diffmorph.batch import batch, read_manifest, summary
+
+    config = _config_from(args)
+    formats = _formats(args)
+    total = len(read_manifest(args.manifest, config, loop=args.loop, pingpong=args.pingpong, formats=formats))
+    started = time.monotonic()
+    with log.bar(total, "rows", "row") as bar:
+        results = batch(args.manifest, args.output, config, loop=args.loop, pingpong=args.pingpong, formats=formats,
+                        address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
+                        retries=args.retries, force=args.force, max_pixels=args.max_pixels,
+                        on_row=lambda result: bar.update(1))
+    failed = [result for result in results if result.status == "failed"]
+    say = log if not failed else _Log(quiet=False)  # failed rows are errors: told even with --quiet
+    for result in failed:
+        say(f"{result.name}: {result.error}")
+    say(f"{summary(results, time.monotonic() - started)}; see {args.output / 'batch.jsonl'}")
+    return 1 if failed else 0
 
 
 def _cmd_ui(args: argparse.Namespace, log: _Log) -> int:

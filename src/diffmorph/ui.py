@@ -111,7 +111,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
         limits: what one request may ask.
         device: where to fit and render (``--device``).
     """
-    from diffmorph.export import export
+    from diffmorph.export import export, frame_count, render_config
     from diffmorph.pipeline import MorphResult, morph
 
     sessions = Sessions(limits)
@@ -122,16 +122,13 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
         flag = sessions.flag(session)
         folder = sessions.folder(session)
         out = folder / f"run-{time.time_ns()}"
-        frames_total = []
+        total = frame_count(render_config(result.config, settings), len(result.segments), pingpong)
 
         def on_frame(done: int) -> None:
             if flag.is_set():
                 raise Cancelled("cancelled")
-            progress((done, frames_total[0] if frames_total else None), desc="rendering", unit="frames")
+            progress((done, total), desc="rendering", unit="frames")
 
-        from diffmorph.export import frame_count, render_config
-
-        frames_total.append(frame_count(render_config(result.config, settings), len(result.segments), pingpong))
         report = export(result, out, formats=["mp4", "gif"], pingpong=pingpong, device=device, on_frame=on_frame,
                         **settings)
         archive = folder / f"{out.name}.zip"
