@@ -85,7 +85,9 @@ def test_manifest_errors_refuse_the_batch_before_any_work(images, tmp_path, caps
 def test_json_lines_rows_with_their_own_options(images, tmp_path):
     path = images / "rows.jsonl"
     path.write_text(json.dumps({"name": "looped", "images": ["0.png", "1.png"], "loop": True, "frames": 3}) + "\n")
-    (result,) = batch(path, tmp_path / "out", FAST, formats=["gif"])
+    import diffmorph
+
+    (result,) = diffmorph.batch(path, tmp_path / "out", FAST, formats=["gif"])  # the package's own name for it
     assert result.status == "done"
     with Image.open(tmp_path / "out" / "looped" / "morph.gif") as gif:
         assert gif.n_frames == 3 + 2  # there and back again: two segments

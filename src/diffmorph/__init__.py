@@ -25,6 +25,7 @@ from diffmorph.errors import (
 )
 
 _LAZY = {
+    "batch": "diffmorph.batch",
     "EvalReport": "diffmorph.evaluate", "evaluate": "diffmorph.evaluate",
     "ExportReport": "diffmorph.export", "export": "diffmorph.export",
     "Params": "diffmorph.params",
@@ -33,6 +34,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from diffmorph.batch import batch
     from diffmorph.evaluate import EvalReport, evaluate
     from diffmorph.export import ExportReport, export
     from diffmorph.params import Params
@@ -40,11 +42,12 @@ if TYPE_CHECKING:
 
 
 class _Package(types.ModuleType):
-    """This package: importing its submodules ``evaluate``, ``export`` and ``render`` would bind those names to
-    the modules and hide the functions of the same names, so the functions win (the modules stay importable)."""
+    """This package: importing its submodules ``batch``, ``evaluate``, ``export`` and ``render`` would bind those
+    names to the modules and hide the functions of the same names, so the functions win (the modules stay
+    importable)."""
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in ("evaluate", "export", "render") and isinstance(value, types.ModuleType):
+        if name in ("batch", "evaluate", "export", "render") and isinstance(value, types.ModuleType):
             return
         super().__setattr__(name, value)
 
@@ -74,6 +77,7 @@ __all__ = [
     "Params",
     "Segment",
     "__version__",
+    "batch",
     "evaluate",
     "export",
     "load_maps",
