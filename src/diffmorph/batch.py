@@ -219,7 +219,8 @@ def _remote_row(row: Row, outdir: str, max_pixels: int) -> RowResult:
 def batch(manifest: str | Path, outdir: str | Path, config: MorphConfig | None = None, *, loop: bool = False,
           pingpong: bool = False, formats: Sequence[str] = ("mp4", "gif"), address: str | None = None,
           cpus_per_job: float = 1.0, gpus_per_job: float = 0.0, retries: int = 2, force: bool = False,
-          max_pixels: int | None = None, on_row: Callable[[RowResult], None] | None = None) -> list[RowResult]:
+          max_pixels: int | None = None, on_start: Callable[[int], None] | None = None,
+          on_row: Callable[[RowResult], None] | None = None) -> list[RowResult]:
     """Run every row of ``manifest`` on Ray; return one result per row, in the manifest's order.
 
     Args:
@@ -229,6 +230,7 @@ def batch(manifest: str | Path, outdir: str | Path, config: MorphConfig | None =
         cpus_per_job, gpus_per_job: what each row asks of Ray (a fraction of a GPU runs several fits on one).
         retries: how often a row whose worker died is tried again.
         force: redo rows whose folders are already complete (by default they are skipped).
+        on_start: called with the number of rows once the manifest is read and checked.
         on_row: called with each row's result as it ends (also for skipped and failed rows).
 
     Raises:
@@ -243,6 +245,8 @@ def batch(manifest: str | Path, outdir: str | Path, config: MorphConfig | None =
     defaults = (config or MorphConfig()).validate()
     rows = read_manifest(manifest, defaults, loop=loop, pingpong=pingpong, formats=formats)
     out = check_output_folder(outdir)
+    if on_start is not None:
+        on_start(len(rows))
     out.mkdir(parents=True, exist_ok=True)
     pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     results: dict[str, RowResult] = {}

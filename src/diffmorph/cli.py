@@ -312,17 +312,19 @@ def _cmd_eval(args: argparse.Namespace, log: _Log) -> int:
 def _cmd_batch(args: argparse.Namespace, log: _Log) -> int:
     import time
 
-    from diffmorph.batch import batch, read_manifest, summary
+    from diffmorph.batch import batch, summary
 
-    config = _config_from(args)
-    formats = _formats(args)
-    total = len(read_manifest(args.manifest, config, loop=args.loop, pingpong=args.pingpong, formats=formats))
+    bars = []  # opened once the manifest is read, so that its errors stand alone on their line
     started = time.monotonic()
-    with log.bar(total, "rows", "row") as bar:
-        results = batch(args.manifest, args.output, config, loop=args.loop, pingpong=args.pingpong, formats=formats,
-                        address=args.address, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job,
-                        retries=args.retries, force=args.force, max_pixels=args.max_pixels,
-                        on_row=lambda result: bar.update(1))
+    try:
+        results = batch(args.manifest, args.output, _config_from(args), loop=args.loop, pingpong=args.pingpong,
+                        formats=_formats(args), address=args.address, cpus_per_job=args.cpus_per_job,
+                        gpus_per_job=args.gpus_per_job, retries=args.retries, force=args.force,
+                        max_pixels=args.max_pixels, on_start=lambda rows: bars.append(log.bar(rows, "rows", "row")),
+                        on_row=lambda result: bars[0].update(1))
+    finally:
+        for bar in bars:
+            bar.close()
     failed = [result for result in results if result.status == "failed"]
     say = log if not failed else _Log(quiet=False)  # failed rows are errors: told even with --quiet
     for result in failed:
