@@ -288,13 +288,8 @@ def render(result: MorphResult, *, frames: int | None = None, pingpong: bool = F
     """
     config = result.config if frames is None else replace(result.config, frames=frames, durations=())
     config.validate()
-    return frames_of(replace(result, config=config), pingpong=pingpong, device=device, params=params)
-
-
-def frames_of(result: MorphResult, *, pingpong: bool = False, device: str | torch.device | None = None,
-              params: Params = Params()) -> Iterator[np.ndarray]:
-    """:func:`render`'s frames, for a result whose config is already validated."""
-    return (frame for _, _, frame in timed_frames(result, pingpong=pingpong, device=device, params=params))
+    timed = timed_frames(replace(result, config=config), pingpong=pingpong, device=device, params=params)
+    return (frame for _, _, frame in timed)
 
 
 def timed_frames(result: MorphResult, *, pingpong: bool = False, device: str | torch.device | None = None,
