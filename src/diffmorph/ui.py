@@ -23,6 +23,7 @@ import gradio as gr
 
 from diffmorph.config import ALIGNS, DEFAULT_MAX_PIXELS, EASES, MODES, PACINGS, MorphConfig
 from diffmorph.errors import DiffmorphError, InputImageError
+from diffmorph.io.images import regular_file
 
 SETTINGS = ("frames", "fps", "mode", "align", "steps", "size", "ease", "hold", "width", "seed")
 
@@ -96,11 +97,7 @@ def check_uploads(paths: list[str] | None, limits: UiLimits) -> list[Path]:
     if len(files) > limits.max_images:
         raise InputImageError(f"upload at most {limits.max_images} images (got {len(files)})")
     for number, path in enumerate(files, start=1):
-        if not path.is_file():
-            raise InputImageError(f"image {number} is not a regular file; upload it again")
-        if path.stat().st_size > limits.max_bytes:
-            raise InputImageError(f"image {number} is {path.stat().st_size / 2**20:.1f} MB; the limit is "
-                                  f"{limits.max_bytes / 2**20:.0f} MB")
+        regular_file(path, f"image {number}", InputImageError, limits.max_bytes)
     return files
 
 

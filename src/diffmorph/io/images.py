@@ -64,9 +64,16 @@ def regular_file(path: Path, name: str, error: type[Exception] = InputImageError
             stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "not a regular file"
         raise error(f"{name}: is {kind}, not a regular file; give a file")
     if info.st_size > max_bytes:
-        raise error(f"{name}: the file is {info.st_size / 2**30:.1f} GiB; the largest read is "
-                    f"{max_bytes / 2**30:.0f} GiB")
+        raise error(f"{name}: the file is {_megabytes(info.st_size)}; the limit is {_megabytes(max_bytes)}")
     return info.st_size
+
+
+def _megabytes(size: int) -> str:
+    """
+    >>> _megabytes(3 * 2**20), _megabytes(2**30)
+    ('3.0 MB', '1024.0 MB')
+    """
+    return f"{size / 2**20:.1f} MB"
 
 
 def load_image(source: ImageSource, *, background: str = "white", max_pixels: int = DEFAULT_MAX_PIXELS,
