@@ -173,13 +173,19 @@ def splat(values: torch.Tensor, displacement: torch.Tensor, importance: torch.Te
     # What each landing pixel adds up: its values and 1, both times its weight; and 1 alone.
     carried = torch.cat((values * weight, weight, torch.ones_like(weight)), dim=1).flatten(2)  # (B, C + 2, HW)
     first = torch.arange(batch, device=displacement.device).view(batch, 1, 1) * (height * width)  # (B, 1, 1)
+    # Per axis, the two pixels a landing point lies between: their bilinear shares, whether each is on the image,
+    # and where each is in the flattened frame (clamped onto it). Each corner combines one row and one column.
+    rows, columns = (corner[:, 0], corner[:, 0] + 1), (corner[:, 1], corner[:, 1] + 1)  # (B, H, W) each
+    row_shares, column_shares = (1.0 - fraction[:, 0], fraction[:, 0]), (1.0 - fraction[:, 1], fraction[:, 1])
+    rows_inside = [(row >= 0) & (row < height) for row in rows]
+    columns_inside = [(column >= 0) & (column < width) for column in columns]
+    row_starts = [row.clamp(0, height - 1) * width for row in rows]
+    columns = [column.clamp(0, width - 1) for column in columns]
     shares, indices = [], []
     for down, right in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        row, column = corner[:, 0] + down, corner[:, 1] + right  # (B, H, W)
-        share = (fraction[:, 0] if down else 1.0 - fraction[:, 0]) * (fraction[:, 1] if right else 1.0 - fraction[:, 1])
-        inside = (row >= 0) & (row < height) & (column >= 0) & (column < width)
-        shares.append(share * inside)  # a corner off the image gets nothing (added to a pixel on it, times 0)
-        indices.append((row.clamp(0, height - 1) * width + column.clamp(0, width - 1)).flatten(1).long())
+        # A corner off the image gets nothing (added to a pixel on it, times 0).
+        shares.append(row_shares[down] * column_shares[right] * (rows_inside[down] & columns_inside[right]))
+        indices.append((row_starts[down] + columns[right]).flatten(1).long())
     index = (first + torch.stack(indices, dim=1)).flatten()  # (B * 4 * HW,)
     # (B, 4, HW, C + 2): what each pixel adds to each of its four corners
     added = carried.transpose(1, 2).unsqueeze(1) * torch.stack(shares, dim=1).flatten(2).unsqueeze(-1)

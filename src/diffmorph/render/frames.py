@@ -34,7 +34,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     >>> to_uint8(torch.tensor([-1.0, 0.0, 1.0]).view(1, 3, 1, 1)).tolist()
     [[[0, 128, 255]]]
     """
-    levels = ((image[0] + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    levels = image[0].add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
     return levels.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
@@ -47,6 +47,9 @@ class FrameParams:
 
     detail_band: int = 96  # longest side in pixels of the colour band; finer structure is detail
     max_detail_gain: float = 2.0**0.5  # at most the contrast a half-and-half blend of unrelated detail loses
+    # The detail band samples a bicubic upsampling of the images this many times finer, so that bilinear
+    # sampling between pixels blurs less; each step finer costs more memory traffic per frame.
+    source_zoom: int = 2
     splat_size: int = 192  # longest side at which content is carried forward; the maps themselves are 84 x 84
     # Where carried pixels land on each other, those that move further cover the rest, as nearer things do in a
     # camera move: their weight grows by e for each 1 % of the frame further, up to half the frame.
@@ -123,23 +126,28 @@ class _Stack:
     """Both directions' maps at one resolution, batched (A->B first) so one call serves both."""
 
     images: torch.Tensor  # (2, 3, H, W) A and B, the images each direction moves
-    sources: torch.Tensor  # what the warps sample: the images, or for "sharp" 2x bicubic upsamplings
+    sources: torch.Tensor  # what the warps sample: the images, or for "sharp" a finer bicubic upsampling
     maps: torch.Tensor  # (2, 8, h, w) raw maps, any resolution
     identity: torch.Tensor  # (1, H, W, 2) sampling grid of no warp
     grids: torch.Tensor  # (2, H, W, 2) sampling grids of the full warps
     colour: torch.Tensor | None  # (2, 6, H, W) raw mult and add maps at the images' size, when frames need them
 
     @classmethod
-    def build(cls, images: torch.Tensor, maps: torch.Tensor, scales: MapScales, *, upsample: bool,
-              colour: bool) -> _Stack:
+    def build(cls, images: torch.Tensor, maps: torch.Tensor, scales: MapScales, *, zoom: int, colour: bool
+              ) -> _Stack:
+        """``zoom`` > 0: the warps sample ``sources``, a bicubic upsampling that many times finer (1: the
+        images), stored channels-last; 0: the images themselves, as they are."""
         height, width = images.shape[-2:]
         identity = sampling_grid(torch.zeros(1, 2, height, width, device=images.device))  # (1, H, W, 2)
         grids = sampling_grid(flow_from_warp_map(resize(maps[:, 6:8], height, width), scales.warp))  # (2, H, W, 2)
-        # Bicubic through the original samples (align_corners): pixel i lands exactly on pixel 2i, so
+        # Bicubic through the original samples (align_corners): pixel i lands exactly on pixel zoom * i, so
         # the identity warp still returns the image itself, while bilinear sampling of the finer image
-        # blurs far less than sampling the image would.
-        sources = (F.interpolate(images, size=(2 * height - 1, 2 * width - 1), mode="bicubic", align_corners=True)
-                   if upsample else images)
+        # blurs less than sampling the image would. Stored channels-last, a pixel's three values side by
+        # side: sampling them reads one place in memory rather than three planes apart (same values, faster).
+        sources = images.contiguous(memory_format=torch.channels_last) if zoom > 0 else images
+        if zoom > 1:  # channels-last in, channels-last out: no second full copy
+            sources = F.interpolate(sources, size=(zoom * (height - 1) + 1, zoom * (width - 1) + 1), mode="bicubic",
+                                    align_corners=True)
         return cls(images=images, sources=sources, maps=maps, identity=identity, grids=grids,
                    colour=resize(maps[:, 0:6], height, width) if colour else None)
 
@@ -176,14 +184,13 @@ class _Stack:
             return _coarse_filling(layers, coarse).lerp_(layers, trust)
         return torch.lerp(fill_holes(layers, trust >= 1.0), layers, trust)
 
-    def moved(self, strengths: torch.Tensor, scales: MapScales, *,
-              carried: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def moved(self, strengths: torch.Tensor, scales: MapScales) -> torch.Tensor:
         """Each image recoloured and warped by its maps at its strength, clipped: ``(2, 3, H, W)``."""
         colour = self.colour
         if colour is None:
             colour = resize(self.maps[:, 0:6], *self.images.shape[-2:])
         coloured = recolour(self.images, colour[:, 0:3], colour[:, 3:6], scales, strengths)
-        return self.warped(strengths, coloured, carried=carried).clamp_(-1.0, 1.0)
+        return self.warped(strengths, coloured).clamp_(-1.0, 1.0)
 
 
 def _coarse_filling(layers: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
@@ -259,13 +266,14 @@ class Renderer:
         stacked_maps = maps.view(2, 8, *maps.shape[-2:]).to(device)  # (2, 8, h, w): A->B, B->A
         images = torch.cat((self.a, self.b))  # (2, 3, H, W)
         sharp = mode == "sharp"
-        self._full = _Stack.build(images, stacked_maps, scales, upsample=sharp, colour=not sharp)
+        self._full = _Stack.build(images, stacked_maps, scales, zoom=params.source_zoom if sharp else 0,
+                                  colour=not sharp)
         if sharp:
             longest = max(height, width)
             band = (max(2, round(height * params.detail_band / longest)),
                     max(2, round(width * params.detail_band / longest)))
             small = resize(images, *band, antialias=True)  # (2, 3, h, w)
-            self._low = _Stack.build(small, stacked_maps, scales, upsample=False, colour=True)
+            self._low = _Stack.build(small, stacked_maps, scales, zoom=0, colour=True)
             self._carrier = _Carrier.build(stacked_maps, scales, height, width, params)
             fine = images - resize(small, height, width)  # (2, 3, H, W): A's and B's own detail bands
             self._detail_energy = fine.square().mean(dim=(1, 2, 3)).tolist()
@@ -273,9 +281,8 @@ class Renderer:
     def _strengths(self, t: float) -> torch.Tensor:
         return torch.tensor([t, 1.0 - t], device=self.a.device)
 
-    def _classic(self, stack: _Stack, t: float, carried: tuple[torch.Tensor, torch.Tensor] | None = None
-                 ) -> torch.Tensor:
-        moved = stack.moved(self._strengths(t), self.scales, carried=carried)  # (2, 3, H, W)
+    def _classic(self, stack: _Stack, t: float) -> torch.Tensor:
+        moved = stack.moved(self._strengths(t), self.scales)  # (2, 3, H, W)
         return torch.lerp(moved[0:1], moved[1:2], t)
 
     def _sharp(self, t: float) -> torch.Tensor:
@@ -284,14 +291,18 @@ class Renderer:
         carried = self._carrier.grids(strengths)  # both bands sample the same carried grid
         warped = self._full.warped(strengths, carried=carried)  # (2, 3, H, W)
         detail = torch.lerp(warped[0:1], warped[1:2], t)
-        # The detail band's own coarse part, estimated as the colour band is: from the small images.
-        coarse = self._low.warped(strengths, self._low.images, carried=carried)
-        coarse = torch.lerp(coarse[0:1], coarse[1:2], t)
+        # The detail band's own coarse part, estimated as the colour band is: from the small images. Both are
+        # warped in one pass, as six channels: the images (the coarse part) and the images recoloured.
+        low = self._low
+        recoloured = recolour(low.images, low.colour[:, 0:3], low.colour[:, 3:6], self.scales, strengths)
+        both = low.warped(strengths, torch.cat((low.images, recoloured), dim=1), carried=carried)  # (2, 6, h, w)
+        coarse = torch.lerp(both[0:1, 0:3], both[1:2, 0:3], t)
+        moved = both[:, 3:6].clamp_(-1.0, 1.0)
         wanted = (1.0 - t) * self._detail_energy[0] + t * self._detail_energy[1]
         present = float((detail - resize(coarse, height, width)).square_().mean())  # the detail band's energy
         gain = max(1.0, min(self.params.max_detail_gain, (wanted / present) ** 0.5)) if present > 0 else 1.0
         # colour band + gain * (detail - its coarse part); upsampling is linear, so once is enough.
-        colour = self._classic(self._low, t, carried).sub_(coarse, alpha=gain)
+        colour = torch.lerp(moved[0:1], moved[1:2], t).sub_(coarse, alpha=gain)
         return torch.add(resize(colour, height, width), detail, alpha=gain).clamp_(-1.0, 1.0)
 
     @torch.no_grad()
