@@ -66,7 +66,8 @@ def bent_fields(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None, p
     for resolution, points, steps in params.levels:
         level_moving = resize(moving, resolution, resolution, antialias=True)
         level_fixed = resize(fixed, resolution, resolution, antialias=True)
-        weights = _contrast(level_fixed, params.window)
+        fixed_stats = _window_stats(level_fixed, params.window)  # the same at every step of the level
+        weights = fixed_stats[1].clamp_min(0).sqrt()  # _contrast(level_fixed)
         level_start = resize(start, resolution, resolution, antialias=True) * resolution  # pixels
         control = torch.zeros(2, 2, points, points) if control is None else F.interpolate(
             control, size=(points, points), mode="bilinear", align_corners=True)
@@ -77,7 +78,8 @@ def bent_fields(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None, p
             for _ in range(steps):
                 flow = F.interpolate(control, size=(resolution, resolution), mode="bicubic",
                                      align_corners=True) * resolution + level_start  # (2, 2, R, R) pixels
-                agreement = _local_agreement(warp(level_moving, flow), level_fixed, weights, params.window).mean()
+                agreement = _local_agreement(warp(level_moving, flow), level_fixed, weights, params.window,
+                                             fixed_stats).mean()
                 bending = params.smooth * _stretching(control)
                 if points <= params.curved_points:
                     bending = bending + params.curve * _curving(control)
@@ -147,26 +149,33 @@ def _kinking(control: torch.Tensor, scale: float = BendParams.kink_scale) -> tor
     return ((size.square() + scale**2).sqrt() - scale).mean()
 
 
-def _local_agreement(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
-                     window: int = BendParams.window) -> torch.Tensor:
+def _local_agreement(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, window: int = BendParams.window,
+                     y_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """How well ``x`` matches ``y``, both ``(N, 1, H, W)``: their correlation over a ``window`` square around
     each pixel, averaged with ``weights`` (:func:`_contrast` of ``y``): ``(N,)``.
 
     Correlation is normalised, so a window of faint texture (a floor, a sky's gradient) would count as much as
     one holding a strong edge, though where it matches is far less certain: counting windows by contrast keeps
     such windows from pulling the warp off true. Windows of no contrast count for nothing (correlation 0).
+    ``y_stats`` is :func:`_window_stats` of ``y`` where the caller has it.
     """
-    mx, my = _box_mean(x, window), _box_mean(y, window)
-    vx, vy = _box_mean(x * x, window) - mx * mx, _box_mean(y * y, window) - my * my
-    cxy = _box_mean(x * y, window) - mx * my
+    my, vy = _window_stats(y, window) if y_stats is None else y_stats
+    mx = _box_mean(x, window)
+    vx, cxy = _box_mean(x * x, window) - mx * mx, _box_mean(x * y, window) - mx * my
     correlation = cxy / torch.sqrt(vx.clamp_min(0) * vy.clamp_min(0) + 1e-4)
     return (correlation * weights).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp_min(1e-12)
 
 
 def _contrast(image: torch.Tensor, window: int = BendParams.window) -> torch.Tensor:
     """The standard deviation of ``(N, 1, H, W)`` ``image`` over a ``window`` square around each pixel."""
+    return _window_stats(image, window)[1].clamp_min(0).sqrt()
+
+
+def _window_stats(image: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and variance of ``(N, 1, H, W)`` ``image`` over a ``window`` square around each pixel (the
+    variance as the mean square less the squared mean: it may round below 0)."""
     mean = _box_mean(image, window)
-    return (_box_mean(image * image, window) - mean * mean).clamp_min(0).sqrt()
+    return mean, _box_mean(image * image, window) - mean * mean
 
 
 def _box_mean(image: torch.Tensor, window: int) -> torch.Tensor:
