@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -133,3 +135,29 @@ def test_a_failure_while_rendering_leaves_no_files(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk on fire"):
         diffmorph.export(result, tmp_path / "out", formats=["mp4", "gif", "webp", "frames"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mine.txt"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_a_freed_frame_buffer_stays_for_the_next_frame():
+    # A frame-sized buffer (25 MB) freed: by default glibc returns it to the kernel, which the next frame then
+    # faults in afresh, page by page; the commands keep it.
+    code = """if True:
+        import sys, torch
+        from diffmorph.allocator import keep_freed_memory
+        if sys.argv[1] == "keep":
+            assert keep_freed_memory()
+        def resident_mb():
+            with open("/proc/self/statm") as statm:
+                return int(statm.read().split()[1]) * 4096 / 2**20
+        before = resident_mb()
+        frame = torch.ones(2, 3, 1024, 1024)
+        held = resident_mb()
+        del frame
+        print(held - before, held - resident_mb())
+    """
+    figures = {mode: [float(v) for v in subprocess.run([sys.executable, "-c", code, mode], capture_output=True,
+                                                       text=True, check=True).stdout.split()]
+               for mode in ("keep", "default")}
+    assert all(touched > 20 for touched, _ in figures.values())
+    assert figures["default"][1] > 20  # given back
+    assert figures["keep"][1] < 1  # kept

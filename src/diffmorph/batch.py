@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from diffmorph.allocator import keep_freed_memory
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError, DiffmorphError
 
@@ -209,6 +210,7 @@ def _remote_row(row: Row, outdir: str, max_pixels: int) -> RowResult:
     GPU Ray gave it, if any."""
     import ray
 
+    keep_freed_memory()  # a worker is a process of its own
     assigned = ray.get_runtime_context().get_assigned_resources()
     threads = max(1, math.floor(assigned.get("CPU", 1)))
     if not ray.get_gpu_ids() and row.config.device == "auto":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from diffmorph._version import __version__
+from diffmorph.allocator import keep_freed_memory
 from diffmorph.config import DEFAULT_MAX_PIXELS, GROUPS, RENDER_SETTINGS, MorphConfig, flag, shown_default
 from diffmorph.errors import ConfigError, DiffmorphError
 
@@ -359,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status (0 success, 1 a reported error, 2 bad usage, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     log = _Log(args.quiet)
+    keep_freed_memory()
     try:
         return args.handler(args, log)
     except DiffmorphError as exc:

@@ -1,0 +1,49 @@
+"""How this process's C allocator treats the frames' large buffers.
+
+Every frame allocates and frees the same large buffers (a 1024 x 1024 frame's warped layers are 25 MB). By
+default glibc hands blocks that large straight back to the kernel when freed and maps fresh ones for the next
+frame, and the kernel zeroes each new page at its first touch: a page fault for every 4 KiB of every buffer
+of every frame. Kept in the heap instead, they are reused by the next frame as they are. The peak memory is
+the same (the largest frame sets it); the heap only does not give it back between frames. Figures are in
+docs/benchmarks.md (``benchmarks/bench_morph.py``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from dataclasses import dataclass
+
+# mallopt's parameter numbers (glibc's malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+@dataclass(frozen=True)
+class HeapParams:
+    """What glibc keeps in the heap (its limits: ``man mallopt``)."""
+
+    # Blocks up to this size come from the heap and go back to it: 32 MiB, the largest glibc takes on 64-bit
+    # systems, holds every per-frame buffer of frames up to about 1400 x 1400.
+    mmap_threshold: int = 32 * 2**20
+    # Free memory at the heap's top is kept up to this much rather than returned after each frame.
+    trim_threshold: int = 2**30
+
+
+def keep_freed_memory(params: HeapParams = HeapParams()) -> bool:
+    """Have glibc's allocator keep freed large blocks for reuse; True where it took the settings.
+
+    Process-wide, so the commands call it (``diffmorph morph``, ``render``, ``ui``, each batch worker);
+    a program using diffmorph as a library may call it too. Elsewhere than glibc (macOS, Windows, musl) it
+    does nothing and returns False.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the symbols the process has loaded: the C library's among them
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # mallopt returns 1 where it took a setting; fixing the mmap threshold also stops glibc from moving it.
+    took = [mallopt(_M_MMAP_THRESHOLD, params.mmap_threshold), mallopt(_M_TRIM_THRESHOLD, params.trim_threshold)]
+    return all(result == 1 for result in took)
