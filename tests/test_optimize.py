@@ -55,6 +55,19 @@ def test_recovers_a_known_warp(settings, tolerance):
     assert flow_ba[1].median().item() == pytest.approx(-4.0, abs=tolerance)
 
 
+def test_losses_read_in_blocks_as_on_a_gpu_give_the_same_fit():
+    # A GPU's fit reads its losses every 25 steps, not every step; the same path, run here on the CPU.
+    a, b = shifted_pair(32)
+    config = MorphConfig(size=32, steps=30, refine=12, seed=3)
+    every, blocks = [], []
+    each = fit_maps(a, b, config, CPU, progress=lambda done, loss: every.append(done))
+    blocked = fit_maps(a, b, config, CPU, progress=lambda done, loss: blocks.append(done),
+                       params=FitParams(read_every=25))
+    assert torch.equal(each.maps, blocked.maps) and each.losses == blocked.losses
+    assert every == list(range(1, 43))
+    assert blocks == [25, 30, 42]  # the fit's blocks, then the refinement's (its 12 steps in one)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_same_seed_is_deterministic_on_cpu(precision):
     a, b = shifted_pair(32)

@@ -45,6 +45,9 @@ class FitParams:
     refine_warp_share: float = 0.25  # the warp maps' share of that rate: 1/4000 of the frame a step
     refine_zoom: int = 2  # the refinement compares the images at this many times the working size
     adam_eps: float = 1e-7  # Keras' default, as in the original
+    # Steps between reads of the losses from the device (progress, divergence checks). Reading waits for the
+    # device to finish: free on a CPU, a stall of a GPU's queue. 0: every step on a CPU, every 25 elsewhere.
+    read_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,9 +240,9 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     best_loss = torch.full((count,), math.inf, device=device)
     rates = torch.ones(count, device=device)
 
-    # 3. Gradient steps. Losses stay on the device and are read back in blocks: reading every step
-    #    would stall a GPU. On a CPU reading is free, so progress and NaN checks are per step.
-    sync_every = 1 if device.type == "cpu" else 25
+    # 3. Gradient steps. Losses stay on the device and are read back in blocks (params.read_every):
+    #    reading every step would stall a GPU. On a CPU reading is free, so progress and NaN checks are per step.
+    sync_every = params.read_every or (1 if device.type == "cpu" else 25)
     losses = torch.empty(config.steps, count, device=device)
     history: list[list[float]] = []
     coarse = config.objective == "coarse-to-fine"
