@@ -10,6 +10,7 @@ docs/benchmarks.md (``benchmarks/bench_morph.py``).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 from dataclasses import dataclass
@@ -47,3 +48,11 @@ def keep_freed_memory(params: HeapParams = HeapParams()) -> bool:
     # mallopt returns 1 where it took a setting; fixing the mmap threshold also stops glibc from moving it.
     took = [mallopt(_M_MMAP_THRESHOLD, params.mmap_threshold), mallopt(_M_TRIM_THRESHOLD, params.trim_threshold)]
     return all(result == 1 for result in took)
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free memory back to the kernel now (glibc only), e.g. once the frames are done: what the
+    frames kept is then not carried into later work that allocates differently."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)

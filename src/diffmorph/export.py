@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from diffmorph._version import __version__
+from diffmorph.allocator import release_freed_memory
 from diffmorph.budget import check_request
 from diffmorph.config import RENDER_SETTINGS, MorphConfig
 from diffmorph.errors import ConfigError
@@ -171,6 +172,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         images = [to_uint8(resize(image, height, width, antialias=True).clamp(-1.0, 1.0)) for image in result.images]
         written = write_animations(out, formats, frames(), width, height, config, on_frame, images)
         frames_seconds = time.perf_counter() - started
+        release_freed_memory()  # the frames' buffers, kept for each next frame, are not needed by what follows
 
         # 2. Stills, flows and the maps file.
         if segments == 1:
