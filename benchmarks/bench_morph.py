@@ -1,13 +1,21 @@
 """Time whole morphs as a user runs them and print a table with the machine, date and command.
 
-Each case runs ``python -m diffmorph morph A B -o OUT --format mp4`` in a child process: "wall" is
-that command's whole run (Python start-up, decoding, fit, 100 frames rendered and encoded to H.264,
-stills, maps file), and "peak MB" is the child's own peak resident memory. The fit and render times
-and the fidelity (PSNR of A fully mapped to B against B, and of B mapped to A against A) are read from
-the ``config.json`` it writes. Images are the built-in demo pair drawn at each size, or your own pair
-resized (``--images``). Nothing is downloaded.
+Each case runs a ``diffmorph`` command in a child process, ``--runs`` times (3 by default):
+
+- "morph": ``python -m diffmorph morph A B -o OUT --frames 100`` with the default outputs (MP4 and GIF,
+  stills, maps file): Python start-up, decoding, fit, frames rendered and encoded, stills, maps file;
+- "render": ``python -m diffmorph render OUT/maps.safetensors -o OUT2 --frames 100`` of that morph, the
+  same outputs without the fit;
+- "start-up": ``python -m diffmorph --version``.
+
+"wall" is the command's whole run and "peak MB" the child's own peak resident memory. The fit and render
+times and the fidelity (PSNR of A fully mapped to B against B, and of B mapped to A against A) are read from
+the ``config.json`` the command writes; the largest size's median morph is broken down into where its wall
+time went. Images are the built-in demo pair drawn at each size, or your own pair resized (``--images``).
+Nothing is downloaded.
 
     python benchmarks/bench_morph.py                          # 512, 1024, 2048 and a 3840 x 2160 render
+    python benchmarks/bench_morph.py --sizes 512 1024 --no-4k
     python benchmarks/bench_morph.py --sizes 1024 --reference # with the original schedule, side by side
     python benchmarks/bench_morph.py --unrefined              # each size also without the refinement
     python benchmarks/bench_morph.py --device cuda
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -62,22 +71,44 @@ def timed(command: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def morph_case(label: str, width: int, height: int, flags: list[str], args: argparse.Namespace) -> dict:
+def morph_runs(label: str, width: int, height: int, flags: list[str], args: argparse.Namespace) -> list[dict]:
+    """``--runs`` morphs of one pair, and (for the default case) as many renders of the first one's maps."""
+    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         a, b = write_pair(folder, width, height, args.images)
-        command = [sys.executable, "-m", "diffmorph", "morph", str(a), str(b), "-o", str(folder / "out"),
-                   "--format", "mp4", "--frames", str(args.frames), "--device", args.device, "-q", *flags]
-        wall, peak = timed(command)
-        summary = json.loads((folder / "out" / "config.json").read_text())
-    return {"case": label, "size": f"{width}×{height}", "wall": wall, "peak": peak,
-            "fit": summary["fit"][0]["seconds"], "steps": fit_steps(summary["config"]),
-            "frames_s": summary["seconds"]["render_and_encode"],
+        for run in range(args.runs):
+            out = folder / f"out{run}"
+            command = [sys.executable, "-m", "diffmorph", "morph", str(a), str(b), "-o", str(out),
+                       "--frames", str(args.frames), "--device", args.device, "-q", *shlex.split(args.options), *flags]
+            rows.append(row(label, width, height, run, *timed(command), out))
+        if label == "default":
+            for run in range(args.runs):
+                out = folder / f"render{run}"
+                command = [sys.executable, "-m", "diffmorph", "render", str(folder / "out0" / "maps.safetensors"),
+                           "-o", str(out), "--frames", str(args.frames), "--device", args.device, "-q"]
+                rows.append(row("render", width, height, run, *timed(command), out))
+    return rows
+
+
+def row(label: str, width: int, height: int, run: int, wall: float, peak: float, out: Path) -> dict:
+    """One run's figures, from its wall time, peak memory and the ``config.json`` it wrote in ``out``."""
+    summary = json.loads((out / "config.json").read_text())
+    fitted = label != "render"
+    return {"case": label, "size": f"{width}×{height}", "run": run + 1, "wall": wall, "peak": peak,
+            "fit": summary["fit"][0]["seconds"] if fitted else None, "steps": fit_steps(summary["config"]),
+            "frames_s": summary["seconds"]["render_and_encode"], "export": summary["seconds"]["export"],
             **summary["fidelity_db"][0]}
 
 
+def startup_runs(args: argparse.Namespace) -> list[float]:
+    """Wall times of ``python -m diffmorph --version``."""
+    command = [sys.executable, "-m", "diffmorph", "--version"]
+    return [timed(command)[0] for _ in range(args.runs)]
+
+
 def fit_steps(config: dict) -> str:
-    """The fit's steps and working size, and the refinement's where there is one: "250 @ 128 + 100 @ 256"."""
+    """The fit's steps and working size, and the refinement's where there is one: "200 @ 128 + 150 @ 256"."""
     steps = f"{config['steps']} @ {config['size']}"
     refine = config.get("refine", 0)
     return f"{steps} + {refine} @ {FitParams().refine_zoom * config['size']}" if refine else steps
@@ -96,10 +127,7 @@ def render_case(args: argparse.Namespace) -> dict:
                    "-o", str(folder / "out"), "--format", "mp4", "--frames", str(args.frames),
                    "--device", args.device, "-q"]
         wall, peak = timed(command)
-        summary = json.loads((folder / "out" / "config.json").read_text())
-    return {"case": "render only", "size": f"{width}×{height}", "wall": wall, "peak": peak, "fit": None,
-            "steps": fit_steps(summary["config"]), "frames_s": summary["seconds"]["render_and_encode"],
-            **summary["fidelity_db"][0]}
+        return row("render, MP4 only", width, height, 0, wall, peak, folder / "out")
 
 
 def main() -> None:
@@ -107,6 +135,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048], help="square pair sizes")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each case")
+    parser.add_argument("--options", default="", help="more options for every morph, e.g. \"--steps 500\"")
     parser.add_argument("--images", nargs=2, metavar=("A", "B"), help="your own pair instead of the demo pair")
     parser.add_argument("--reference", action="store_true",
                         help="also run the original schedule (1000 steps at a 1024 working size, float32) on the "
@@ -120,36 +150,53 @@ def main() -> None:
 
     rows = []
     for size in args.sizes:
-        rows.append(morph_case("default", size, size, [], args))
-        print(f"  done: default {size}", file=sys.stderr)
+        rows += morph_runs("default", size, size, [], args)
+        print(f"  done: default and render {size}", file=sys.stderr)
         if args.unrefined:
-            rows.append(morph_case("--refine 0", size, size, ["--refine", "0"], args))
+            rows += morph_runs("--refine 0", size, size, ["--refine", "0"], args)
             print(f"  done: --refine 0 {size}", file=sys.stderr)
     if args.reference:
         size = max(args.sizes)
-        rows.append(morph_case("reference", size, size, REFERENCE, args))
+        rows += morph_runs("reference", size, size, REFERENCE, args)
         print(f"  done: reference {size}", file=sys.stderr)
     if args.render_4k:
         rows.append(render_case(args))
         print("  done: render 4K", file=sys.stderr)
+    startup = startup_runs(args)
 
     with recorded("Whole morphs: time, memory, fidelity", args.record):
-        table(rows, args)
+        table(rows, startup, args)
 
 
-def table(rows: list[dict], args: argparse.Namespace) -> None:
+def table(rows: list[dict], startup: list[float], args: argparse.Namespace) -> None:
     print_header(args.device)
     print(f"pair: {' and '.join(args.images) if args.images else 'built-in demo pair'}; device {args.device}; "
-          f"{args.frames} frames to H.264 MP4")
+          f"{args.frames} frames; default outputs (MP4, GIF, stills, maps file) unless the case says otherwise; "
+          f"{args.runs} runs of each case")
     print()
-    print("| case | pair | fit: steps @ size | fit s | render + encode s | frames/s | wall s | peak MB | "
+    print("| case | pair | run | fit: steps @ size | fit s | render + encode s | frames/s | wall s | peak MB | "
           "A→B dB | B→A dB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         fit = "—" if r["fit"] is None else f"{r['fit']:.1f}"
-        print(f"| {r['case']} | {r['size']} | {r['steps']} | {fit} | {r['frames_s']:.1f} | "
+        print(f"| {r['case']} | {r['size']} | {r['run']} | {r['steps']} | {fit} | {r['frames_s']:.1f} | "
               f"{args.frames / r['frames_s']:.1f} | {r['wall']:.1f} | {r['peak']:.0f} | {r['a_to_b_psnr']:.2f} | "
               f"{r['b_to_a_psnr']:.2f} |")
+    print()
+    print(f"start-up (`python -m diffmorph --version`): {', '.join(f'{s:.2f}' for s in startup)} s")
+    morphs = [r for r in rows if r["case"] == "default" and r["size"] == f"{max(args.sizes)}×{max(args.sizes)}"]
+    if morphs:
+        r = sorted(morphs, key=lambda r: r["wall"])[len(morphs) // 2]
+        parts = {"start-up, decoding, checks": r["wall"] - r["fit"] - r["export"], "fit": r["fit"],
+                 "frames rendered and encoded": r["frames_s"],
+                 "stills, fidelity, maps file": r["export"] - r["frames_s"]}
+        print()
+        print(f"Where the median {r['size']} morph's {r['wall']:.1f} s went:")
+        print()
+        print("| part | s | share |")
+        print("|---|---|---|")
+        for part, seconds in parts.items():
+            print(f"| {part} | {seconds:.1f} | {seconds / r['wall']:.0%} |")
 
 
 if __name__ == "__main__":

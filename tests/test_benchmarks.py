@@ -1,0 +1,29 @@
+"""The benchmark scripts run end to end on tiny inputs. Their figures belong in docs/benchmarks.md, never here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH_MORPH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_morph.py"
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bench_morph_times_morphs_renders_and_start_up(device):
+    done = subprocess.run(
+        [sys.executable, str(BENCH_MORPH), "--sizes", "40", "48", "--no-4k", "--runs", "2", "--frames", "3",
+         "--device", device, "--options", "--steps 4 --refine 2 --align none", "--no-record"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(("| default |", "| render |"))]
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        (f"| {case}", f"{size}×{size}", run) for size in (40, 48) for case in ("default", "render") for run in "12"]
+    assert all(row[3] == "4 @ 128 + 2 @ 256" for row in rows)
+    assert [row[4] == "—" for row in rows] == [False, False, True, True] * 2  # a render has no fit
+    assert "start-up (`python -m diffmorph --version`): " in done.stdout
+    assert "Where the median 48×48 morph's" in done.stdout and "| fit |" in done.stdout
