@@ -178,6 +178,7 @@ class _Stack:
         if bool(still.any()):  # at strength 0 exactly the image, whatever the rounding of the resize
             grids = torch.where(still, self.identity, grids)
         layers = sample(images, grids)
+        del grids  # a full-size grid: freed before the filling allocates its own full-size buffers
         if trust is None:
             return layers
         if coarse.shape[-1] < width:  # the filling is a new tensor: blend into it in place
@@ -258,13 +259,12 @@ class Renderer:
         self.frames = frames
         self.params = params
         self.pace = pace
-        self.a = a.to(device)
-        self.b = b.to(device)
+        images = torch.cat((a.to(device), b.to(device)))  # (2, 3, H, W)
+        self.a, self.b = images[0:1], images[1:2]  # views: one copy of the images at full size
         self._maps = maps
         self._schedule: Schedule | None = None
         self._mapped: torch.Tensor | None = None
         stacked_maps = maps.view(2, 8, *maps.shape[-2:]).to(device)  # (2, 8, h, w): A->B, B->A
-        images = torch.cat((self.a, self.b))  # (2, 3, H, W)
         sharp = mode == "sharp"
         self._full = _Stack.build(images, stacked_maps, scales, zoom=params.source_zoom if sharp else 0,
                                   colour=not sharp)
@@ -291,6 +291,7 @@ class Renderer:
         carried = self._carrier.grids(strengths)  # both bands sample the same carried grid
         warped = self._full.warped(strengths, carried=carried)  # (2, 3, H, W)
         detail = torch.lerp(warped[0:1], warped[1:2], t)
+        del warped  # both full-size layers, no longer needed: the peak memory is a frame's
         # The detail band's own coarse part, estimated as the colour band is: from the small images. Both are
         # warped in one pass, as six channels: the images (the coarse part) and the images recoloured.
         low = self._low
