@@ -108,7 +108,7 @@ def startup_runs(args: argparse.Namespace) -> list[float]:
 
 
 def fit_steps(config: dict) -> str:
-    """The fit's steps and working size, and the refinement's where there is one: "200 @ 128 + 150 @ 256"."""
+    """The fit's steps and working size, and the refinement's where there is one: "250 @ 128 + 100 @ 256"."""
     steps = f"{config['steps']} @ {config['size']}"
     refine = config.get("refine", 0)
     return f"{steps} + {refine} @ {FitParams().refine_zoom * config['size']}" if refine else steps

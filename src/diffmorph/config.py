@@ -75,9 +75,9 @@ class MorphConfig:
                         "carried where both have one), none (no warp, as the original)", "start", ALIGNS)
     size: int = option(128, "working resolution of the fit (square); outputs keep the images' own size", "fit",
                        bounds=(8, 1024), expected="an integer from 8 to 1024")
-    steps: int = option(200, "gradient steps of the fit", "fit",
+    steps: int = option(250, "gradient steps of the fit", "fit",
                         bounds=(1, 100000), expected="a positive integer up to 100000")
-    refine: int = option(150, "steps refining the fitted maps themselves at twice --size; 0 keeps the network's "
+    refine: int = option(100, "steps refining the fitted maps themselves at twice --size; 0 keeps the network's "
                          "maps, as the original", "fit",
                          bounds=(0, 100000), expected="0 (none) or a positive number of steps up to 100000")
     schedule: str = option("onecycle", "learning-rate schedule: onecycle (warm up, then anneal) or constant (the "
