@@ -46,8 +46,7 @@ def check_request(config: MorphConfig, segments: int, width: int, height: int, *
     if frames > budget.max_frames:
         raise ConfigError(f"the animation would have {frames:,} frames, over the limit of {budget.max_frames:,}; "
                           f"lower --frames, --durations or --hold")
-    out_width, out_height = (width, height) if config.width in (0, width) else (
-        config.width, max(1, round(height * config.width / width)))
+    out_width, out_height = config.output_size(width, height)
     if max(out_width, out_height) > budget.max_side:
         raise ConfigError(f"the output would be {out_width} x {out_height} pixels, over {budget.max_side} on a side; "
                           f"give a smaller --width")

@@ -149,6 +149,17 @@ class MorphConfig:
                 _require(ok and bounds[0] <= number <= bounds[1], item.name, number, item.metadata["expected"])
         return self
 
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        """The outputs' ``(width, height)`` for a first image of ``width`` x ``height``: its own, or ``width``
+        wide with its aspect.
+
+        >>> MorphConfig(width=320).output_size(640, 481), MorphConfig().output_size(640, 481)
+        ((320, 240), (640, 481))
+        """
+        if self.width in (0, width):
+            return width, height
+        return self.width, max(1, round(height * self.width / width))
+
     def segment_frames(self, segments: int) -> list[int]:
         """Frames of each of ``segments`` segments, both ends included: ``frames``, or from ``durations``.
 

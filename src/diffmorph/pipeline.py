@@ -124,10 +124,7 @@ class MorphResult:
     @property
     def size(self) -> tuple[int, int]:
         """Output ``(width, height)``: the first image's own size, or ``config.width`` wide with its aspect."""
-        width, height = self.images[0].shape[-1], self.images[0].shape[-2]
-        if self.config.width in (0, width):
-            return width, height
-        return self.config.width, max(1, round(height * self.config.width / width))
+        return self.config.output_size(self.images[0].shape[-1], self.images[0].shape[-2])
 
     @property
     def framings(self) -> list[Framing]:
