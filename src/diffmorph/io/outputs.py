@@ -129,12 +129,8 @@ def remove_leftovers(folder: Path) -> None:
         return
     for entry in entries:
         match = _PARTIAL_NAME.match(entry.name)
-        if match is None or _alive(int(match.group(1))):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        if match is not None and not _alive(int(match.group(1))):
+            _remove(entry)
 
 
 def _alive(pid: int) -> bool:
