@@ -371,9 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"diffmorph: error: {exc.strerror or exc}{where}", file=sys.stderr)
     except KeyboardInterrupt as exc:
-        signum = getattr(exc, "signum", signal.SIGINT)
-        print(f"diffmorph: interrupted ({signal.Signals(signum).name}); no outputs were written", file=sys.stderr)
-        return 128 + signum
+        return _interrupted(exc, "; no outputs were written")
     except RuntimeError as exc:  # torch.OutOfMemoryError is one; torch is imported lazily
         if "out of memory" not in str(exc):
             raise
@@ -404,7 +402,12 @@ def run() -> NoReturn:
     try:
         code = main()
     except KeyboardInterrupt as exc:  # before main's own handling: while parsing the command line
-        signum = getattr(exc, "signum", signal.SIGINT)
-        print(f"diffmorph: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-        code = 128 + signum
+        code = _interrupted(exc)
     sys.exit(code)
+
+
+def _interrupted(exc: KeyboardInterrupt, consequence: str = "") -> int:
+    """Say which signal ended the run; return the exit status the shell expects of it (128 + its number)."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    print(f"diffmorph: interrupted ({signal.Signals(signum).name}){consequence}", file=sys.stderr)
+    return 128 + signum

@@ -6,6 +6,7 @@ Decoded images are ``(H, W, 3)`` float32 arrays in ``[0, 1]`` (sRGB, alpha alrea
 from __future__ import annotations
 
 import io
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -49,8 +50,6 @@ def regular_file(path: Path, name: str, error: type[Exception] = InputImageError
     Raises:
         ``error``: naming ``name`` and what is wrong.
     """
-    import stat
-
     try:
         info = path.stat()
     except FileNotFoundError:
