@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from diffmorph.loss import morph_loss
 from diffmorph.ops import (
     MapScales,
     apply_maps,
@@ -11,7 +12,6 @@ from diffmorph.ops import (
     fill_holes,
     flow_from_warp_map,
     gaussian_blur,
-    morph_loss,
     psnr,
     resize,
     splat,

@@ -1,4 +1,6 @@
-"""Pure tensor functions of the morphing method: grids, the warp, applying maps, the loss.
+"""Pure tensor functions of the morphing method: grids, the warp, carrying and filling, applying maps.
+
+The objective a fit minimises is in :mod:`diffmorph.loss`.
 
 Conventions (the only place they are defined; every other module relies on them):
 
@@ -321,67 +323,6 @@ def resize(image: torch.Tensor, height: int, width: int, *, antialias: bool = Fa
                          antialias=antialias)
 
 
-MAPPING_WEIGHT = 0.3  # weight of each direction's reproduction error in the objective (the round trip's is 1)
-
-
-def morph_loss(net_input: torch.Tensor, a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor,
-               scales: MapScales, *, colour_weight: float = 0.0,
-               round_trip_weights: list[torch.Tensor | None] | None = None) -> torch.Tensor:
-    """The objective of a fit, for each of ``K`` independent pairs.
-
-    ``MSE(M, warp(warp(M, flow_AB), flow_BA)) + 0.3 MSE(apply(A, maps_AB), B) + 0.3 MSE(apply(B, maps_BA), A)``:
-    both directions reproduce the other image, and warping forth and back returns the network input
-    ``M`` (the warp-consistency term, which keeps the two flows inverse to each other). That is the
-    classic objective. A coarse-to-fine fit passes blurred ``a`` and ``b`` early on, and a
-    ``colour_weight`` that adds ``colour_weight * mean(mult² + add²)`` over both directions' raw colour
-    maps: with colour held back, only the warp can lower the error.
-
-    Args:
-        net_input: ``(K, 8, S, S)`` network inputs ``M``: coordinate grid, ``0.1 A``, ``0.1 B``.
-        a, b: ``(K, 3, S, S)`` images in ``[-1, 1]`` that the maps must reproduce.
-        maps: ``(K, 16, S, S)`` both directions' maps at the working resolution.
-        colour_weight: weight of the penalty on the colour maps; 0 (classic) leaves it out.
-        round_trip_weights: per pair, None or ``(1, S, S)``: how much each pixel of A's grid counts in the
-            warp-consistency term (the mean of the weighted squares); None counts every pixel fully.
-
-    Returns:
-        ``(K,)``: the loss of each pair (sum them to fit all at once: each pair's gradient is its own).
-    """
-    a_to_b, b_to_a = mapping_errors(a, b, maps, scales)
-    loss = (round_trip_error(net_input, maps, scales, round_trip_weights)
-            + MAPPING_WEIGHT * a_to_b + MAPPING_WEIGHT * b_to_a)
-    if colour_weight > 0.0:
-        colour = torch.cat((maps[:, 0:6], maps[:, 8:14]), dim=1)  # (K, 12, S, S)
-        loss = loss + colour_weight * colour.square().mean(dim=(1, 2, 3))
-    return loss
-
-
-def round_trip_error(net_input: torch.Tensor, maps: torch.Tensor, scales: MapScales,
-                     weights: list[torch.Tensor | None] | None = None) -> torch.Tensor:
-    """The warp-consistency term of :func:`morph_loss`: ``MSE(M, warp(warp(M, flow_AB), flow_BA))``, ``(K,)``.
-
-    ``maps`` must be at ``net_input``'s size; ``weights`` as :func:`morph_loss`'s ``round_trip_weights``.
-    """
-    flow_ab = flow_from_warp_map(maps[:, 6:8], scales.warp)
-    flow_ba = flow_from_warp_map(maps[:, 14:16], scales.warp)
-    round_trip = warp(warp(net_input, flow_ab), flow_ba)
-    consistency = _mse_each(round_trip, net_input)
-    if weights is None:
-        return consistency
-    return torch.stack([consistency[k] if w is None else ((round_trip[k] - net_input[k]).square() * w).mean()
-                        for k, w in enumerate(weights)])
-
-
-def mapping_errors(a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor, scales: MapScales
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``MSE(apply(A, maps_AB), B)`` and ``MSE(apply(B, maps_BA), A)``, ``(K,)`` each, the reproduction terms
-    of :func:`morph_loss`; ``maps`` at the images' size."""
-    pairs = a.shape[0]
-    # Both directions as one batch: grid_sample parallelises over the batch on a CPU.
-    mapped = apply_maps(torch.cat((a, b)), torch.cat((maps[:, :8], maps[:, 8:])), scales)  # (2K, 3, S, S)
-    return _mse_each(mapped[:pairs], b), _mse_each(mapped[pairs:], a)
-
-
 def luma(image: torch.Tensor) -> torch.Tensor:
     """Greyscale with the :data:`LUMA` weights: ``(B, 3, H, W)`` -> ``(B, 1, H, W)``."""
     weights = torch.tensor(LUMA, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
@@ -412,15 +353,6 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     padded = F.pad(image, (radius, radius, radius, radius), mode="replicate")
     rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
     return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
-
-
-def _mse_each(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(K, ...)`` twice -> ``(K,)``: the mean square error of each item.
-
-    One ``mse_loss`` per item, so a single pair's loss and gradient are bit for bit what they were
-    before pairs were batched (and the fits in our published figures reproduce exactly).
-    """
-    return torch.stack([F.mse_loss(x[k:k + 1], y[k:k + 1]) for k in range(x.shape[0])])
 
 
 def blend_frame(a: torch.Tensor, b: torch.Tensor, maps_ab: torch.Tensor, maps_ba: torch.Tensor, t: float,

@@ -13,17 +13,9 @@ import torch
 from diffmorph.adam import Adam, per_member
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
+from diffmorph.loss import MAPPING_WEIGHT, mapping_errors, morph_loss, round_trip_error
 from diffmorph.model import MAP_CHANNELS, MAP_SIZE, WARP_CHANNELS, MapNet
-from diffmorph.ops import (
-    MAPPING_WEIGHT,
-    MapScales,
-    coordinate_grid,
-    gaussian_blur,
-    mapping_errors,
-    morph_loss,
-    resize,
-    round_trip_error,
-)
+from diffmorph.ops import MapScales, coordinate_grid, gaussian_blur, resize
 from diffmorph.start import Alignment, StartParams, SubjectMove, starting_maps
 
 ProgressCallback = Callable[[int, float], None]
@@ -134,7 +126,7 @@ def coarse_to_fine(step: int, total: int, params: FitParams = FitParams()) -> tu
 
     Returns:
         ``(sigma, colour_weight)``: the blur as a fraction of the working size, and the weight of
-        the colour-map penalty (see :func:`~diffmorph.ops.morph_loss`).
+        the colour-map penalty (see :func:`~diffmorph.loss.morph_loss`).
 
     >>> [tuple(round(v, 4) for v in coarse_to_fine(k, 100)) for k in (0, 12, 24, 25, 99)]
     [(0.125, 1.0), (0.0556, 0.52), (0.0035, 0.04), (0.0, 0.0), (0.0, 0.0)]

@@ -60,7 +60,7 @@ class Start:
         free: ``(2, size, size)``, how much the fit may change each direction's warp at each pixel (0: it is
             held at the start; A->B on B's grid, then B->A on A's), or None where it may change it everywhere.
         round_trip: ``(size, size)`` on A's grid, how much each pixel counts in the fit's round trip (the
-            consistency term of :func:`~diffmorph.ops.morph_loss`), or None where every pixel counts fully.
+            consistency term of :func:`~diffmorph.loss.morph_loss`), or None where every pixel counts fully.
     """
 
     maps: torch.Tensor | None
