@@ -270,3 +270,34 @@ def test_a_subject_rolled_far_over_other_ground_is_carried_once():
     # (measured 1.26, 0.20, -0.60, 0.81).
     red_start, red_middle, yellow_middle, yellow_end = shown["global"]
     assert red_start > 1.0 and red_middle < 0.5 and yellow_middle < 0.0 and yellow_end > 0.5
+
+
+@pytest.mark.parametrize("corners", [True, False])
+def test_a_window_upsampled_alone_matches_the_whole_upsampling(corners):
+    from diffmorph.render.frames import _upsampled
+
+    image = torch.rand(1, 3, 19, 23, generator=torch.Generator().manual_seed(0))
+    whole = torch.nn.functional.interpolate(image, size=(101, 77), mode="bilinear", align_corners=corners)
+    for top, bottom, left, right in ((0, 101, 0, 77), (13, 40, 60, 77), (0, 1, 5, 6)):
+        window = _upsampled(image, (top, bottom, left, right), (101, 77), corners=corners)
+        torch.testing.assert_close(window, whole[:, :, top:bottom, left:right], rtol=0, atol=1e-5)
+
+
+def test_untrusted_pixels_are_filled_where_the_whole_frame_filling_would_put_them():
+    from diffmorph.ops import fill_holes, resize
+    from diffmorph.render.frames import _fill_untrusted
+
+    generator = torch.Generator().manual_seed(1)
+    layers = torch.rand(2, 3, 64, 96, generator=generator)
+    trust = torch.ones(2, 1, 16, 24)
+    trust[0, :, 3:6, 10:15] = 0.0
+    trust[0, :, 6, 10:15] = 0.5  # fading into the filling
+    # The filling of the whole frame: at the trust's size, upsampled, blended by the trust upsampled.
+    known = -torch.nn.functional.max_pool2d(-trust, 3, stride=1, padding=1) >= 1.0
+    filling = resize(fill_holes(resize(layers, 16, 24, antialias=True), known), 64, 96)
+    weight = torch.nn.functional.interpolate(trust, size=(64, 96), mode="bilinear", align_corners=True)
+    expected = filling.lerp(layers, weight)
+    filled = _fill_untrusted(layers.clone(), trust)
+    torch.testing.assert_close(filled, expected, rtol=0, atol=1e-5)
+    assert torch.equal(filled[1], layers[1])  # all trusted: untouched
+    assert (filled[0] - layers[0]).abs().amax() > 0.05  # and the untrusted part did change
