@@ -301,3 +301,11 @@ def test_untrusted_pixels_are_filled_where_the_whole_frame_filling_would_put_the
     torch.testing.assert_close(filled, expected, rtol=0, atol=1e-5)
     assert torch.equal(filled[1], layers[1])  # all trusted: untouched
     assert (filled[0] - layers[0]).abs().amax() > 0.05  # and the untrusted part did change
+
+
+@pytest.mark.parametrize("mode", ["sharp", "classic"])
+def test_a_numpy_time_renders_as_a_python_float_does(mode):
+    result = result_for(24, 40)
+    result.config = MorphConfig(frames=7, device="cpu", mode=mode)
+    renderer = result.renderer(0, "cpu")
+    assert torch.equal(renderer.frame(np.float64(0.4)), renderer.frame(0.4))

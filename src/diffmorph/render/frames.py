@@ -321,7 +321,7 @@ class Renderer:
             self._detail_energy = fine.square().mean(dim=(1, 2, 3)).tolist()
 
     def _strengths(self, t: float) -> torch.Tensor:
-        return torch.tensor([t, 1.0 - t], device=self.a.device)
+        return torch.tensor([t, 1.0 - t], dtype=self.a.dtype, device=self.a.device)  # t may be a NumPy float64
 
     def _classic(self, stack: _Stack, t: float) -> torch.Tensor:
         moved = stack.moved(self._strengths(t), self.scales)  # (2, 3, H, W)
