@@ -201,10 +201,9 @@ def _fill_untrusted(layers: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
     trust blended, by it, into a filling from the trusted pixels around them; in place.
 
     The trust is no finer than the carried grids, so neither is what it leaves to be filled: the filling is
-    made at the trust's size (pull-push at full size took 37 ms of a 1024-px frame's 89) and upsampled, and
-    only within the rows and columns that an untrusted pixel reaches (a few percent of the pixels, a third of
-    the frame's rows at most, in the morphs we measured): elsewhere the trust upsampled is 1. Small pixels
-    next to untrusted ones are left out of the filling, since they average some in.
+    made at the trust's size and upsampled, and only within the rows and columns that an untrusted pixel
+    reaches, usually a small part of the frame: elsewhere the trust upsampled is 1 (costs in docs/method.md).
+    Small pixels next to untrusted ones are left out of the filling, since they average some in.
     """
     (height, width), (low_height, low_width) = layers.shape[-2:], trust.shape[-2:]
     known = -F.max_pool2d(-trust, 3, stride=1, padding=1) >= 1.0  # trusted, and so are its 8 neighbours
