@@ -171,8 +171,9 @@ class _Stack:
         if bool((trust >= 1.0).all()):  # decided small: then the full-size trust is not needed
             trust = None
         if grids.shape[1:3] != (height, width):  # align_corners: the identity grid stays exactly itself
-            # Upsampled as planes, and sampled from as a strided view: upsampling the interleaved grid, or
-            # interleaving the planes again, costs more than the frame's sampling gains (same values).
+            # Upsampled as two planes and sampled from as a strided view, with the same values: torch's CPU
+            # kernel upsamples the interleaved (x, y) grid several times slower, and interleaving the planes
+            # again would cost a copy that the sampling does not need.
             grids = F.interpolate(grids.permute(0, 3, 1, 2).contiguous(), size=(height, width), mode="bilinear",
                                   align_corners=True).permute(0, 2, 3, 1)
         if bool(still.any()):  # at strength 0 exactly the image, whatever the rounding of the resize
