@@ -67,7 +67,7 @@ def bent_fields(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None, p
         level_moving = resize(moving, resolution, resolution, antialias=True)
         level_fixed = resize(fixed, resolution, resolution, antialias=True)
         fixed_stats = _window_stats(level_fixed, params.window)  # the same at every step of the level
-        weights = fixed_stats[1].clamp_min(0).sqrt()  # _contrast(level_fixed)
+        weights = _contrast(level_fixed, params.window)
         level_start = resize(start, resolution, resolution, antialias=True) * resolution  # pixels
         control = torch.zeros(2, 2, points, points) if control is None else F.interpolate(
             control, size=(points, points), mode="bilinear", align_corners=True)
