@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError, InputImageError, MapsFileError, OutputError
-from diffmorph.io.images import fit_to_frame, from_uint16, load_image, parse_colour, to_tensor, to_uint16
+from diffmorph.io.images import fit_to_frame, from_uint16, header_size, load_image, parse_colour, to_tensor, to_uint16
 from diffmorph.io.outputs import OutputFolder, check_output_folder
 from diffmorph.io.writers import GifWriter, Mp4Writer, PngFramesWriter, WebpWriter, clip_palette, even_size
 from diffmorph.pipeline import MorphResult, Segment, render
@@ -398,3 +398,15 @@ def local_colour_tables(path: Path) -> list[bool]:
             position += data[position] + 1
         position += 1
     return tables
+
+
+def test_header_size_reads_the_decoded_size_without_decoding(tmp_path):
+    path = tmp_path / "turned.jpg"
+    image = Image.fromarray(np.zeros((30, 50, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # shown turned a quarter: 30 wide, 50 high
+    image.save(path, exif=exif)
+    assert header_size(path) == (30, 50) == load_image(path).shape[1::-1]
+    assert header_size(np.zeros((7, 9, 3))) == (9, 7)
+    (tmp_path / "junk.png").write_text("not an image")
+    assert header_size(tmp_path / "junk.png") is None and header_size(tmp_path / "missing.png") is None

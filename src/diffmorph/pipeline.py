@@ -26,6 +26,7 @@ from diffmorph.io.images import (
     ImageSource,
     fit_to_frame,
     from_uint16,
+    header_size,
     load_image,
     to_tensor,
     to_uint16,
@@ -241,8 +242,13 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
         raise ConfigError(f"a morph needs at least 2 images, got {count}; give them as one list")
     config = configured(config, overrides)
     device = resolve_device(config.device)
+    count = len(images) - 1 + loop
+    known = header_size(images[0])  # the request is refused before any image is decoded or fitted
+    if known is not None:
+        check_request(config, count, *known)
     tensors, sizes = prepare_images(images, config, max_pixels=max_pixels)
-    check_request(config, len(images) - 1 + loop, *sizes[0])
+    if known != sizes[0]:
+        check_request(config, count, *sizes[0])
     pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if loop else [])
     at_once = _segments_at_once(device, config, len(pairs)) if batch is None else (len(pairs) if batch else 1)
     per_segment = config.steps + config.refine

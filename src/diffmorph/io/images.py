@@ -130,6 +130,37 @@ def load_image(source: ImageSource, *, background: str = "white", max_pixels: in
     return _check_size(_pil_to_rgb(image, bg, name), name, max_pixels)
 
 
+def header_size(source: ImageSource) -> tuple[int, int] | None:
+    """``(width, height)`` of an image as :func:`load_image` would decode it (EXIF orientation applied), read from
+    a file's header without decoding its pixels; None where the header cannot be read (decoding then says why).
+
+    Sizes are known this way before any memory is spent, so a request can be refused at once.
+    """
+    if isinstance(source, np.ndarray):
+        return (source.shape[1], source.shape[0]) if source.ndim >= 2 else None
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, (str, Path)):
+        try:
+            regular_file(Path(source), "image")
+            image = Image.open(source)
+        except (InputImageError, UnidentifiedImageError, OSError, SyntaxError, ValueError,
+                Image.DecompressionBombError):
+            return None
+    else:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        width, height = image.size
+        try:
+            turned = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations that swap the sides
+        except (OSError, SyntaxError, ValueError, struct.error):
+            turned = False
+    if image is not source:
+        image.close()
+    return (height, width) if turned else (width, height)
+
+
 def _reject_zero_size_png(data: bytes, name: str) -> None:
     # Pillow reports a PNG declaring 0 x N pixels as "cannot identify"; say what is actually wrong.
     if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
