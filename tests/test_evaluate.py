@@ -103,6 +103,7 @@ def test_fidelity_from_a_maps_file_and_cli_json(tmp_path, capsys):
     values = json.loads(capsys.readouterr().out)
     assert code == 0 and values["frames"] == 6
     assert values["fidelity_b_to_a_db"] == pytest.approx(report.fidelity_b_to_a_db)
+    assert values["warp_melt"] == pytest.approx(report.warp_melt) and values["warp_melt"] >= 0
     assert main(["eval", str(tmp_path / "out" / "frames"), str(pa), str(pb)]) == 0
     table = capsys.readouterr().out
     assert "mid_frame_detail" in table and "pacing_cv" in table and "fidelity" not in table

@@ -298,6 +298,8 @@ def _cmd_eval(args: argparse.Namespace, log: _Log) -> int:
     report = evaluate(args.animation, args.source, args.target, maps_file=args.maps, fit=config.fit,
                       background=config.background)
     values = report.to_dict()
+    if values["perceptual_path"] is None:
+        print("note: no perceptual path: it needs the [eval] extra (pip install 'diffmorph[eval]')", file=sys.stderr)
     if args.json:
         print(json.dumps(values, indent=2))
         return 0

@@ -10,19 +10,32 @@ All metrics work on 8-bit RGB frames; differences are in grey levels (0-255).
 - *Pacing*: the RMSE between consecutive frames, summarised by its coefficient of variation and by the
   largest step over the median step. Even pacing gives a CV near 0 and a ratio near 1.
 - *Fidelity* (with a maps file): PSNR of A fully mapped to B against B, and of B mapped to A against A.
+- *Perceptual path* (with the ``[eval]`` extra): the shift-tolerant LPIPS (:mod:`diffmorph.perceptual`) between
+  consecutive frames, summed along the morph (the path's length: a morph that wanders through images that are
+  neither A nor B, melts or shows two silhouettes walks further), with the steps' coefficient of variation and
+  largest step over the median.
+- *Warp melt* (with a maps file): how far each direction's warp departs from the best affine move (a shift, a
+  zoom, a turn, a shear) of each window of the frame, in percent of the frame, averaged over the windows with
+  each window weighted by how little the warped image's structure agrees with the other image there. A warp
+  that follows real correspondence agrees and counts little; one that swirls or stretches a region it cannot
+  match (a busy background that differs) counts in full.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from diffmorph import ops
 from diffmorph.errors import InputImageError, MapsFileError
 from diffmorph.io.images import ImageSource, fit_to_frame, load_image
 from diffmorph.io.readers import open_frames
+from diffmorph.ops import MapScales, flow_from_warp_map, luma, resize, warp
+from diffmorph.perceptual import MissingExtraError, PerceptualPath
 from diffmorph.render import Renderer
 
 LUMA = np.array(ops.LUMA)  # the greyscale of the detail metric
@@ -94,6 +107,10 @@ class EvalReport:
     pacing_max_over_median: float
     fidelity_a_to_b_db: float | None = None
     fidelity_b_to_a_db: float | None = None
+    perceptual_path: float | None = None
+    perceptual_step_cv: float | None = None
+    perceptual_max_over_median: float | None = None
+    warp_melt: float | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -106,18 +123,64 @@ def fidelity(renderer: Renderer) -> dict[str, float]:
     return {"a_to_b_psnr": ops.psnr(mapped[0:1], renderer.b), "b_to_a_psnr": ops.psnr(mapped[1:2], renderer.a)}
 
 
+@dataclass(frozen=True)
+class MeltParams:
+    """Windows of :func:`warp_melt` (see the module docstring)."""
+
+    size: int = 128  # the maps and images are compared squashed to this square, as the fit sees them
+    window: int = 32  # side of a window (a quarter of the frame): a region that a rigid ground moves as one
+    stride: int = 16  # windows overlap by half
+
+
+def warp_melt(maps: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scales: MapScales,
+              params: MeltParams = MeltParams()) -> float:
+    """The warps' departure from a local affine move where the images do not agree (module docstring).
+
+    Args:
+        maps: ``(16, h, w)`` raw maps of a pair, A->B then B->A.
+        a, b: ``(1, 3, H, W)`` images in ``[-1, 1]``.
+
+    Returns:
+        Percent of the frame: 0 for any affine warp, whatever the images.
+    """
+    size, window, stride = params.size, params.window, params.stride
+    warps = resize(maps.view(2, 8, *maps.shape[-2:])[:, 6:8].float(), size, size)  # (2, 2, S, S) raw
+    fraction = warps * scales.warp  # displacement in fractions of the frame, both axes
+    images = resize(torch.cat((a, b)).float(), size, size, antialias=True)
+    carried = luma(warp(images, flow_from_warp_map(warps, scales.warp)))  # A carried onto B, B onto A
+    fixed = luma(images.flip(0))  # (2, 1, S, S): what each carried image should match
+
+    def windows(x: torch.Tensor) -> torch.Tensor:  # (2, C, S, S) -> (2, C, window**2, L)
+        return F.unfold(x, window, stride=stride).view(2, x.shape[1], window * window, -1)
+
+    # An affine field is a plane in y and x: its residual is what the window's least-squares plane misses.
+    ys, xs = torch.meshgrid(torch.arange(window, dtype=torch.float32), torch.arange(window, dtype=torch.float32),
+                            indexing="ij")
+    design, _ = torch.linalg.qr(torch.stack((torch.ones_like(ys), ys, xs), dim=-1).view(-1, 3))  # (w*w, 3)
+    flows = windows(fraction)  # (2, 2, w*w, L)
+    residual = flows - design @ (design.T @ flows)
+    departure = residual.square().sum(dim=1).mean(dim=1).sqrt()  # (2, L) RMS length
+    x, y = windows(carried)[:, 0], windows(fixed)[:, 0]  # (2, w*w, L)
+    x, y = x - x.mean(dim=1, keepdim=True), y - y.mean(dim=1, keepdim=True)
+    agreement = (x * y).sum(dim=1) / (x.square().sum(dim=1) * y.square().sum(dim=1) + 1e-6).sqrt()
+    return float(((1 - agreement) / 2 * departure).mean() * 100)
+
+
 def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file: str | Path | None = None,
-             fit: str = "crop", background: str = "white") -> EvalReport:
+             fit: str = "crop", background: str = "white", perceptual: bool | None = None) -> EvalReport:
     """Measure a morph from its frames and the two input images.
 
     Args:
         animation: a video, an animated GIF/WebP, or a folder of frames, A first.
         a, b: the inputs. B is fitted to A's frame as ``diffmorph morph`` does (``fit``); when the
             frames are one row or column smaller than A (H.264 needs even sizes), both are cropped.
-        maps_file: optional maps file, for the fidelity metrics.
+        maps_file: optional maps file, for the fidelity and warp melt metrics.
+        perceptual: measure the perceptual path: True needs the ``[eval]`` extra, None measures it where that
+            is installed, False never.
 
     Raises:
         InputImageError: unreadable inputs, or frames of another size than A.
+        MissingExtraError: ``perceptual=True`` without the ``[eval]`` extra.
     """
     source = open_frames(animation)
     if source.count < 2:
@@ -127,6 +190,7 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
                               image_a.shape[0], fit, background)
     levels_a, levels_b = ((x * 255.0).round().astype(np.uint8) for x in (image_a, image_b))
     middle = (source.count - 1) // 2
+    path = _perceptual_path(perceptual)
 
     steps: list[float] = []
     first = previous = mid = None
@@ -138,6 +202,8 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
             steps.append(rmse(frame, previous))
         if index == middle:
             mid = frame
+        if path is not None:
+            path.add(frame)
         previous = frame
     if first is None or mid is None or len(steps) < 1:
         raise InputImageError(f"{animation}: could not decode enough frames (got {len(steps) + (first is not None)})")
@@ -151,6 +217,11 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
         pacing_cv=cv,
         pacing_max_over_median=ratio,
     )
+    if path is not None:
+        perceptual_steps = path.finish()
+        spread, largest = pacing(perceptual_steps)
+        report = replace(report, perceptual_path=float(sum(perceptual_steps)), perceptual_step_cv=spread,
+                         perceptual_max_over_median=largest)
     if maps_file is None:
         return report
     from diffmorph.pipeline import MorphResult
@@ -159,9 +230,22 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
     if len(result.segments) != 1:
         raise MapsFileError(f"maps file {maps_file} holds a chain of {len(result.segments)} segments; --maps "
                             f"measures a pair's fidelity")
-    measured = fidelity(result.renderer(0, "cpu"))
-    return EvalReport(**{**report.to_dict(), "fidelity_a_to_b_db": measured["a_to_b_psnr"],
-                         "fidelity_b_to_a_db": measured["b_to_a_psnr"]})
+    renderer = result.renderer(0, "cpu")
+    measured = fidelity(renderer)
+    melt = warp_melt(result.segments[0].maps, renderer.a, renderer.b, renderer.scales)
+    return replace(report, fidelity_a_to_b_db=measured["a_to_b_psnr"], fidelity_b_to_a_db=measured["b_to_a_psnr"],
+                   warp_melt=melt)
+
+
+def _perceptual_path(wanted: bool | None) -> PerceptualPath | None:
+    if wanted is False:
+        return None
+    try:
+        return PerceptualPath()
+    except MissingExtraError:
+        if wanted:
+            raise
+        return None
 
 
 def _ratio(value: float, reference: float) -> float | None:
@@ -189,4 +273,8 @@ GOOD_VALUES = {
     "pacing_max_over_median": "≤ 1.5",
     "fidelity_a_to_b_db": "higher is better",
     "fidelity_b_to_a_db": "higher is better",
+    "perceptual_path": "lower is better, between morphs of one pair at one frame count",
+    "perceptual_step_cv": "≤ 0.2",
+    "perceptual_max_over_median": "≤ 1.5",
+    "warp_melt": "lower is better (% of the frame; 0: affine)",
 }
