@@ -8,6 +8,10 @@ in one place and in at the other. So the warp starts from one of three guesses, 
 - :mod:`~diffmorph.start.bend`: that move bent region by region, for a subject that changes shape;
 - :mod:`~diffmorph.start.subject`: one compact subject carried across a ground that changed.
 
+Whichever it is, :mod:`~diffmorph.start.matches` then finds where it makes the two pictures agree: a bend is kept
+only there, and elsewhere the fit holds the warp where the start put it, so regions with no match crossfade
+instead of swirling.
+
 :func:`starting_maps` picks one by the config's ``align``; :func:`choose` is the ``auto`` decision. Each
 module's tuned numbers are a frozen dataclass, gathered in :class:`StartParams`. Flows follow
 :mod:`diffmorph.start.flows`.
@@ -15,13 +19,14 @@ module's tuned numbers are a frozen dataclass, gathered in :class:`StartParams`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from diffmorph.ops import resize
 from diffmorph.start.bend import BendParams, bent_fields, local_warp, nth
 from diffmorph.start.flows import warp_maps
+from diffmorph.start.matches import MatchParams, gated, holding, unmatched
 from diffmorph.start.move import Alignment, MoveParams, carried_agreement, find_alignment, move_flows, warp_prior
 from diffmorph.start.subject import SubjectMove, SubjectParams, subject_start
 
@@ -46,6 +51,7 @@ class StartParams:
     bend: BendParams = field(default_factory=BendParams)
     subject: SubjectParams = field(default_factory=SubjectParams)
     auto: AutoParams = field(default_factory=AutoParams)
+    match: MatchParams = field(default_factory=MatchParams)
 
 
 @dataclass(frozen=True)
@@ -84,10 +90,16 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
         size: the maps' side.
 
     Returns:
-        A :class:`Start`: its maps are None where the warp starts from nothing.
+        A :class:`Start`: its maps are None where the warp starts from nothing. Except for ``"none"`` (the
+        original method), its ``free`` holds the warp where the start finds no match (:mod:`.matches`).
     """
     if how == "none":
         return Start(None, None)
+    return _respecting_matches(_found(a, b, how, warp_scale, size, params), a, b, warp_scale, size, params.match)
+
+
+def _found(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float, size: int, params: StartParams) -> Start:
+    """:func:`starting_maps`' start before the regions it finds no match for are held."""
     # The move is looked for in the images squashed to the move's size and bending squashes them to its own:
     # squash them once (the searches' own resizes then pass), to the bend's only where bending may run.
     side = params.move.size
@@ -106,8 +118,8 @@ def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float,
 
 def choose(a: torch.Tensor, b: torch.Tensor, small: list[torch.Tensor], fine: list[torch.Tensor],
            found: Alignment | None, warp_scale: float, size: int, params: StartParams) -> Start:
-    """The ``auto`` start: the move where it explains the pair; else the bend where it makes the pictures
-    agree; else the subject carried where both images have one; else the move.
+    """The ``auto`` start: the move where it explains the pair or matches only one part of it (a subject); else
+    the bend where it makes the pictures agree; else the subject carried where both images have one; else the move.
 
     Args:
         a, b: the images; ``small`` and ``fine``: squashed to the move's and the bend's sizes.
@@ -119,14 +131,18 @@ def choose(a: torch.Tensor, b: torch.Tensor, small: list[torch.Tensor], fine: li
     before = carried_agreement(*small, move_flows(found, side), band)
     if before >= auto.explained:
         return moved
-    # 2. Bending makes the structure agree, decided on the coarse levels (a third of the bend's time); the
+    # 2. The move matches only part of the frame: one subject moved, over ground that changed. That part moves, the
+    #    rest is held (see _respecting_matches); bending would only match the ground's textures piece by piece.
+    if found is not None and _matched_share(small, found, params.match) < params.match.scene:
+        return moved
+    # 3. Bending makes the structure agree, decided on the coarse levels (a third of the bend's time); the
     #    finer levels run only where the bend is kept, going on from there.
     fields = bent_fields(*fine, found, params.bend)
     bent = nth(fields, auto.deciding_levels)
     after = carried_agreement(*small, resize(bent, side, side, antialias=True), band)
     if after >= max(auto.agreed, before + auto.bent_gain):
         return _bent(nth(fields, len(params.bend.levels) - auto.deciding_levels), found, warp_scale, size)
-    # 3. One subject in both, moved over ground that changed; 4. else the move (or nothing).
+    # 4. One subject in both, moved over ground that changed; 5. else the move (or nothing).
     return _carrying(a, b, found, warp_scale, size, params) or moved
 
 
@@ -148,6 +164,31 @@ def _bent(flows: torch.Tensor, found: Alignment | None, warp_scale: float, size:
     return Start(warp_maps(flows, warp_scale, size), found, bent=True)
 
 
+def _respecting_matches(start: Start, a: torch.Tensor, b: torch.Tensor, warp_scale: float, size: int,
+                        params: MatchParams) -> Start:
+    """``start`` kept where it makes the pictures agree; elsewhere its warp is the rigid move of the scene (none
+    where the move found is only one subject's) and the fit holds it there (see :mod:`.matches`)."""
+    small = [resize(image, params.size, params.size, antialias=True) for image in (a, b)]
+    flows = torch.zeros(2, 2, size, size)
+    if start.maps is not None:
+        flows = torch.stack((start.maps[6:8], start.maps[14:16])) * warp_scale  # fractions of the frame
+    missing = unmatched(*small, flows, params)  # (2, S, S)
+    rigid = move_flows(start.move, params.size)
+    if start.move is not None and _matched_share(small, start.move, params) < params.scene:
+        rigid = torch.zeros_like(rigid)  # the move is one subject's, not the scene's
+    if start.maps is not None or rigid.any():
+        flows = gated(flows, resize(rigid, size, size, antialias=True), missing)
+        start = replace(start, maps=warp_maps(flows, warp_scale, size))
+    free = holding(missing, size, params)
+    return replace(start, free=free if start.free is None else start.free * free)
+
+
+def _matched_share(small: list[torch.Tensor], move: Alignment, params: MatchParams) -> float:
+    """The share of the frame that ``move`` finds a match for, or that shows no structure (``small``: the images
+    at ``params.size``), before matched regions grow."""
+    return 1 - float(unmatched(*small, move_flows(move, params.size), replace(params, grow=0)).mean())
+
+
 def _carrying(a: torch.Tensor, b: torch.Tensor, found: Alignment | None, warp_scale: float, size: int,
               params: StartParams) -> Start | None:
     carried = subject_start(a, b, found, warp_scale, size, params.subject)
@@ -156,5 +197,5 @@ def _carrying(a: torch.Tensor, b: torch.Tensor, found: Alignment | None, warp_sc
     return Start(carried.maps, found, subject=carried.move, free=carried.free, round_trip=carried.round_trip)
 
 
-__all__ = ["ALIGNS", "Alignment", "AutoParams", "BendParams", "MoveParams", "Start", "StartParams",
+__all__ = ["ALIGNS", "Alignment", "AutoParams", "BendParams", "MatchParams", "MoveParams", "Start", "StartParams",
            "SubjectMove", "SubjectParams", "choose", "describe", "starting_maps"]
