@@ -160,8 +160,8 @@ def _local_agreement(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, wi
     ``y_stats`` is :func:`_window_stats` of ``y`` where the caller has it.
     """
     my, vy = _window_stats(y, window) if y_stats is None else y_stats
-    mx = _box_mean(x, window)
-    vx, cxy = _box_mean(x * x, window) - mx * mx, _box_mean(x * y, window) - mx * my
+    mx = box_mean(x, window)
+    vx, cxy = box_mean(x * x, window) - mx * mx, box_mean(x * y, window) - mx * my
     correlation = cxy / torch.sqrt(vx.clamp_min(0) * vy.clamp_min(0) + 1e-4)
     return (correlation * weights).sum(dim=(1, 2, 3)) / weights.sum(dim=(1, 2, 3)).clamp_min(1e-12)
 
@@ -174,11 +174,11 @@ def _contrast(image: torch.Tensor, window: int = BendParams.window) -> torch.Ten
 def _window_stats(image: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean and variance of ``(N, 1, H, W)`` ``image`` over a ``window`` square around each pixel (the
     variance as the mean square less the squared mean: it may round below 0)."""
-    mean = _box_mean(image, window)
-    return mean, _box_mean(image * image, window) - mean * mean
+    mean = box_mean(image, window)
+    return mean, box_mean(image * image, window) - mean * mean
 
 
-def _box_mean(image: torch.Tensor, window: int) -> torch.Tensor:
+def box_mean(image: torch.Tensor, window: int) -> torch.Tensor:
     """The mean over a ``window`` square around each pixel of ``(N, 1, H, W)`` ``image``."""
     # A box filter is separable, also at the borders, where only the pixels inside are counted.
     pad = window // 2

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from diffmorph.ops import gaussian_blur, luma, resize, warp
+from diffmorph.start.bend import box_mean
 from diffmorph.start.flows import in_pixels
 
 
@@ -76,21 +77,19 @@ def unmatched(a: torch.Tensor, b: torch.Tensor, flows: torch.Tensor, params: Mat
     carried = structure(warp(images, in_pixels(flows)), params.band)  # (2, 1, S, S): A onto B's grid, B onto A's
     fixed = structure(images.flip(0), params.band)  # what each carried image should match: B, then A
 
-    def mean(x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, params.window, stride=1, padding=params.window // 2, count_include_pad=False)
-
     # The start is a guess that the fit refines: a region counts as matched where a shift within the fit's reach
     # (`reach` pixels each way) makes it agree, the best of those shifts taken.
-    my = mean(fixed)
-    fixed_variance = (mean(fixed.square()) - my.square()).clamp_min(0)
+    window, reach = params.window, params.reach
+    my, fixed_variance = _stats(fixed, window)
+    padded = F.pad(carried, (reach,) * 4, mode="replicate")  # (2, 1, S + 2 reach, S + 2 reach)
+    means, variances_all = _stats(padded, window)
     correlation = torch.full_like(my, -1.0)
     carried_variance = torch.zeros_like(my)
-    for dy in range(-params.reach, params.reach + 1):
-        for dx in range(-params.reach, params.reach + 1):
-            shifted = torch.roll(carried, (dy, dx), dims=(2, 3))
-            mx = mean(shifted)
-            variance = (mean(shifted.square()) - mx.square()).clamp_min(0)
-            score = (mean(shifted * fixed) - mx * my) / ((variance * fixed_variance).sqrt() + 1e-4)
+    for dy in range(2 * reach + 1):
+        for dx in range(2 * reach + 1):
+            shifted = padded[..., dy:dy + size, dx:dx + size]
+            mx, variance = means[..., dy:dy + size, dx:dx + size], variances_all[..., dy:dy + size, dx:dx + size]
+            score = (box_mean(shifted * fixed, window) - mx * my) / ((variance * fixed_variance).sqrt() + 1e-4)
             carried_variance = torch.where(score > correlation, variance, carried_variance)
             correlation = torch.maximum(correlation, score)
     variances = carried_variance, fixed_variance
@@ -108,6 +107,12 @@ def round_trip_gap(flows: torch.Tensor) -> torch.Tensor:
     ``(2, 1, S, S)``, A->B's on B's grid, then B->A's on A's. 0 where the flows undo each other."""
     back = warp(flows.flip(0), in_pixels(flows))  # the other direction's flow where each one leads
     return torch.hypot(*(flows + back).unbind(1)).unsqueeze(1)
+
+
+def _stats(image: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and variance of ``(N, 1, H, W)`` ``image`` over a ``window`` square around each pixel."""
+    mean = box_mean(image, window)
+    return mean, (box_mean(image.square(), window) - mean.square()).clamp_min(0)
 
 
 def holding(unmatched: torch.Tensor, size: int, params: MatchParams = MatchParams()) -> torch.Tensor:
