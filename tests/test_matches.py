@@ -12,9 +12,10 @@ from synthetic import blobs
 
 
 def texture(seed: int, size: int = 128) -> torch.Tensor:
-    """Busy, fine texture in [-1, 1]: (1, 3, S, S)."""
+    """Busy, fine texture in [-1, 1]: (1, 3, S, S), its grain 2 pixels (coarser grains agree by chance within
+    MatchParams.reach more often)."""
     g = torch.Generator().manual_seed(seed)
-    noise = torch.rand(1, 3, size // 4, size // 4, generator=g)
+    noise = torch.rand(1, 3, size // 2, size // 2, generator=g)
     return torch.nn.functional.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False) * 2 - 1
 
 
