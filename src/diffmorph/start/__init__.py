@@ -64,7 +64,8 @@ class Start:
         bent: whether the start is that move (or none) bent region by region.
         subject: the move of the pair's one subject that the start carries it by, or None.
         free: ``(2, size, size)``, how much the fit may change each direction's warp at each pixel (0: it is
-            held at the start; A->B on B's grid, then B->A on A's), or None where it may change it everywhere.
+            held at the start; A->B on B's grid, then B->A on A's; low where the start finds no match, see
+            :mod:`.matches`), or None where it may change it everywhere.
         round_trip: ``(size, size)`` on A's grid, how much each pixel counts in the fit's round trip (the
             consistency term of :func:`~diffmorph.loss.morph_loss`), or None where every pixel counts fully.
     """
