@@ -27,3 +27,19 @@ def test_bench_morph_times_morphs_renders_and_start_up(device):
     assert [row[4] == "—" for row in rows] == [False, False, True, True] * 2  # a render has no fit
     assert "start-up (`python -m diffmorph --version`): " in done.stdout
     assert "Where the median 48×48 morph's" in done.stdout and "| fit |" in done.stdout
+
+
+def test_compare_starts_measures_each_start_and_draws_a_sheet(tmp_path):
+    script = BENCH_MORPH.with_name("compare_starts.py")
+    done = subprocess.run(
+        [sys.executable, str(script), "--pairs", "grounds", "--starts", "auto", "none", "--size", "48", "--frames",
+         "5", "--options", "--steps 4 --refine 2", "--sheets", str(tmp_path), "--no-record"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| grounds |")]
+    assert [row[1] for row in rows] == ["auto", "none"]
+    assert all(len(row) == 10 and row[6] != "—" and float(row[9].rstrip(" |")) >= 0 for row in rows)
+    from PIL import Image
+
+    with Image.open(tmp_path / "starts_grounds.png") as sheet:
+        assert sheet.width >= 5 * 48 and sheet.height >= 2 * 48
