@@ -174,13 +174,15 @@ def _respecting_matches(start: Start, a: torch.Tensor, b: torch.Tensor, warp_sca
     if start.maps is not None:
         flows = torch.stack((start.maps[6:8], start.maps[14:16])) * warp_scale  # fractions of the frame
     missing = unmatched(*small, flows, params)  # (2, S, S)
+    free = holding(missing, size, params)
+    if start.subject is not None:  # the subject's start already says what is carried and what stays
+        return replace(start, free=start.free * free)
     rigid = move_flows(start.move, params.size)
     if start.move is not None and _matched_share(small, start.move, params) < params.scene:
         rigid = torch.zeros_like(rigid)  # the move is one subject's, not the scene's
     if start.maps is not None or rigid.any():
         flows = gated(flows, resize(rigid, size, size, antialias=True), missing)
         start = replace(start, maps=warp_maps(flows, warp_scale, size))
-    free = holding(missing, size, params)
     return replace(start, free=free if start.free is None else start.free * free)
 
 
