@@ -140,3 +140,13 @@ def test_eval_prints_the_perceptual_path_and_the_melt(tmp_path, capsys):
     values = json.loads(capsys.readouterr().out)
     assert values["perceptual_path"] > 0 and values["perceptual_step_cv"] >= 0
     assert values["warp_melt"] is None  # it needs the maps
+
+
+@needs_extra
+def test_tiny_and_thin_frames_are_measured():
+    for shape in ((4, 4, 3), (3, 300, 3)):
+        meter = PerceptualPath()
+        for value in (0, 128, 255):
+            meter.add(np.full(shape, value, np.uint8))
+        steps = meter.finish()
+        assert len(steps) == 2 and all(step > 0 for step in steps)

@@ -27,6 +27,7 @@ WEIGHTS_PACKAGE = "stlpips_pytorch"
 WEIGHTS_FILE = Path("weights", "vST0.0", "alex_shift_tolerant.pth")
 # Channels of the five compared layers of AlexNet.
 CHANNELS = (64, 192, 384, 256, 256)
+MIN_SIDE = 32  # the least side of a compared frame: the network's first convolutions and pools need it
 
 
 class MissingExtraError(DiffmorphError):
@@ -132,6 +133,11 @@ class PerceptualPath:
         if scale < 1:
             image = F.interpolate(image, size=(max(1, round(height * scale)), max(1, round(width * scale))),
                                   mode="bilinear", antialias=True, align_corners=False)
+        # The first layers need MIN_SIDE pixels: a smaller (or very thin) frame is padded, its edge repeated.
+        short_y, short_x = (max(0, MIN_SIDE - side) for side in image.shape[-2:])
+        if short_y or short_x:
+            image = F.pad(image, (short_x // 2, short_x - short_x // 2, short_y // 2, short_y - short_y // 2),
+                          mode="replicate")
         self._pending.append(image)
         if len(self._pending) >= self.batch:
             self._flush()
