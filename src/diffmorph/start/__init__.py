@@ -168,15 +168,17 @@ def _bent(flows: torch.Tensor, found: Alignment | None, warp_scale: float, size:
 def _respecting_matches(start: Start, a: torch.Tensor, b: torch.Tensor, warp_scale: float, size: int,
                         params: MatchParams) -> Start:
     """``start`` kept where it makes the pictures agree; elsewhere its warp is the rigid move of the scene (none
-    where the move found is only one subject's) and the fit holds it there (see :mod:`.matches`)."""
+    where the move found is only one subject's) and the fit holds it there (see :mod:`.matches`). A carried
+    subject's start is kept whole: holding its ground too made the demo's and the textured pair's middle frames
+    worse (a torn ball, less detail)."""
+    if start.subject is not None:  # the subject's start already says what is carried, what stays and what is held
+        return start
     small = [resize(image, params.size, params.size, antialias=True) for image in (a, b)]
     flows = torch.zeros(2, 2, size, size)
     if start.maps is not None:
         flows = torch.stack((start.maps[6:8], start.maps[14:16])) * warp_scale  # fractions of the frame
     missing = unmatched(*small, flows, params)  # (2, S, S)
     free = holding(missing, size, params)
-    if start.subject is not None:  # the subject's start already says what is carried and what stays
-        return replace(start, free=start.free * free)
     rigid = move_flows(start.move, params.size)
     if start.move is not None and _matched_share(small, start.move, params) < params.scene:
         rigid = torch.zeros_like(rigid)  # the move is one subject's, not the scene's
