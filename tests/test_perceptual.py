@@ -1,10 +1,13 @@
 """The perceptual path and the warp melt of ``diffmorph eval``: they rank paths and warps as a viewer would."""
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from diffmorph.cli import main
 from diffmorph.evaluate import MeltParams, evaluate, warp_melt
@@ -94,6 +97,18 @@ def test_warp_melt_is_zero_for_an_affine_warp_and_large_for_a_swirl():
     assert warp_melt(maps, a, a, scales, MeltParams()) < warp_melt(maps, a, b, scales)
 
 
+def crossfade_folder(tmp_path) -> Path:
+    """Five PNG frames of a crossfade in tmp_path/frames, and its images as tmp_path/a.png and b.png."""
+    a, b = pair()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, t in enumerate(np.linspace(0, 1, 5)):
+        Image.fromarray(((1 - t) * a + t * b).round().astype(np.uint8)).save(folder / f"frame_{index:05d}.png")
+    Image.fromarray(a).save(tmp_path / "a.png")
+    Image.fromarray(b).save(tmp_path / "b.png")
+    return folder
+
+
 @pytest.fixture
 def without_extra(monkeypatch):
     metric.cache_clear()  # a network loaded by an earlier test would hide the missing wheel
@@ -105,15 +120,7 @@ def without_extra(monkeypatch):
 def test_a_missing_extra_is_one_line(tmp_path, without_extra, capsys):
     with pytest.raises(MissingExtraError, match=r"pip install 'diffmorph\[eval\]'"):
         weights_path()
-    a, b = pair()
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    from PIL import Image
-
-    for index, t in enumerate(np.linspace(0, 1, 5)):
-        Image.fromarray(((1 - t) * a + t * b).round().astype(np.uint8)).save(folder / f"frame_{index:05d}.png")
-    Image.fromarray(a).save(tmp_path / "a.png")
-    Image.fromarray(b).save(tmp_path / "b.png")
+    folder = crossfade_folder(tmp_path)
     assert evaluate(folder, tmp_path / "a.png", tmp_path / "b.png").perceptual_path is None
     with pytest.raises(MissingExtraError):
         evaluate(folder, tmp_path / "a.png", tmp_path / "b.png", perceptual=True)
@@ -125,18 +132,8 @@ def test_a_missing_extra_is_one_line(tmp_path, without_extra, capsys):
 
 @needs_extra
 def test_eval_prints_the_perceptual_path_and_the_melt(tmp_path, capsys):
-    a, b = pair()
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    from PIL import Image
-
-    for index, t in enumerate(np.linspace(0, 1, 5)):
-        Image.fromarray(((1 - t) * a + t * b).round().astype(np.uint8)).save(folder / f"frame_{index:05d}.png")
-    Image.fromarray(a).save(tmp_path / "a.png")
-    Image.fromarray(b).save(tmp_path / "b.png")
+    folder = crossfade_folder(tmp_path)
     assert main(["eval", str(folder), str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--json"]) == 0
-    import json
-
     values = json.loads(capsys.readouterr().out)
     assert values["perceptual_path"] > 0 and values["perceptual_step_cv"] >= 0
     assert values["warp_melt"] is None  # it needs the maps
