@@ -132,15 +132,16 @@ def choose(a: torch.Tensor, b: torch.Tensor, small: list[torch.Tensor], fine: li
     before = carried_agreement(*small, move_flows(found, side), band)
     if before >= auto.explained:
         return moved
-    # 2. The move matches only part of the frame: one subject moved, over ground that changed. That part moves, the
-    #    rest is held (see _respecting_matches); bending would only match the ground's textures piece by piece.
-    if found is not None and _matched_share(small, found, params.match) < params.match.scene:
-        return moved
-    # 3. Bending makes the structure agree, decided on the coarse levels (a third of the bend's time); the
+    # 2. Bending makes the structure agree, decided on the coarse levels (a third of the bend's time); the
     #    finer levels run only where the bend is kept, going on from there.
     fields = bent_fields(*fine, found, params.bend)
     bent = nth(fields, auto.deciding_levels)
     after = carried_agreement(*small, resize(bent, side, side, antialias=True), band)
+    # 3. The move matches only part of the frame (one subject moved over ground that changed) and bending does
+    #    not explain the pair either: that part moves, the rest is held (see _respecting_matches); bending
+    #    would only pair the ground's textures piece by piece.
+    if found is not None and after < auto.explained and _matched_share(small, found, params.match) < params.match.scene:
+        return moved
     if after >= max(auto.agreed, before + auto.bent_gain):
         return _bent(nth(fields, len(params.bend.levels) - auto.deciding_levels), found, warp_scale, size)
     # 4. One subject in both, moved over ground that changed; 5. else the move (or nothing).
