@@ -65,10 +65,13 @@ class ShiftTolerantAlexNet(nn.Module):
 
     def distance(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """ST-LPIPS between ``(N, 3, H, W)`` images in ``[-1, 1]``, pair by pair: ``(N,)``."""
-        total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        for lin, fx, fy in zip(self.lins, self.features(x), self.features(y), strict=True):
-            diff = (_unit(fx) - _unit(fy)) ** 2
-            total = total + lin(diff).mean(dim=(1, 2, 3))
+        return self.compared([_unit(f) for f in self.features(x)], [_unit(f) for f in self.features(y)])
+
+    def compared(self, xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
+        """ST-LPIPS from two images' unit-length features (see :meth:`features`), item by item: ``(N,)``."""
+        total = torch.zeros(xs[0].shape[0], dtype=xs[0].dtype, device=xs[0].device)
+        for lin, fx, fy in zip(self.lins, xs, ys, strict=True):
+            total += lin((fx - fy) ** 2).mean(dim=(1, 2, 3))
         return total
 
 
@@ -125,7 +128,7 @@ class PerceptualPath:
         self._pending: list[torch.Tensor] = []
         self._last: list[torch.Tensor] | None = None
 
-    def add(self, frame: torch.Tensor) -> None:
+    def add(self, frame: np.ndarray | torch.Tensor) -> None:
         """One frame, ``(H, W, 3)`` uint8 (a NumPy array or a tensor), after the ones before it."""
         image = torch.tensor(np.asarray(frame)).permute(2, 0, 1)[None].float() / 127.5 - 1  # (1, 3, H, W)
         height, width = image.shape[-2:]
@@ -158,7 +161,5 @@ class PerceptualPath:
             self._last = [f[-1:] for f in features]
             if features[0].shape[0] < 2:
                 return
-            total = torch.zeros(features[0].shape[0] - 1)
-            for lin, f in zip(self.network.lins, features, strict=True):
-                total += lin((f[1:] - f[:-1]) ** 2).mean(dim=(1, 2, 3))  # (N - 1,)
+            total = self.network.compared([f[:-1] for f in features], [f[1:] for f in features])  # (N - 1,)
         self.steps.extend(total.tolist())
