@@ -119,8 +119,9 @@ def _found(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float, size: 
 
 def choose(a: torch.Tensor, b: torch.Tensor, small: list[torch.Tensor], fine: list[torch.Tensor],
            found: Alignment | None, warp_scale: float, size: int, params: StartParams) -> Start:
-    """The ``auto`` start: the move where it explains the pair or matches only one part of it (a subject); else
-    the bend where it makes the pictures agree; else the subject carried where both images have one; else the move.
+    """The ``auto`` start: the move where it explains the pair, or where it matches only one part of it (a subject)
+    and bending does not explain it either; else the bend where it makes the pictures agree; else the subject
+    carried where both images have one; else the move.
 
     Args:
         a, b: the images; ``small`` and ``fine``: squashed to the move's and the bend's sizes.
