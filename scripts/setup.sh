@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Install diffmorph (editable), its web UI, its batch engine, its perceptual metric and its test tools into the
-# active Python environment.
+# active Python environment (the README makes and enters a virtual environment first).
 #
-# PyTorch is installed first, pinned to 2.13.0, only where no torch is importable yet: a plain
-# dependency resolution would pick the newest build, which on Linux pulls several GB of CUDA
-# packages. Where torch is already installed (any version the project supports), it is kept.
+# PyTorch comes first, by scripts/install_torch.py, only where no torch is importable yet: the CPU build from
+# PyTorch's CPU index on Linux without an NVIDIA GPU (the default index would bring several GB of CUDA packages),
+# the default build elsewhere. A torch already installed (any version the project supports) is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 
-if ! "$python" -c "import torch" 2>/dev/null; then
-    "$python" -m pip install --quiet "torch==2.13.0"
+# A system Python that its distribution manages (Debian, Ubuntu) refuses pip: say what to do instead.
+if ! "$python" -c 'import sys, sysconfig, pathlib
+sys.exit(sys.prefix == sys.base_prefix and pathlib.Path(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED").exists())'
+then
+    echo "error: $python is the system's own Python, which refuses pip installs; make and enter a virtual environment first: python3 -m venv .venv && . .venv/bin/activate" >&2
+    exit 1
 fi
+"$python" scripts/install_torch.py
 "$python" -m pip install --quiet --editable ".[ui,batch,eval,test]"
 "$python" -m diffmorph --version
