@@ -43,3 +43,15 @@ def test_compare_starts_measures_each_start_and_draws_a_sheet(tmp_path):
 
     with Image.open(tmp_path / "starts_grounds.png") as sheet:
         assert sheet.width >= 5 * 48 and sheet.height >= 2 * 48
+
+
+def test_bench_gif_measures_each_palette():
+    done = subprocess.run(
+        [sys.executable, str(BENCH_MORPH.with_name("bench_gif.py")), "--frames", "4", "--options",
+         "--steps 4 --refine 2 --size 32", "--no-record"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(("| demo |", "| moved |"))]
+    assert [row[1] for row in rows] == ["frame (default)", "clip", "clip, before"] * 2
+    for row in rows:
+        mean, least = (float(value) for value in row[2].split(" / "))
+        assert 15 < least <= mean and float(row[3]) >= 0 and float(row[4]) > 0

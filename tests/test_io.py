@@ -15,6 +15,7 @@ from diffmorph.errors import ConfigError, InputImageError, MapsFileError, Output
 from diffmorph.io.images import fit_to_frame, from_uint16, header_size, load_image, parse_colour, to_tensor, to_uint16
 from diffmorph.io.outputs import OutputFolder, check_output_folder
 from diffmorph.io.writers import GifWriter, Mp4Writer, PngFramesWriter, WebpWriter, clip_palette, even_size
+from diffmorph.ops import gaussian_blur
 from diffmorph.pipeline import MorphResult, Segment, render
 from synthetic import blobs
 
@@ -223,6 +224,28 @@ class TestWriters:
             decoded = np.asarray(image.convert("RGB")).astype(int)
             # A 256-colour palette, or lossy WebP with half-resolution chroma on this tiny sharp image.
             assert np.abs(decoded - frames[3]).mean() < (4 if kind == "GIF" else 8)
+
+    @pytest.mark.parametrize(("palette", "least_db"), [("frame", 38.0), ("clip", 34.0)])
+    def test_gif_keeps_a_drifting_gradient(self, tmp_path, palette, least_db):
+        """A sunset sky that darkens into night: a GIF's palette must follow it, not band or shift its colours.
+        Frames and GIF are compared blurred (a band is an error, a dither averages out)."""
+        rows = np.linspace(0.0, 1.0, 48)[:, None, None]
+        dusk = (1 - rows) * [250, 150, 60] + rows * [120, 40, 60]  # (48, 1, 3): orange above, purple below
+        night = (1 - rows) * [40, 50, 90] + rows * [10, 10, 30]
+        frames = [np.broadcast_to((1 - t) * dusk + t * night, (48, 64, 3)).round().astype(np.uint8)
+                  for t in np.linspace(0.0, 1.0, 12)]
+        writer = GifWriter(tmp_path / "sky.gif", 24,
+                           palette=clip_palette([frames[0], frames[-1]]) if palette == "clip" else None)
+        for frame in frames:
+            writer.add(frame)
+        writer.close()
+        blurred = lambda image: gaussian_blur(torch.from_numpy(np.asarray(image, dtype=np.float32))  # noqa: E731
+                                              .permute(2, 0, 1)[None], 1.5)
+        with Image.open(tmp_path / "sky.gif") as gif:
+            for index, frame in enumerate(frames):
+                gif.seek(index)
+                error = (blurred(gif.convert("RGB")) - blurred(frame)).square().mean()
+                assert 10 * torch.log10(255.0**2 / error) >= least_db, index
 
     def test_gif_with_a_clip_palette_stores_one_colour_table(self, tmp_path):
         frames = moving_frames(8, 33, 47)

@@ -112,8 +112,9 @@ class MorphConfig:
                         bounds=(4, 16384), expected="0 (native size) or a width from 4 to 16384")
     gif_width: int = option(0, "largest width of morph.gif, aspect kept; 0 keeps the output size", "encoding",
                             bounds=(1, 16384), expected="0 (native size) or a positive width up to 16384")
-    gif_palette: str = option("clip", "colours of morph.gif: clip (one 256-colour palette for the whole morph, "
-                              "no flicker) or frame (256 colours per frame)", "encoding", GIF_PALETTES)
+    gif_palette: str = option("frame", "colours of morph.gif: frame (256 colours fitted to each frame, so "
+                              "gradients keep their colours) or clip (one 256-colour palette for the whole morph)",
+                              "encoding", GIF_PALETTES)
     seed: int = option(0, "seed of the network's initial weights; the same seed gives the same morph on a CPU",
                        "fit",
                        bounds=(0, 9223372036854775807), expected="an integer from 0 to 2**63 - 1")

@@ -114,12 +114,12 @@ def gif_delay_ms(fps: float) -> int:
 class GifWriter:
     """Looping animated GIF, written frame by frame: memory does not grow with the frame count.
 
-    With a ``palette`` (see :func:`clip_palette`) every frame is mapped to that one palette, chosen for
-    the whole clip: colours do not flicker from frame to frame and the file stores a single colour
-    table. Without one, each frame gets its own 256 colours from Pillow's fast octree (7 ms for a
-    1024 x 1024 frame against 50-180 ms for median cut), which follows colours that the clip's
-    palette covers less well. Pillow's own animated-GIF writer keeps every frame until it finishes;
-    this writer uses its per-frame encoder.
+    Without a ``palette``, each frame gets its own 256 colours from Pillow's fast octree (7 ms for a
+    1024 x 1024 frame against 50-180 ms for median cut): a morph's colours drift from frame to frame, and
+    a palette fitted to each frame follows them, so gradients keep their colours and their bands do not
+    move (docs/benchmarks.md). With one (see :func:`clip_palette`) every frame is mapped to it and the
+    file stores a single colour table. Pillow's own animated-GIF writer keeps every frame until it
+    finishes; this writer uses its per-frame encoder.
     """
 
     def __init__(self, path: Path, fps: float, *, max_width: int = 0, palette: Image.Image | None = None):
@@ -154,12 +154,15 @@ class GifWriter:
             self._file.close()
 
 
+MIXTURES = tuple(k / 8 for k in range(1, 8))  # crossfades the clip palette covers: its gradients' steps between images
+
+
 def clip_palette(keyframes: Sequence[np.ndarray], side: int = 192) -> Image.Image:
     """One 256-colour palette for a whole morph, from its keyframes.
 
     A morph's frames hold the colours of the images it passes through and mixtures of consecutive
-    ones, so the palette is fitted (median cut) to small copies of every keyframe and of the mean of
-    each consecutive pair.
+    ones, so the palette is fitted (Pillow's octree, which keeps more of a gradient's steps than median
+    cut) to small copies of every keyframe and of ``MIXTURES`` crossfades of each consecutive pair.
 
     Args:
         keyframes: ``(H, W, 3)`` uint8 images of one size, in the order the morph shows them.
@@ -172,8 +175,10 @@ def clip_palette(keyframes: Sequence[np.ndarray], side: int = 192) -> Image.Imag
     scale = min(1.0, side / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = [np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR)) for frame in keyframes]
-    mixtures = [((first.astype(np.uint16) + second) // 2).astype(np.uint8) for first, second in pairwise(small)]
-    return Image.fromarray(np.concatenate(small + mixtures, axis=0)).quantize(256, method=Image.Quantize.MEDIANCUT)
+    mixtures = [np.rint(first * (1 - t) + second * t).astype(np.uint8)
+                for first, second in pairwise(np.asarray(image, dtype=np.float32) for image in small)
+                for t in MIXTURES]
+    return Image.fromarray(np.concatenate(small + mixtures, axis=0)).quantize(256, method=Image.Quantize.FASTOCTREE)
 
 
 class WebpWriter(EncoderWriter):
