@@ -57,7 +57,7 @@ def test_a_bend_is_kept_only_where_it_matched():
     assert kept[:, :, :12].abs().max() < 1e-6 and torch.allclose(kept[:, :, 20:], bent[:, :, 20:])
 
 
-def test_the_fit_is_held_where_nothing_corresponds_and_free_where_the_move_explains():
+def test_the_fit_is_held_where_nothing_corresponds_and_left_alone_where_the_move_explains():
     a = torch.from_numpy(blobs(128, 128, seed=3)).permute(2, 0, 1)[None].float() / 127.5 - 1
     a = a + 0.5 * texture(4)  # structure for the move's search to find
     unrelated = starting_maps(a, texture(5), "global", 0.05, 84)
@@ -65,7 +65,11 @@ def test_the_fit_is_held_where_nothing_corresponds_and_free_where_the_move_expla
     flows = move_flows(None, 128)
     flows[0, 1], flows[1, 1] = 8 / 128, -8 / 128
     moved = starting_maps(a, warp(a, in_pixels(flows[0:1])), "global", 0.05, 84)
-    assert moved.move is not None and moved.free[:, 15:-15, 15:-15].min() > 0.9
+    assert moved.move is not None and moved.free is None  # it matches nearly all the frame: left whole
+    # Where a start must match more than any can to be left whole, the moved pair is free where its move matches.
+    strict = StartParams(match=MatchParams(settled=1.01))
+    held = starting_maps(a, warp(a, in_pixels(flows[0:1])), "global", 0.05, 84, strict)
+    assert held.free[:, 15:-15, 15:-15].min() > 0.9
     # The original method's start holds nothing.
     assert starting_maps(a, texture(5), "none", 0.05, 84).free is None
     # And the hold is a parameter.

@@ -170,7 +170,9 @@ def _bent(flows: torch.Tensor, found: Alignment | None, warp_scale: float, size:
 def _respecting_matches(start: Start, a: torch.Tensor, b: torch.Tensor, warp_scale: float, size: int,
                         params: MatchParams) -> Start:
     """``start`` kept where it makes the pictures agree; elsewhere its warp is the rigid move of the scene (none
-    where the move found is only one subject's) and the fit holds it there (see :mod:`.matches`). A carried
+    where the move found is only one subject's) and the fit holds it there (see :mod:`.matches`). A start that
+    matches most of the frame is kept whole: the rest is where it is a little off, or content that enters at a
+    border, which the fit settles (held, a bent photo lost 4 dB of fidelity and gained nothing to see). A carried
     subject's start is kept whole: holding its ground too made the demo's and the textured pair's middle frames
     worse (a torn ball, less detail)."""
     if start.subject is not None:  # the subject's start already says what is carried, what stays and what is held
@@ -180,6 +182,8 @@ def _respecting_matches(start: Start, a: torch.Tensor, b: torch.Tensor, warp_sca
     if start.maps is not None:
         flows = torch.stack((start.maps[6:8], start.maps[14:16])) * warp_scale  # fractions of the frame
     missing = unmatched(*small, flows, params)  # (2, S, S)
+    if 1 - float(missing.mean()) >= params.settled:  # what it misses is its own imprecision, for the fit to settle
+        return start
     free = holding(missing, size, params)
     rigid = move_flows(start.move, params.size)
     if start.move is not None and _matched_share(small, start.move, params) < params.scene:
