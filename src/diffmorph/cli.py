@@ -303,12 +303,16 @@ def _cmd_eval(args: argparse.Namespace, log: _Log) -> int:
     if args.json:
         print(json.dumps(values, indent=2))
         return 0
+    good = dict(GOOD_VALUES)
+    if report.codec_loss_first is not None:  # a lossy animation: its endpoints are exact up to the codec's loss
+        for name, limit in zip(("endpoint_error_first", "endpoint_error_last"), report.endpoint_limits(), strict=True):
+            good[name] = f"≤ {limit:.2f} (1 beyond the codec's loss)"
     print(f"{'metric':<26} {'value':>9}  good values")
     for name, value in values.items():
         if value is None:
             continue
         shown = f"{value:d}" if isinstance(value, int) else f"{value:.3f}"
-        print(f"{name:<26} {shown:>9}  {GOOD_VALUES.get(name, '')}")
+        print(f"{name:<26} {shown:>9}  {good.get(name, '')}")
     return 0
 
 

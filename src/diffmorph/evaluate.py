@@ -2,7 +2,10 @@
 
 All metrics work on 8-bit RGB frames; differences are in grey levels (0-255).
 
-- *Endpoint error*: mean absolute difference of the first frame from A and of the last from B.
+- *Endpoint error*: mean absolute difference of the first frame from A and of the last from B. A lossy animation
+  (a video, a GIF, a WebP) cannot be exact: its *codec loss* is the same difference for A and for B written alone
+  the way diffmorph writes that format (H.264 at the stream's own CRF where x264 recorded it), and an endpoint is
+  exact when its error is within 1 of that.
 - *Mid-frame detail*: energy (mean square) of the discrete 4-neighbour Laplacian of the greyscale
   middle frame after a 2x box downscale, divided by the mean of the same quantity for A and B. A
   cross-dissolve of unrelated content scores about 0.5 (its Laplacian is the average of two
@@ -23,9 +26,12 @@ All metrics work on 8-bit RGB frames; differences are in grey levels (0-255).
 
 from __future__ import annotations
 
+import re
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,11 +40,14 @@ from diffmorph import ops
 from diffmorph.errors import InputImageError, MapsFileError
 from diffmorph.io.images import ImageSource, fit_to_frame, load_image
 from diffmorph.io.readers import open_frames
+from diffmorph.io.writers import GifWriter, Mp4Writer, WebpWriter
 from diffmorph.ops import MapScales, flow_from_warp_map, luma, resize, warp
 from diffmorph.perceptual import MissingExtraError, PerceptualPath
 from diffmorph.render import Renderer
 
 LUMA = np.array(ops.LUMA)  # the greyscale of the detail metric
+ENDPOINT_TOLERANCE = 1.0  # grey levels: rounding and resampling; a frame one step off a 100-frame morph is 5 or more
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv")  # containers diffmorph's H.264 stands in for
 
 
 def greyscale(frame: np.ndarray) -> np.ndarray:
@@ -111,9 +120,20 @@ class EvalReport:
     perceptual_step_cv: float | None = None
     perceptual_max_over_median: float | None = None
     warp_melt: float | None = None
+    codec_loss_first: float | None = None
+    codec_loss_last: float | None = None
 
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
+
+    def endpoint_limits(self) -> tuple[float, float]:
+        """The largest endpoint errors of an exact morph: 1 grey level, beyond the codec's loss where it has one."""
+        return (ENDPOINT_TOLERANCE + (self.codec_loss_first or 0.0),
+                ENDPOINT_TOLERANCE + (self.codec_loss_last or 0.0))
+
+    def endpoints_exact(self) -> bool:
+        first, last = self.endpoint_limits()
+        return self.endpoint_error_first <= first and self.endpoint_error_last <= last
 
 
 def fidelity(renderer: Renderer) -> dict[str, float]:
@@ -213,6 +233,8 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
         frames=len(steps) + 1,
         endpoint_error_first=mean_abs_error(first, levels_a),
         endpoint_error_last=mean_abs_error(previous, levels_b),
+        codec_loss_first=codec_loss(levels_a, animation),
+        codec_loss_last=codec_loss(levels_b, animation),
         mid_frame_detail=_ratio(laplacian_energy(mid), (laplacian_energy(levels_a) + laplacian_energy(levels_b)) / 2),
         pacing_cv=cv,
         pacing_max_over_median=ratio,
@@ -235,6 +257,43 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
     melt = warp_melt(result.segments[0].maps, renderer.a, renderer.b, renderer.scales)
     return replace(report, fidelity_a_to_b_db=measured["a_to_b_psnr"], fidelity_b_to_a_db=measured["b_to_a_psnr"],
                    warp_melt=melt)
+
+
+def codec_loss(image: np.ndarray, animation: str | Path) -> float | None:
+    """The mean absolute error (grey levels) of ``image``, ``(H, W, 3)`` uint8, written alone as diffmorph writes
+    ``animation``'s format and read back; None where that format is lossless (a folder of frames, PNG) or unknown.
+    """
+    path = Path(animation)
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix not in (*VIDEO_SUFFIXES, ".gif", ".webp"):
+        return None
+    height, width = image.shape[:2]
+    with tempfile.TemporaryDirectory(prefix="diffmorph-eval-") as folder:
+        written = Path(folder) / f"alone{suffix}"
+        if suffix == ".gif":
+            writer = GifWriter(written, 25)
+        elif suffix == ".webp":
+            writer = WebpWriter(written, width, height, 25)
+        else:
+            crf = x264_crf(path)
+            writer = Mp4Writer(written, width, height, 25, **({} if crf is None else {"crf": crf}))
+        writer.add(image)
+        writer.close()
+        decoded = next(iter(open_frames(written).frames()))
+    rows, columns = decoded.shape[:2]  # H.264 drops an odd last row or column
+    return mean_abs_error(decoded, image[:rows, :columns])
+
+
+def x264_crf(video: str | Path) -> int | None:
+    """The CRF an H.264 stream was encoded at, where x264 recorded its settings in the stream (it does unless
+    told not to); None otherwise."""
+    try:
+        with av.open(str(video)) as container:
+            packet = next(container.demux(video=0), None)
+            found = re.search(rb"crf=([0-9]+(?:\.[0-9]+)?)", bytes(packet)) if packet is not None else None
+    except (av.error.FFmpegError, OSError, StopIteration, ValueError):
+        return None
+    return None if found is None else round(float(found.group(1)))
 
 
 def _perceptual_path(wanted: bool | None) -> PerceptualPath | None:
@@ -277,4 +336,6 @@ GOOD_VALUES = {
     "perceptual_step_cv": "≤ 0.2",
     "perceptual_max_over_median": "≤ 1.5",
     "warp_melt": "lower is better (% of the frame; 0: affine)",
+    "codec_loss_first": "A written alone in this format, read back",
+    "codec_loss_last": "B written alone in this format, read back",
 }
