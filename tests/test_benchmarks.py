@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,15 @@ def test_bench_gif_measures_each_palette():
     for row in rows:
         mean, least = (float(value) for value in row[2].split(" / "))
         assert 15 < least <= mean and float(row[3]) >= 0 and float(row[4]) > 0
+
+
+def test_bench_threads_times_each_count_beside_a_busy_process():
+    done = subprocess.run(
+        [sys.executable, str(BENCH_MORPH.with_name("bench_threads.py")), "--size", "32", "--busy", "1",
+         "--repeats", "1", "--options", "--steps 4 --refine 2 --size 16 --frames 3 --format frames", "--no-record"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| 1 |")]
+    assert [row[1] for row in rows] == [*(str(count) for count in range(1, (os.cpu_count() or 1) + 1)),
+                                        "default (idle cores)"]
+    assert min(float(row[3].rstrip(" |")) for row in rows[:-1]) == 1.0 and float(rows[-1][2]) > 0

@@ -191,9 +191,9 @@ def run_row(row: Row, outdir: str, max_pixels: int, threads: int | None = None) 
     from diffmorph.export import export
     from diffmorph.pipeline import morph
 
-    if threads:
-        torch.set_num_threads(threads)
     config = row.config
+    if threads and not config.threads:  # the cores Ray gave this row, unless the row asks for its own count
+        config = dataclasses.replace(config, threads=threads)
     if config.device == "auto":
         config = dataclasses.replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
     try:

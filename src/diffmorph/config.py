@@ -29,7 +29,7 @@ GIF_PALETTES = ("clip", "frame")
 GROUPS = ("input and output", "fit", "start", "frames and timing", "encoding", "expert")
 # Settings that `diffmorph render` can change without fitting again.
 RENDER_SETTINGS = ("mode", "pacing", "frames", "durations", "fps", "ease", "hold", "width", "gif_width",
-                   "gif_palette")
+                   "gif_palette", "threads")
 # Fields whose 0 means "the images' own size" rather than a size.
 ZERO_MEANS_NATIVE = ("width", "gif_width")
 # Values that files written before a field existed were made with (where the default has changed).
@@ -119,6 +119,9 @@ class MorphConfig:
                        "fit",
                        bounds=(0, 9223372036854775807), expected="an integer from 0 to 2**63 - 1")
     device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps", "input and output")
+    threads: int = option(0, "CPU threads; 0 uses as many as the machine has idle cores (OMP_NUM_THREADS, where "
+                          "set, is kept)", "input and output",
+                          bounds=(0, 1024), expected="0 (idle cores) or a number of threads up to 1024")
     fit: str = option("crop", "how images of another size are fitted to the first one's frame: crop (cover and "
                       "centre-crop), pad, stretch", "input and output", FITS)
     background: str = option("white", "colour under transparent pixels and of --fit pad borders (a name or "

@@ -29,6 +29,7 @@ from diffmorph.optimize import scales_of
 from diffmorph.params import Params
 from diffmorph.pipeline import MorphResult, resolve_device, timed_frames
 from diffmorph.render import Renderer, ease, timeline, to_uint8
+from diffmorph.threads import using_threads
 
 DEFAULT_FORMATS = ("mp4", "gif")
 EXPORT_FORMATS = (*FORMATS, "flow")  # "flow": the correspondence as .npy, .flo and a picture, each direction
@@ -154,7 +155,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         notes.append("morph.gif plays at 50 frames/s: GIF cannot time frames faster")
 
     started = time.perf_counter()
-    with OutputFolder(folder, output_names(formats, segments)) as out:
+    with (using_threads(config.threads, params=params.threads),
+          OutputFolder(folder, output_names(formats, segments)) as out):
         # 1. Animations: render each frame once and hand it to every writer. A pair's contact sheet takes
         #    the frames rendered nearest its times.
         renderers: dict[int, Renderer] | None = {} if segments == 1 else None

@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from diffmorph.optimize import FitParams
 from diffmorph.render import FrameParams, PaceParams
 from diffmorph.start import StartParams
+from diffmorph.threads import ThreadParams
 
 
 @dataclass(frozen=True)
 class Params:
-    """The start's, the fit's, the sharp frames' and even pacing's tuned numbers."""
+    """The start's, the fit's, the sharp frames', even pacing's and the thread count's tuned numbers."""
 
     start: StartParams = field(default_factory=StartParams)
     fit: FitParams = field(default_factory=FitParams)
     frames: FrameParams = field(default_factory=FrameParams)
     pace: PaceParams = field(default_factory=PaceParams)
+    threads: ThreadParams = field(default_factory=ThreadParams)

@@ -38,6 +38,7 @@ from diffmorph.optimize import ProgressCallback, fit_batch, scales_of
 from diffmorph.params import Params
 from diffmorph.render import Renderer, timeline, to_uint8
 from diffmorph.start import Alignment, SubjectMove, describe
+from diffmorph.threads import CpuTimes, using_threads
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -242,6 +243,7 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
         raise ConfigError(f"a morph needs at least 2 images, got {count}; give them as one list")
     config = configured(config, overrides)
     device = resolve_device(config.device)
+    started = CpuTimes.now()  # the machine's load is watched while the images are read
     count = len(images) - 1 + loop
     known = header_size(images[0])  # the request is refused before any image is decoded or fitted
     if known is not None:
@@ -253,16 +255,17 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
     at_once = _segments_at_once(device, config, len(pairs)) if batch is None else (len(pairs) if batch else 1)
     per_segment = config.steps + config.refine
     segments = []
-    for first in range(0, len(pairs), at_once):
-        chunk = pairs[first:first + at_once]
+    with using_threads(config.threads, since=started, params=params.threads):
+        for first in range(0, len(pairs), at_once):
+            chunk = pairs[first:first + at_once]
 
-        def report(done: int, loss: float, offset: int = first * per_segment) -> None:
-            if progress is not None:
-                progress(offset + done, loss)
+            def report(done: int, loss: float, offset: int = first * per_segment) -> None:
+                if progress is not None:
+                    progress(offset + done, loss)
 
-        fits = fit_batch(chunk, config, device, progress=report, params=params.fit, start_params=params.start)
-        segments += [Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds / len(chunk),
-                             alignment=fit.alignment, bent=fit.bent, subject=fit.subject) for fit in fits]
+            fits = fit_batch(chunk, config, device, progress=report, params=params.fit, start_params=params.start)
+            segments += [Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds / len(chunk),
+                                 alignment=fit.alignment, bent=fit.bent, subject=fit.subject) for fit in fits]
     return MorphResult(images=tensors, segments=segments, config=config, loop=loop, source_sizes=sizes)
 
 

@@ -1,0 +1,109 @@
+"""How many CPU threads a morph computes with.
+
+PyTorch's CPU kernels run on one OpenMP thread per core and wait at every step for the slowest. Where another
+process keeps a core busy, the thread on that core runs only in the time slices it is given and every step waits
+for it: a fit with two threads on two cores, one of them taken, ran 4 to 10 times slower than with one thread
+(docs/benchmarks.md). So, unless told otherwise, a morph uses as many threads as the machine has idle cores, read
+from the kernel's CPU time counters (/proc/stat) over a short window; where those cannot be read (not Linux), or
+``OMP_NUM_THREADS`` is set, PyTorch's own choice is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+STAT = Path("/proc/stat")
+
+
+@dataclass(frozen=True)
+class ThreadParams:
+    """How idle cores are counted (see the module docstring)."""
+
+    window_s: float = 0.1  # least time the machine's load is watched: 10 clock ticks of each core at 100 Hz
+    spare: float = 0.5  # a core counts as idle when at least this much of it was: a busy process keeps one all taken
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """The machine's busy and total CPU time and this process's own, at one moment, in seconds."""
+
+    at: float
+    busy: float
+    total: float
+    own: float
+
+    @staticmethod
+    def now() -> CpuTimes | None:
+        """The counters now, or None where the kernel does not show them."""
+        try:
+            fields = [float(value) for value in STAT.read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle and waiting for I/O
+        total = sum(fields[:8])  # user nice system idle iowait irq softirq steal; guest is counted in user
+        times = os.times()
+        return CpuTimes(time.monotonic(), (total - idle) / tick, total / tick, times.user + times.system)
+
+
+def idle_cores(since: CpuTimes | None = None, params: ThreadParams = ThreadParams()) -> float | None:
+    """How many of the machine's cores other processes left idle since ``since`` (None: over the next
+    ``params.window_s``), at least that long; None where the counters cannot be read."""
+    start = since or CpuTimes.now()
+    if start is None:
+        return None
+    wait = params.window_s - (time.monotonic() - start.at)
+    if wait > 0:
+        time.sleep(wait)
+    end = CpuTimes.now()
+    return None if end is None else idle_between(start, end, os.cpu_count() or 1)
+
+
+def idle_between(start: CpuTimes, end: CpuTimes, cores: int) -> float | None:
+    """How many of ``cores`` other processes than this one left idle from ``start`` to ``end`` (None: no time
+    passed on the counters).
+
+    >>> idle_between(CpuTimes(0.0, 0.0, 0.0, 0.0), CpuTimes(1.0, 1.5, 2.0, 0.5), cores=2)  # 0.5 s were this one's
+    1.0
+    """
+    if end.total <= start.total:
+        return None
+    others = max(0.0, (end.busy - start.busy) - (end.own - start.own))  # this process's own work does not count
+    return cores * (1.0 - others / (end.total - start.total))
+
+
+def chosen_threads(requested: int = 0, since: CpuTimes | None = None, params: ThreadParams = ThreadParams()
+                   ) -> int:
+    """The threads to use: ``requested`` where it is not 0; else PyTorch's own count where ``OMP_NUM_THREADS``
+    is set, or where idle cores cannot be counted; else as many as are idle, at least 1."""
+    import torch
+
+    if requested > 0:
+        return requested
+    default = torch.get_num_threads()
+    if os.environ.get("OMP_NUM_THREADS"):
+        return default
+    idle = idle_cores(since, params)
+    if idle is None:
+        return default
+    return max(1, min(default, int(idle + params.spare)))
+
+
+@contextlib.contextmanager
+def using_threads(requested: int = 0, since: CpuTimes | None = None, params: ThreadParams = ThreadParams()
+                  ) -> Iterator[int]:
+    """PyTorch's CPU threads set to :func:`chosen_threads` for the block, then set back; yields the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    count = chosen_threads(requested, since, params)
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,50 @@
+"""The CPU thread count: as asked, PyTorch's own where OMP_NUM_THREADS is set, else the machine's idle cores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from diffmorph.threads import CpuTimes, ThreadParams, chosen_threads, idle_between, idle_cores, using_threads
+
+WATCH = ThreadParams(window_s=0.6)
+
+
+def test_a_count_asked_for_is_used_and_set_back_afterwards():
+    before = torch.get_num_threads()
+    with using_threads(1) as count:
+        assert count == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert chosen_threads(3) == 3
+
+
+def test_omp_num_threads_is_respected(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert chosen_threads(0) == torch.get_num_threads()
+
+
+def test_idle_cores_leave_out_this_process_and_count_the_others():
+    start = CpuTimes(at=0.0, busy=10.0, total=40.0, own=1.0)
+    # 4 cores for 1 s: 4 s of CPU time, 3 of them busy, 1 of those this process's own.
+    assert idle_between(start, CpuTimes(at=1.0, busy=13.0, total=44.0, own=2.0), cores=4) == pytest.approx(2.0)
+    assert idle_between(start, CpuTimes(at=1.0, busy=10.0, total=44.0, own=1.0), cores=4) == pytest.approx(4.0)
+    assert idle_between(start, start, cores=4) is None
+
+
+@pytest.mark.skipif(CpuTimes.now() is None, reason="needs the kernel's CPU counters (/proc/stat)")
+def test_a_busy_process_is_seen_on_the_machine():
+    quiet = idle_cores(params=WATCH)
+    if quiet < (os.cpu_count() or 1) - 0.5:
+        pytest.skip(f"the machine is busy already ({quiet:.1f} idle cores): a busy process would not show")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        idle_cores(params=ThreadParams(window_s=0.3))  # while it starts
+        loaded = idle_cores(params=WATCH)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert loaded < quiet - 0.6
