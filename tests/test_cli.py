@@ -99,10 +99,14 @@ def test_inputs_of_different_sizes_are_fitted_and_logged(tmp_path, capsys):
     a, b = tmp_path / "a.png", tmp_path / "b.jpg"
     Image.fromarray(blobs(40, 60, seed=1)).save(a)
     Image.fromarray(blobs(50, 50, seed=2)).save(b)
-    code, _, err = run(["morph", a, b, "-o", tmp_path / "out", *FAST, "--fit", "pad", "--format", "gif"], capsys)
+    threads = torch.get_num_threads()
+    code, _, err = run(["morph", a, b, "-o", tmp_path / "out", *FAST, "--fit", "pad", "--format", "gif",
+                        "--threads", "1"], capsys)
     assert code == 0
     assert "B (50 x 50) fitted to A's 60 x 40 frame" in err and "--fit pad" in err
     assert Image.open(tmp_path / "out" / "morph.gif").size == (60, 40)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["config"]["threads"] == 1
+    assert torch.get_num_threads() == threads  # set for the morph only
 
 
 def test_demo(tmp_path, capsys):
@@ -154,6 +158,7 @@ def test_bad_source_images(tmp_path, capsys, image_files, prepare, extra, messag
     (["--steps", "abc"], "invalid int value"),
     (["--format", "avi"], "unknown format"),
     (["--background", "nope"], "unknown colour"),
+    (["--threads", "-1"], "--threads must be 0 (idle cores) or a number of threads"),
 ])
 def test_bad_settings(tmp_path, capsys, image_files, flags, message):
     out = tmp_path / "out"
