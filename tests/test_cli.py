@@ -93,6 +93,8 @@ def test_morph_then_render_end_to_end(image_files, tmp_path, capsys):
     for name in ("morph.gif", "morph.webp"):
         with Image.open(again / name) as image:
             assert image.n_frames == 7 and image.size == (48, 40)
+    started = [json.loads((folder / "config.json").read_text())["fit"][0]["start"] for folder in (out, again)]
+    assert started[0] is not None and started[1] == started[0]  # the maps file keeps where the warp started
 
 
 def test_inputs_of_different_sizes_are_fitted_and_logged(tmp_path, capsys):

@@ -16,7 +16,7 @@ from diffmorph.io.images import fit_to_frame, from_uint16, header_size, load_ima
 from diffmorph.io.outputs import OutputFolder, check_output_folder
 from diffmorph.io.writers import GifWriter, Mp4Writer, PngFramesWriter, WebpWriter, clip_palette, even_size
 from diffmorph.ops import gaussian_blur
-from diffmorph.pipeline import MorphResult, Segment, render
+from diffmorph.pipeline import NOT_RECORDED, MorphResult, Segment, render
 from synthetic import blobs
 
 
@@ -321,8 +321,11 @@ class TestMapsFile:
     @pytest.mark.parametrize(("images", "loop"), [(2, False), (3, True)])
     def test_round_trip(self, tmp_path, images, loop):
         result = small_result(images=images, loop=loop)
+        result.segments[0].bent = True  # its warp started bent, from no move: a line that render shows again
         result.save(tmp_path / "m.safetensors")
         loaded = MorphResult.load(tmp_path / "m.safetensors")
+        assert [segment.describe_start("auto") for segment in loaded.segments] == [
+            "aligned: bent region by region", *[None] * (len(result.segments) - 1)]
         assert len(loaded.segments) == len(result.segments) and loaded.loop == loop
         for mine, theirs in zip(loaded.segments, result.segments, strict=True):
             assert torch.equal(mine.maps, theirs.maps)
@@ -336,6 +339,7 @@ class TestMapsFile:
         result = MorphResult.load(FIXTURES / f"{name}.safetensors")
         expected = np.load(FIXTURES / f"{name}_frames.npy")
         assert len(result.segments) == (1 if name == "pair_v1" else 3) and result.loop == (name == "chain_v1")
+        assert result.segments[0].describe_start(result.config.align) == NOT_RECORDED
         frames = np.stack(list(render(result, frames=4 if name == "pair_v1" else None)))
         assert np.array_equal(frames, expected)
 

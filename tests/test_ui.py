@@ -12,7 +12,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client", reason="the web UI's extra is not installed")
 pytest.importorskip("gradio", reason="the web UI's extra is not installed")
 
-from diffmorph.pipeline import MorphResult  # noqa: E402
+from diffmorph.pipeline import NOT_RECORDED, MorphResult  # noqa: E402
 from diffmorph.ui import UiLimits, _safe, serve  # noqa: E402
 from synthetic import blobs  # noqa: E402
 
@@ -99,9 +99,11 @@ def test_three_image_chain(client, pictures):
 
 def test_an_uploaded_maps_file_is_rerendered(client):
     # A fresh session, with nothing morphed: the file alone (written by an earlier format version) is enough.
-    mp4, *_ = client.predict(maps_file=gradio_client.handle_file(str(FIXTURES / "pair_v1.safetensors")),
-                             frames=5, fps=10, api_name="/rerender")
+    mp4, _, _, summary, *_ = client.predict(
+        maps_file=gradio_client.handle_file(str(FIXTURES / "pair_v1.safetensors")), frames=5, fps=10,
+        api_name="/rerender")
     assert video_frames(mp4) == ("h264", 5, (32, 24))
+    assert f"segment 1: {NOT_RECORDED}" in summary  # that format did not store the start: not "no warp"
     with pytest.raises(gradio_client.exceptions.AppError, match="morph some images first"):
         gradio_client.Client(client.src, verbose=False).predict(frames=5, api_name="/rerender")
 

@@ -71,6 +71,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+NOT_RECORDED = "not recorded (a maps file from an earlier diffmorph)"  # the start of a file that did not store it
+
+
 @dataclass
 class Segment:
     """One fitted segment: the maps that morph one image into the next.
@@ -82,6 +85,8 @@ class Segment:
         alignment: the move of the whole picture the warp started from, or None; known after a fit only.
         bent: whether the warp started from that move (or none) bent region by region; after a fit only.
         subject: the move of the pair's one subject the warp carried it by, or None; after a fit only.
+        start: for a segment read from a maps file, the line it stored on where the warp started (see
+            :meth:`describe_start`).
     """
 
     maps: torch.Tensor
@@ -90,10 +95,11 @@ class Segment:
     alignment: Alignment | None = None
     bent: bool = False
     subject: SubjectMove | None = None
+    start: str | None = None
 
     def describe_start(self, align: str) -> str | None:
         """One line on where the warp started, or None where it started from nothing."""
-        return describe(self.alignment, self.bent, self.subject, align)
+        return self.start if self.start is not None else describe(self.alignment, self.bent, self.subject, align)
 
 
 @dataclass
@@ -169,14 +175,17 @@ class MorphResult:
             images=torch.stack([to_uint16(image[0].cpu()) for image in self.images]),
             losses=torch.tensor([segment.losses for segment in self.segments], dtype=torch.float32),
             config=self.config, loop=self.loop, source_sizes=tuple(self.source_sizes),
-            fit_seconds=tuple(segment.fit_seconds for segment in self.segments))
+            fit_seconds=tuple(segment.fit_seconds for segment in self.segments),
+            starts=tuple(segment.describe_start(self.config.align) for segment in self.segments))
 
     @classmethod
     def load(cls, path: str | Path) -> MorphResult:
         """Read a maps file written by :meth:`save` or ``diffmorph morph`` (any version this diffmorph reads)."""
         contents = read_maps_file(path)
-        segments = [Segment(maps=maps, losses=losses.tolist(), fit_seconds=seconds) for maps, losses, seconds
-                    in zip(contents.maps, contents.losses, contents.fit_seconds, strict=True)]
+        starts = contents.starts or (NOT_RECORDED,) * len(contents.fit_seconds)
+        segments = [Segment(maps=maps, losses=losses.tolist(), fit_seconds=seconds, start=start)
+                    for maps, losses, seconds, start
+                    in zip(contents.maps, contents.losses, contents.fit_seconds, starts, strict=True)]
         return cls(images=[from_uint16(image).unsqueeze(0) for image in contents.images], segments=segments,
                    config=contents.config, loop=contents.loop, source_sizes=list(contents.source_sizes))
 

@@ -15,8 +15,9 @@ Segment ``k`` morphs image ``k`` into image ``k + 1``; with ``loop`` a last segm
 into the first, so ``S = K - 1 + loop``. Metadata (all strings): ``format`` = ``"diffmorph.maps"``,
 ``format_version`` = ``"2"``, ``diffmorph_version``, ``config`` (JSON of
 :class:`~diffmorph.config.MorphConfig`), ``loop`` (``"true"`` or ``"false"``), ``sizes`` (JSON: ``frame`` as
-``[width, height]`` and ``sources``, each image's own size before fitting) and ``fit_seconds`` (JSON list,
-one per segment).
+``[width, height]`` and ``sources``, each image's own size before fitting), ``fit_seconds`` (JSON list,
+one per segment) and ``starts`` (JSON list, one per segment: the line that says where its warp started, or
+null where it started from nothing; files written before it existed lack it).
 
 Files of version 1 still load: a pair's (``maps`` ``(16, h, w)``, ``image_a``, ``image_b``, ``losses``
 ``(steps,)``) and a chain's (format ``"diffmorph.sequence"``).
@@ -56,6 +57,7 @@ class MapsFileContents:
     loop: bool
     source_sizes: tuple[tuple[int, int], ...]  # (width, height) of each image as decoded
     fit_seconds: tuple[float, ...]  # one per segment
+    starts: tuple[str | None, ...] | None = None  # one per segment (None: started from nothing); None: not recorded
 
 
 def write_maps_file(path: Path, contents: MapsFileContents, version: str) -> None:
@@ -70,6 +72,8 @@ def write_maps_file(path: Path, contents: MapsFileContents, version: str) -> Non
         "sizes": json.dumps({"frame": [width, height], "sources": [list(size) for size in contents.source_sizes]}),
         "fit_seconds": json.dumps([None if math.isnan(s) else s for s in contents.fit_seconds]),
     }
+    if contents.starts is not None:
+        metadata["starts"] = json.dumps(list(contents.starts))
     tensors = {"maps": contents.maps.contiguous(), "images": contents.images.contiguous(),
                "losses": contents.losses.contiguous()}
     save_safetensors(path, tensors, metadata)
@@ -156,10 +160,14 @@ def _layout(path: Path, metadata: dict[str, str]) -> tuple[str, ...]:
 def _from_v2(tensors: dict[str, torch.Tensor], metadata: dict[str, str], config: MorphConfig) -> MapsFileContents:
     sizes: dict[str, Any] = json.loads(metadata["sizes"])
     seconds = json.loads(metadata["fit_seconds"])
+    starts = json.loads(metadata["starts"]) if "starts" in metadata else None
+    if starts is not None and not all(start is None or isinstance(start, str) for start in starts):
+        raise ValueError("its starts are not lines of text")
     return MapsFileContents(maps=tensors["maps"], images=tensors["images"], losses=tensors["losses"], config=config,
                             loop=metadata["loop"] == "true",
                             source_sizes=tuple((int(w), int(h)) for w, h in sizes["sources"]),
-                            fit_seconds=tuple(math.nan if s is None else float(s) for s in seconds))
+                            fit_seconds=tuple(math.nan if s is None else float(s) for s in seconds),
+                            starts=None if starts is None else tuple(starts))
 
 
 def _from_pair_v1(tensors: dict[str, torch.Tensor], metadata: dict[str, str], config: MorphConfig
@@ -193,7 +201,8 @@ def _check(path: Path, contents: MapsFileContents) -> None:
     segments = images.shape[0] - 1 + contents.loop
     if segments < 1 or maps.shape[0] != segments or losses.shape[0] != segments:
         raise MapsFileError(f"maps file {path} is corrupt: {maps.shape[0]} segments for {images.shape[0]} images")
-    if len(contents.source_sizes) != images.shape[0] or len(contents.fit_seconds) != segments:
+    if (len(contents.source_sizes) != images.shape[0] or len(contents.fit_seconds) != segments
+            or (contents.starts is not None and len(contents.starts) != segments)):
         raise MapsFileError(f"maps file {path} has corrupt metadata (sizes or fit times for another count)")
     if min(images.shape[-2:]) < 4:
         raise MapsFileError(f"maps file {path} is corrupt: its images are too small ({images.shape[-1]} x "
