@@ -200,8 +200,7 @@ def _formats(args: argparse.Namespace) -> tuple[str, ...]:
 
 def _fit_and_export(images: Sequence, args: argparse.Namespace, log: _Log, *, loop: bool = False,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
-    from diffmorph.export import output_names
-    from diffmorph.io.outputs import check_output_folder
+    from diffmorph.io.outputs import check_output_folder, output_names
     from diffmorph.pipeline import morph, resolve_device
 
     config = _config_from(args)
@@ -274,8 +273,8 @@ def _cmd_demo(args: argparse.Namespace, log: _Log) -> int:
 
 
 def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
-    from diffmorph.export import output_names, render_config
-    from diffmorph.io.outputs import check_output_folder
+    from diffmorph.export import render_config
+    from diffmorph.io.outputs import check_output_folder, output_names
     from diffmorph.pipeline import MorphResult, resolve_device
 
     formats = _formats(args)

@@ -43,7 +43,7 @@ from diffmorph.io.readers import open_frames
 from diffmorph.io.writers import GifWriter, Mp4Writer, WebpWriter
 from diffmorph.ops import MapScales, flow_from_warp_map, luma, resize, warp
 from diffmorph.perceptual import MissingExtraError, PerceptualPath
-from diffmorph.render import Renderer
+from diffmorph.render import fidelity
 
 LUMA = np.array(ops.LUMA)  # the greyscale of the detail metric
 ENDPOINT_TOLERANCE = 1.0  # grey levels: rounding and resampling; a frame one step off a 100-frame morph is 5 or more
@@ -134,13 +134,6 @@ class EvalReport:
     def endpoints_exact(self) -> bool:
         first, last = self.endpoint_limits()
         return self.endpoint_error_first <= first and self.endpoint_error_last <= last
-
-
-def fidelity(renderer: Renderer) -> dict[str, float]:
-    """How well a segment's maps reproduce each image: PSNR in dB of A fully mapped to B against B
-    (``a_to_b_psnr``), and of B mapped to A against A (``b_to_a_psnr``)."""
-    mapped = renderer.fully_mapped()  # (2, 3, H, W)
-    return {"a_to_b_psnr": ops.psnr(mapped[0:1], renderer.b), "b_to_a_psnr": ops.psnr(mapped[1:2], renderer.a)}
 
 
 @dataclass(frozen=True)

@@ -18,23 +18,19 @@ from diffmorph.allocator import release_freed_memory
 from diffmorph.budget import check_request
 from diffmorph.config import RENDER_SETTINGS, MorphConfig
 from diffmorph.errors import ConfigError
-from diffmorph.evaluate import fidelity
 from diffmorph.io.flow import forward_flows, write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
-from diffmorph.io.outputs import OutputFolder
+from diffmorph.io.outputs import EXPORT_FORMATS, MAPS_FILE, OutputFolder, output_names
 from diffmorph.io.pictures import contact_sheet, flow_to_rgb, maps_picture
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, clip_palette, even_size, open_writer
 from diffmorph.ops import resize
 from diffmorph.optimize import scales_of
 from diffmorph.params import Params
 from diffmorph.pipeline import MorphResult, resolve_device, timed_frames
-from diffmorph.render import Renderer, ease, timeline, to_uint8
+from diffmorph.render import Renderer, ease, fidelity, timeline, to_uint8
 from diffmorph.threads import using_threads
 
 DEFAULT_FORMATS = ("mp4", "gif")
-EXPORT_FORMATS = (*FORMATS, "flow")  # "flow": the correspondence as .npy, .flo and a picture, each direction
-MAPS_FILE = "maps.safetensors"
-PAIR_STILLS = ("a_to_b.png", "b_to_a.png", "maps.png")  # a pair's maps at work; a chain shows its images instead
 CONTACT_SHEET_FRAMES = 5
 
 FrameCallback = Callable[[int], None]
@@ -60,27 +56,6 @@ class ExportReport:
     fidelity: list[dict[str, float]]
     notes: list[str]
     seconds: dict[str, float]
-
-
-def flow_names(segments: int) -> list[str]:
-    """The flow files of ``segments`` segments: ``flow_a_to_b.*`` for a pair, ``flow_01_a_to_b.*`` ... else."""
-    prefixes = ["flow"] if segments == 1 else [f"flow_{k + 1:02d}" for k in range(segments)]
-    return [f"{prefix}_{d}.{ext}" for prefix in prefixes for d in ("a_to_b", "b_to_a") for ext in ("npy", "flo", "png")]
-
-
-def output_names(formats: Sequence[str], segments: int = 1) -> list[str]:
-    """Every name :func:`export` writes for ``formats`` and a morph of ``segments`` segments."""
-    names = [OUTPUT_NAMES[kind] for kind in formats if kind in OUTPUT_NAMES]
-    names += flow_names(segments) if "flow" in formats else []
-    names += list(PAIR_STILLS) if segments == 1 else []
-    return [*names, MAPS_FILE, "contact_sheet.png", "config.json"]
-
-
-def every_output_name() -> list[str]:
-    """Every name any run of :func:`export` may write: how a folder written before runs listed their outputs
-    in ``config.json`` is known to be diffmorph's."""
-    names = output_names(EXPORT_FORMATS, 1) + output_names(EXPORT_FORMATS, 2)
-    return sorted(set(names + [name for k in range(3, 100) for name in flow_names(k)]))
 
 
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:

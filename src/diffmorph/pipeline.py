@@ -20,7 +20,6 @@ from diffmorph._version import __version__
 from diffmorph.budget import check_request
 from diffmorph.config import DEFAULT_MAX_PIXELS, MorphConfig
 from diffmorph.errors import ConfigError
-from diffmorph.evaluate import fidelity
 from diffmorph.io.images import (
     Framing,
     ImageSource,
@@ -36,7 +35,7 @@ from diffmorph.io.outputs import replacing
 from diffmorph.ops import resize
 from diffmorph.optimize import ProgressCallback, fit_batch, scales_of
 from diffmorph.params import Params
-from diffmorph.render import Renderer, timeline, to_uint8
+from diffmorph.render import Renderer, fidelity, timeline, to_uint8
 from diffmorph.start import Alignment, SubjectMove, describe
 from diffmorph.threads import CpuTimes, using_threads
 

@@ -11,6 +11,8 @@ outputs appear all together or not at all.
   ones deleted; if a move fails, everything is put back as it was.
 - Leftovers: staging folders and partial files of a run whose process is gone (killed) are removed by the next
   run in that folder, and only those.
+- Names: what a run writes for its formats and segment count (:func:`output_names`), and every name a run of
+  any version may have written (:func:`every_output_name`), live here with the contract they serve.
 """
 
 from __future__ import annotations
@@ -27,11 +29,37 @@ from pathlib import Path
 from types import TracebackType
 
 from diffmorph.errors import OutputError
+from diffmorph.io.writers import FORMATS, OUTPUT_NAMES
+
+EXPORT_FORMATS = (*FORMATS, "flow")  # "flow": the correspondence as .npy, .flo and a picture, each direction
+MAPS_FILE = "maps.safetensors"
+PAIR_STILLS = ("a_to_b.png", "b_to_a.png", "maps.png")  # a pair's maps at work; a chain shows its images instead
 
 PARTIAL = ".diffmorph-partial"
 MANIFEST = "config.json"
 _PARTIAL_NAME = re.compile(rf"^{re.escape(PARTIAL)}-(\d+)-")
 _FRAME_NAME = re.compile(r"^frame_\d{5}\.png$")
+
+
+def flow_names(segments: int) -> list[str]:
+    """The flow files of ``segments`` segments: ``flow_a_to_b.*`` for a pair, ``flow_01_a_to_b.*`` ... else."""
+    prefixes = ["flow"] if segments == 1 else [f"flow_{k + 1:02d}" for k in range(segments)]
+    return [f"{prefix}_{d}.{ext}" for prefix in prefixes for d in ("a_to_b", "b_to_a") for ext in ("npy", "flo", "png")]
+
+
+def output_names(formats: Sequence[str], segments: int = 1) -> list[str]:
+    """Every name :func:`~diffmorph.export` writes for ``formats`` and a morph of ``segments`` segments."""
+    names = [OUTPUT_NAMES[kind] for kind in formats if kind in OUTPUT_NAMES]
+    names += flow_names(segments) if "flow" in formats else []
+    names += list(PAIR_STILLS) if segments == 1 else []
+    return [*names, MAPS_FILE, "contact_sheet.png", "config.json"]
+
+
+def every_output_name() -> list[str]:
+    """Every name any run of :func:`~diffmorph.export` may write: how a folder written before runs listed their
+    outputs in ``config.json`` is known to be diffmorph's."""
+    names = output_names(EXPORT_FORMATS, 1) + output_names(EXPORT_FORMATS, 2)
+    return sorted(set(names + [name for k in range(3, 100) for name in flow_names(k)]))
 
 
 @contextmanager
@@ -60,8 +88,6 @@ def owned(folder: Path) -> set[str]:
         return set()
     names = manifest.get("outputs")
     if not isinstance(names, list):  # written before runs listed their outputs: what they always wrote
-        from diffmorph.export import every_output_name
-
         names = every_output_name()
     return {name for name in names if isinstance(name, str) and "/" not in name and name not in ("", ".", "..")}
 

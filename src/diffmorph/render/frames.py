@@ -20,6 +20,7 @@ from diffmorph.ops import (
     flow_from_warp_map,
     gaussian_blur,
     length,
+    psnr,
     recolour,
     resize,
     sample,
@@ -407,3 +408,10 @@ class Renderer:
         if self._mapped is None:
             self._mapped = self._full.moved(torch.ones(2, device=self.a.device), self.scales)  # (2, 3, H, W)
         return self._mapped
+
+
+def fidelity(renderer: Renderer) -> dict[str, float]:
+    """How well a segment's maps reproduce each image: PSNR in dB of A fully mapped to B against B
+    (``a_to_b_psnr``), and of B mapped to A against A (``b_to_a_psnr``)."""
+    mapped = renderer.fully_mapped()  # (2, 3, H, W)
+    return {"a_to_b_psnr": psnr(mapped[0:1], renderer.b), "b_to_a_psnr": psnr(mapped[1:2], renderer.a)}
