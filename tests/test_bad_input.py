@@ -19,7 +19,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from diffmorph.cli import main
-from diffmorph.io.outputs import PARTIAL
+from diffmorph.io.outputs import PARTIAL, remove_leftovers
 from synthetic import blobs
 
 FAST = ["--steps", "3", "--refine", "1", "--size", "16", "--frames", "3", "--device", "cpu", "-q"]
@@ -119,6 +119,64 @@ def test_a_failed_move_puts_the_earlier_set_back(pair, tmp_path, monkeypatch):
         monkeypatch.setattr(outputs.os, "replace", failing)
     monkeypatch.undo()
     assert snapshot(out) == before
+
+
+KILLED_SWAP = """
+import json, os, shutil, sys
+from pathlib import Path
+from diffmorph.io import outputs
+
+folder, stop, content, names = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+calls = 0
+
+
+def counted(real):
+    def step(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == stop:
+            os._exit(137)  # killed outright: no handler, no cleanup
+        return real(*args, **kwargs)
+    return step
+
+
+with outputs.OutputFolder(folder, names) as out:
+    for name in names:
+        out.temp(name).write_text(content if name != "config.json" else json.dumps(
+            {"diffmorph_version": content, "outputs": names}))
+    os.replace, shutil.rmtree = counted(os.replace), counted(shutil.rmtree)  # the swap's steps, counted
+print(calls)
+"""
+
+
+def test_a_run_killed_at_any_step_of_its_swap_leaves_one_complete_set(tmp_path):
+    """Killed at each rename (and each removal after them), then a new run: the earlier set whole, or the new one
+    whole; nothing of another run's, no staging folder, and the user's own file untouched."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+
+    def swap(stop, content, names):
+        return subprocess.run([sys.executable, "-c", KILLED_SWAP, str(out), str(stop), content, *names],
+                              capture_output=True, text=True, timeout=120)
+
+    earlier, later = ["a.txt", "b.txt", "c.txt", "config.json"], ["a.txt", "b.txt", "config.json"]
+    assert swap(0, "old", earlier).returncode == 0
+    old = snapshot(out)
+    steps = int(swap(0, "new", later).stdout)  # 4 moves out, 3 in, the removals after them and any journal
+    new = snapshot(out)
+    assert steps >= 9 and new["a.txt"] == b"new" and "c.txt" not in new and new["mine.txt"] == b"mine"
+    outcomes = []
+    for stop in range(1, steps + 1):
+        swap(0, "old", earlier)  # the earlier set in place again
+        assert snapshot(out) == old
+        killed = swap(stop, "new", later)
+        assert killed.returncode == 137, killed.stderr
+        remove_leftovers(out)  # what the next run does first
+        after = snapshot(out)
+        assert after in (old, new), (stop, sorted(after))
+        outcomes.append("new" if after == new else "old")
+    assert outcomes[0] == "old" and outcomes[-1] == "new"  # killed before any move, and after every one
 
 
 # Signals and leftovers.

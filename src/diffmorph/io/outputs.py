@@ -10,7 +10,9 @@ outputs appear all together or not at all.
   When all are complete, the earlier run's outputs are moved aside, the new ones moved in, and the earlier
   ones deleted; if a move fails, everything is put back as it was.
 - Leftovers: staging folders and partial files of a run whose process is gone (killed) are removed by the next
-  run in that folder, and only those.
+  run in that folder, and only those. A run killed while it moved its outputs into place left a journal of the
+  moves in its staging folder; the next run finishes that swap where every new output was in place, and puts
+  the earlier set back where not, so a folder always ends with one complete set.
 - Names: what a run writes for its formats and segment count (:func:`output_names`), and every name a run of
   any version may have written (:func:`every_output_name`), live here with the contract they serve.
 """
@@ -39,6 +41,8 @@ PARTIAL = ".diffmorph-partial"
 MANIFEST = "config.json"
 _PARTIAL_NAME = re.compile(rf"^{re.escape(PARTIAL)}-(\d+)-")
 _FRAME_NAME = re.compile(r"^frame_\d{5}\.png$")
+JOURNAL = ".moves.json"  # in a staging folder while its outputs are moved into place: what goes out, what comes in
+EARLIER = "-earlier"  # suffix of the staging folder's sibling that holds the earlier set during the swap
 
 
 def flow_names(segments: int) -> list[str]:
@@ -148,15 +152,37 @@ def check_output_folder(folder: str | Path, names: Sequence[str] = ()) -> Path:
 
 
 def remove_leftovers(folder: Path) -> None:
-    """Remove partial outputs that a killed run left in ``folder`` (their process is gone); nothing else."""
+    """Remove partial outputs that a killed run left in ``folder`` (their process is gone), after finishing or
+    undoing a swap it was killed in (see :func:`_repair`); nothing else."""
     try:
         entries = list(folder.iterdir())
     except OSError:
         return
-    for entry in entries:
-        match = _PARTIAL_NAME.match(entry.name)
-        if match is not None and not _alive(int(match.group(1))):
-            _remove(entry)
+    dead = [entry for entry in entries
+            if (match := _PARTIAL_NAME.match(entry.name)) is not None and not _alive(int(match.group(1)))]
+    for staging in dead:
+        if not staging.name.endswith(EARLIER):
+            _repair(folder, staging, staging.with_name(staging.name + EARLIER))
+    for entry in dead:
+        _remove(entry)
+
+
+def _repair(folder: Path, staging: Path, backup: Path) -> None:
+    """Finish or undo the swap of a run killed in :meth:`OutputFolder.commit`, from its journal: where every
+    new output was moved in (the manifest, moved last, is in place), the swap stands; else the new outputs that
+    were moved in go and the earlier ones come back from ``backup``."""
+    try:
+        journal = json.loads((staging / JOURNAL).read_text())
+        staged = [name for name in journal["staged"] if isinstance(name, str) and "/" not in name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no swap had begun: nothing of the folder's own was moved
+    if not any(os.path.lexists(staging / name) for name in staged):
+        return  # every new output is in place
+    for name in staged:
+        if not os.path.lexists(staging / name):  # moved in: it is this run's, not the earlier set's
+            _remove(folder / name)
+    for path in backup.iterdir() if backup.is_dir() else ():
+        os.replace(path, folder / path.name)
 
 
 def _alive(pid: int) -> bool:
@@ -229,11 +255,15 @@ class OutputFolder:
         earlier = sorted((owned(self.folder) | set(staged)) - {MANIFEST})
         if MANIFEST in staged:
             earlier.append(MANIFEST)  # out last and in last: a folder caught midway claims nothing of another run
-        backup = self._staging.with_name(self._staging.name + "-earlier")
+        backup = self._staging.with_name(self._staging.name + EARLIER)
         moved_aside: list[str] = []
         moved_in: list[str] = []
         current = self.folder
         try:
+            # The journal first: a run killed from here on is finished or undone by the next (_repair).
+            journal = self._staging / f"{JOURNAL}.partial"
+            journal.write_text(json.dumps({"staged": staged}))
+            os.replace(journal, self._staging / JOURNAL)
             backup.mkdir()
             for name in earlier:
                 current = self.folder / name
