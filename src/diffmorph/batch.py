@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from diffmorph.allocator import keep_freed_memory
-from diffmorph.config import MorphConfig
+from diffmorph.config import DEFAULT_FORMATS, MorphConfig
 from diffmorph.errors import ConfigError, DiffmorphError
 
 LOG = "batch.jsonl"
@@ -43,7 +43,7 @@ class Row:
     config: MorphConfig
     loop: bool = False
     pingpong: bool = False
-    formats: tuple[str, ...] = ("mp4", "gif")
+    formats: tuple[str, ...] = DEFAULT_FORMATS
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class RowResult:
 
 
 def read_manifest(path: str | Path, defaults: MorphConfig, *, loop: bool = False, pingpong: bool = False,
-                  formats: Sequence[str] = ("mp4", "gif")) -> list[Row]:
+                  formats: Sequence[str] = DEFAULT_FORMATS) -> list[Row]:
     """Every row of a manifest, checked before any work.
 
     Raises:
@@ -186,16 +186,15 @@ def complete(folder: Path) -> bool:
 def run_row(row: Row, outdir: str, max_pixels: int, threads: int | None = None) -> RowResult:
     """Morph one row into ``outdir/row.name`` (on whatever worker runs it); a failure of the row's own is
     returned, not raised, so that it is not retried."""
-    import torch
 
     from diffmorph.export import export
-    from diffmorph.pipeline import morph
+    from diffmorph.pipeline import morph, resolve_device
 
     config = row.config
     if threads and not config.threads:  # the cores Ray gave this row, unless the row asks for its own count
         config = dataclasses.replace(config, threads=threads)
-    if config.device == "auto":
-        config = dataclasses.replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
+    if config.device == "auto":  # resolved as every command resolves it (CUDA, then MPS, then the CPU)
+        config = dataclasses.replace(config, device=str(resolve_device(config.device)))
     try:
         result = morph(list(row.images), config, loop=row.loop, max_pixels=max_pixels)
         report = export(result, Path(outdir) / row.name, formats=row.formats, pingpong=row.pingpong)
@@ -219,7 +218,7 @@ def _remote_row(row: Row, outdir: str, max_pixels: int) -> RowResult:
 
 
 def batch(manifest: str | Path, outdir: str | Path, config: MorphConfig | None = None, *, loop: bool = False,
-          pingpong: bool = False, formats: Sequence[str] = ("mp4", "gif"), address: str | None = None,
+          pingpong: bool = False, formats: Sequence[str] = DEFAULT_FORMATS, address: str | None = None,
           cpus_per_job: float = 1.0, gpus_per_job: float = 0.0, retries: int = 2, force: bool = False,
           max_pixels: int | None = None, on_start: Callable[[int], None] | None = None,
           on_row: Callable[[RowResult], None] | None = None) -> list[RowResult]:

@@ -17,7 +17,15 @@ from typing import NoReturn
 
 from diffmorph._version import __version__
 from diffmorph.allocator import keep_freed_memory
-from diffmorph.config import DEFAULT_MAX_PIXELS, GROUPS, RENDER_SETTINGS, MorphConfig, flag, shown_default
+from diffmorph.config import (
+    DEFAULT_FORMATS,
+    DEFAULT_MAX_PIXELS,
+    GROUPS,
+    RENDER_SETTINGS,
+    MorphConfig,
+    flag,
+    shown_default,
+)
 from diffmorph.errors import ConfigError, DiffmorphError
 
 _DEFAULTS = MorphConfig()
@@ -191,7 +199,7 @@ def _config_from(args: argparse.Namespace, base: MorphConfig = _DEFAULTS) -> Mor
 
 
 def _formats(args: argparse.Namespace) -> tuple[str, ...]:
-    from diffmorph.export import DEFAULT_FORMATS, check_formats
+    from diffmorph.export import check_formats
 
     if args.format is None:
         return DEFAULT_FORMATS

@@ -25,6 +25,7 @@ SCHEDULES = ("onecycle", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 EASES = ("linear", "in", "out", "in-out")
 GIF_PALETTES = ("clip", "frame")
+DEFAULT_FORMATS = ("mp4", "gif")  # the outputs a morph writes unless told (--format), wherever it runs
 # The CLI's option groups, in the order its help shows them.
 GROUPS = ("input and output", "fit", "start", "frames and timing", "encoding", "expert")
 # Settings that `diffmorph render` can change without fitting again.

@@ -16,7 +16,7 @@ from PIL import Image
 from diffmorph._version import __version__
 from diffmorph.allocator import release_freed_memory
 from diffmorph.budget import check_request
-from diffmorph.config import RENDER_SETTINGS, MorphConfig
+from diffmorph.config import DEFAULT_FORMATS, RENDER_SETTINGS, MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.io.flow import forward_flows, write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
@@ -30,7 +30,6 @@ from diffmorph.pipeline import MorphResult, resolve_device, timed_frames
 from diffmorph.render import Renderer, ease, fidelity, timeline, to_uint8
 from diffmorph.threads import using_threads
 
-DEFAULT_FORMATS = ("mp4", "gif")
 CONTACT_SHEET_FRAMES = 5
 
 FrameCallback = Callable[[int], None]
