@@ -66,7 +66,7 @@ def session_files(app, client) -> list[Path]:
 
 def test_api_names_its_endpoints_and_parameters(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/morph", "/rerender", "/cancel"}
+    assert set(endpoints) == {"/morph", "/rerender", "/cancel", "/maps_settings"}
     names = [parameter["parameter_name"] for parameter in endpoints["/morph"]["parameters"]]
     assert names[:3] == ["images", "frames", "fps"] and {"align", "steps", "ease", "seed"} <= set(names)
 
@@ -79,6 +79,9 @@ def test_pair_morph_then_rerender_without_refitting(client, pictures):
         assert animation.n_frames == 4
     assert "4 frames at 10 fps" in summary and "fidelity" in summary
     fitted = MorphResult.load(maps)
+    # Uploaded to re-render, a maps file sets the re-render's widgets to its own timing, not the page's defaults.
+    settings = client.predict(maps_file=gradio_client.handle_file(maps), api_name="/maps_settings")
+    assert tuple(settings[:2]) == (4, 10) and tuple(settings[5:]) == ("sharp", "auto")
     again = client.predict(frames=7, fps=10, api_name="/rerender")
     assert video_frames(again[0]) == ("h264", 7, (48, 40))
     assert "7 frames" in again[3]

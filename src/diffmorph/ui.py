@@ -26,6 +26,7 @@ from diffmorph.errors import DiffmorphError, InputImageError
 from diffmorph.io.images import regular_file
 
 SETTINGS = ("frames", "fps", "mode", "align", "steps", "size", "ease", "hold", "width", "seed")
+RERENDER_SETTINGS = ("frames", "fps", "ease", "hold", "width", "mode", "pacing")  # the re-render's widgets, in order
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,17 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
         except (DiffmorphError, MemoryError) as error:
             raise failing(error) from None
 
+    def file_settings(maps_file: str | None) -> tuple:
+        """The timing, size and mode an uploaded maps file was rendered with, for the re-render's widgets: a
+        re-render starts from the morph's own (its fps, not the page's default)."""
+        if not maps_file:
+            return tuple(gr.update() for _ in RERENDER_SETTINGS)
+        try:
+            config = MorphResult.load(maps_file).config
+        except (DiffmorphError, MemoryError) as error:
+            raise failing(error) from None
+        return tuple(getattr(config, name) for name in RERENDER_SETTINGS)
+
     def cancel(request: gr.Request) -> None:
         """Stop this session's running job at its next fit step or frame."""
         sessions.flag(request.session_hash).set()
@@ -249,6 +261,8 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
         rendering = rerender_button.click(rerender, [maps_file, frames, fps, ease, hold, width, mode, pacing,
                                                      pingpong], outputs, api_name="rerender")
         cancel_button.click(cancel, None, None, cancels=[morphing, rendering], queue=False, api_name="cancel")
+        maps_file.upload(file_settings, [maps_file], [frames, fps, ease, hold, width, mode, pacing],
+                         api_name="maps_settings")
         gr.Examples(examples=[_demo_files()], inputs=[images], label="The built-in demo pair")
         app.unload(closed)
     app.queue(default_concurrency_limit=1, max_size=limits.queue)
