@@ -146,8 +146,13 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
         return (str(out / "morph.mp4"), str(out / "morph.gif"), str(out / "contact_sheet.png"), "\n\n".join(lines),
                 str(out / "maps.safetensors"), str(archive))
 
-    def failing(error: Exception) -> gr.Error:
-        return gr.Error(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    def failing(error: Exception, uploads: list[str] | str | None = None) -> gr.Error:
+        """The error's one line for the visitor, each uploaded file named as they named it, not by the path the
+        server keeps it at (Gradio keeps an upload under its own name in a folder of its own)."""
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        for path in [uploads] if isinstance(uploads, str) else uploads or []:
+            message = message.replace(str(path), Path(path).name)
+        return gr.Error(message)
 
     def morph_images(images: list[str] | None, frames: float = defaults.frames, fps: float = defaults.fps,
                      loop: bool = False, mode: str = defaults.mode, align: str = defaults.align,
@@ -173,7 +178,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
             result = morph(files, config, loop=loop, progress=on_step, max_pixels=limits.max_pixels)
             return run(session, result, {}, False, progress)
         except (DiffmorphError, MemoryError) as error:
-            raise failing(error) from None
+            raise failing(error, images) from None
 
     def rerender(maps_file: str | None = None, frames: float | None = None, fps: float | None = None,
                  ease: str | None = None, hold: float | None = None, width: float | None = None,
@@ -196,7 +201,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
             settings = {name: kinds.get(name, str)(value) for name, value in given.items() if value is not None}
             return run(session, result, settings, pingpong, progress)
         except (DiffmorphError, MemoryError) as error:
-            raise failing(error) from None
+            raise failing(error, maps_file) from None
 
     def file_settings(maps_file: str | None) -> tuple:
         """The timing, size and mode an uploaded maps file was rendered with, for the re-render's widgets: a
@@ -206,7 +211,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
         try:
             config = MorphResult.load(maps_file).config
         except (DiffmorphError, MemoryError) as error:
-            raise failing(error) from None
+            raise failing(error, maps_file) from None
         return tuple(getattr(config, name) for name in RERENDER_SETTINGS)
 
     def cancel(request: gr.Request) -> None:
