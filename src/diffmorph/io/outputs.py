@@ -41,7 +41,7 @@ PARTIAL = ".diffmorph-partial"
 MANIFEST = "config.json"
 _PARTIAL_NAME = re.compile(rf"^{re.escape(PARTIAL)}-(\d+)-")
 _FRAME_NAME = re.compile(r"^frame_\d{5}\.png$")
-JOURNAL = ".moves.json"  # in a staging folder while its outputs are moved into place: what goes out, what comes in
+JOURNAL = ".moves.json"  # in a staging folder while its outputs are moved into place: the names that come in
 EARLIER = "-earlier"  # suffix of the staging folder's sibling that holds the earlier set during the swap
 
 
