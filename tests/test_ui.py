@@ -122,15 +122,18 @@ def _truncated(path: Path) -> None:
     (lambda p: Image.fromarray(blobs(400, 400)).save(p), "over the limit"),  # 160,000 pixels > 100,000
     (lambda p: p.write_bytes(b"\x89PNG" + b"\x00" * 1_200_000), "maximum file size"),  # 1.2 MB > 1 MB
 ])
-def test_bad_uploads_get_one_line_and_the_server_keeps_serving(client, pictures, tmp_path, prepare, message):
+def test_bad_uploads_get_one_line_and_the_server_keeps_serving(client, pictures, tmp_path, prepare, message, capfd):
     bad = tmp_path / "bad.png"
     prepare(bad)
+    capfd.readouterr()
     # Gradio itself refuses a file over the size limit (the client checks before sending, the server again).
     with pytest.raises((gradio_client.exceptions.AppError, ValueError), match=message) as caught:
         client.predict(images=upload(pictures[0], bad), **FAST, api_name="/morph")
     assert "\n" not in str(caught.value).strip() and "Traceback" not in str(caught.value)
     if isinstance(caught.value, gradio_client.exceptions.AppError):  # the server's answer, not the client's check
         assert "/bad.png" not in str(caught.value)  # named as the visitor named it, not by the server's path
+        logged = capfd.readouterr().err
+        assert "Traceback" not in logged and logged.count("diffmorph ui: ") == 1, logged  # one line in its log
     with pytest.raises(gradio_client.exceptions.AppError, match="at least two images"):
         client.predict(images=upload(pictures[0]), **FAST, api_name="/morph")
     mp4, *_ = client.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")  # still serving

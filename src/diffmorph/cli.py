@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"refuse larger uploads (default: {DEFAULT_MAX_PIXELS:,})")
     ui.add_argument("--max-upload-mb", type=float, default=50.0, metavar="MB", help="largest upload (default: 50)")
     ui.add_argument("--device", default="auto", help=_FIELDS["device"].metadata["help"])
+    ui.add_argument("--verbose", action="store_true",
+                    help="log each visitor's error with its traceback, not only its one line")
     ui.set_defaults(handler=_cmd_ui, quiet=False)
     return parser
 
@@ -360,7 +362,7 @@ def _cmd_ui(args: argparse.Namespace, log: _Log) -> int:
     except ImportError as exc:
         raise ConfigError(f"the web UI needs Gradio ({exc.name} is missing): pip install 'diffmorph[ui]'") from None
     limits = UiLimits(max_pixels=args.max_pixels, max_bytes=int(args.max_upload_mb * 2**20))
-    app = serve(args.host, args.port, limits, args.device, block=False)
+    app = serve(args.host, args.port, limits, args.device, block=False, verbose=args.verbose)
     print(f"diffmorph: serving on {app.local_url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
     try:
         app.block_thread()

@@ -11,9 +11,11 @@ only inside the session's folder.
 
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
+import traceback
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,12 +104,13 @@ def check_uploads(paths: list[str] | None, limits: UiLimits) -> list[Path]:
     return files
 
 
-def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
+def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool = False):
     """The Gradio Blocks of the page, its API endpoints ``/morph`` and ``/rerender`` included.
 
     Args:
         limits: what one request may ask.
         device: where to fit and render (``--device``).
+        verbose: a visitor's error is one line in the server's log; with ``verbose``, its traceback too.
     """
     from diffmorph.export import export, frame_count, render_config
     from diffmorph.pipeline import MorphResult, morph
@@ -152,7 +155,11 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto"):
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         for path in [uploads] if isinstance(uploads, str) else uploads or []:
             message = message.replace(str(path), Path(path).name)
-        return gr.Error(message)
+        # One line in the server's log per visitor's error; the whole traceback only when asked for.
+        if verbose:
+            traceback.print_exception(error)
+        print(f"diffmorph ui: {message}", file=sys.stderr, flush=True)
+        return gr.Error(message, print_exception=False)
 
     def morph_images(images: list[str] | None, frames: float = defaults.frames, fps: float = defaults.fps,
                      loop: bool = False, mode: str = defaults.mode, align: str = defaults.align,
@@ -290,9 +297,10 @@ def _demo_files() -> list[list[str]]:
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, limits: UiLimits = UiLimits(), device: str = "auto",
-          block: bool = True):
-    """Start the page and print its URL; with ``block`` serve until interrupted."""
-    app = build_app(limits, device)
+          block: bool = True, verbose: bool = False):
+    """Start the page and print its URL; with ``block`` serve until interrupted. A visitor's error is one line in
+    the server's log (with its traceback where ``verbose``)."""
+    app = build_app(limits, device, verbose)
     app.launch(server_name=host, server_port=port, max_file_size=limits.max_bytes, prevent_thread_lock=not block,
                quiet=True, show_error=True)
     return app
