@@ -105,7 +105,8 @@ def check_uploads(paths: list[str] | None, limits: UiLimits) -> list[Path]:
 
 
 def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool = False):
-    """The Gradio Blocks of the page, its API endpoints ``/morph`` and ``/rerender`` included.
+    """The Gradio Blocks of the page, its API endpoints ``/morph``, ``/rerender`` and ``/maps_settings`` (an
+    uploaded maps file's own timing, for the re-render's widgets) included.
 
     Args:
         limits: what one request may ask.
