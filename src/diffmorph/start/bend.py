@@ -66,7 +66,7 @@ def bent_fields(a: torch.Tensor, b: torch.Tensor, alignment: Alignment | None, p
     for resolution, points, steps in params.levels:
         level_moving = resize(moving, resolution, resolution, antialias=True)
         level_fixed = resize(fixed, resolution, resolution, antialias=True)
-        fixed_stats = _window_stats(level_fixed, params.window)  # the same at every step of the level
+        fixed_stats = window_stats(level_fixed, params.window)  # the same at every step of the level
         weights = _contrast(level_fixed, params.window)
         level_start = resize(start, resolution, resolution, antialias=True) * resolution  # pixels
         control = torch.zeros(2, 2, points, points) if control is None else F.interpolate(
@@ -157,9 +157,9 @@ def _local_agreement(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, wi
     Correlation is normalised, so a window of faint texture (a floor, a sky's gradient) would count as much as
     one holding a strong edge, though where it matches is far less certain: counting windows by contrast keeps
     such windows from pulling the warp off true. Windows of no contrast count for nothing (correlation 0).
-    ``y_stats`` is :func:`_window_stats` of ``y`` where the caller has it.
+    ``y_stats`` is :func:`window_stats` of ``y`` where the caller has it.
     """
-    my, vy = _window_stats(y, window) if y_stats is None else y_stats
+    my, vy = window_stats(y, window) if y_stats is None else y_stats
     mx = box_mean(x, window)
     vx, cxy = box_mean(x * x, window) - mx * mx, box_mean(x * y, window) - mx * my
     correlation = cxy / torch.sqrt(vx.clamp_min(0) * vy.clamp_min(0) + 1e-4)
@@ -168,10 +168,10 @@ def _local_agreement(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, wi
 
 def _contrast(image: torch.Tensor, window: int = BendParams.window) -> torch.Tensor:
     """The standard deviation of ``(N, 1, H, W)`` ``image`` over a ``window`` square around each pixel."""
-    return _window_stats(image, window)[1].clamp_min(0).sqrt()
+    return window_stats(image, window)[1].clamp_min(0).sqrt()
 
 
-def _window_stats(image: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+def window_stats(image: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean and variance of ``(N, 1, H, W)`` ``image`` over a ``window`` square around each pixel (the
     variance as the mean square less the squared mean: it may round below 0)."""
     mean = box_mean(image, window)

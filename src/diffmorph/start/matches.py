@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from diffmorph.ops import gaussian_blur, luma, resize, warp
-from diffmorph.start.bend import box_mean
+from diffmorph.start.bend import box_mean, window_stats
 from diffmorph.start.flows import in_pixels
 
 
@@ -113,9 +113,9 @@ def round_trip_gap(flows: torch.Tensor) -> torch.Tensor:
 
 
 def _stats(image: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean and variance of ``(N, 1, H, W)`` ``image`` over a ``window`` square around each pixel."""
-    mean = box_mean(image, window)
-    return mean, (box_mean(image.square(), window) - mean.square()).clamp_min(0)
+    """:func:`~diffmorph.start.bend.window_stats`, the variance kept at 0 or above."""
+    mean, variance = window_stats(image, window)
+    return mean, variance.clamp_min(0)
 
 
 def holding(unmatched: torch.Tensor, size: int, params: MatchParams = MatchParams()) -> torch.Tensor:
