@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffmorph.errors import DiffmorphError
+from diffmorph.ops import resize
 
 WEIGHTS_PACKAGE = "stlpips_pytorch"
 WEIGHTS_FILE = Path("weights", "vST0.0", "alex_shift_tolerant.pth")
@@ -134,8 +135,7 @@ class PerceptualPath:
         height, width = image.shape[-2:]
         scale = self.size / max(height, width)
         if scale < 1:
-            image = F.interpolate(image, size=(max(1, round(height * scale)), max(1, round(width * scale))),
-                                  mode="bilinear", antialias=True, align_corners=False)
+            image = resize(image, max(1, round(height * scale)), max(1, round(width * scale)), antialias=True)
         # The first layers need MIN_SIDE pixels: a smaller (or very thin) frame is padded, its edge repeated.
         short_y, short_x = (max(0, MIN_SIDE - side) for side in image.shape[-2:])
         if short_y or short_x:
