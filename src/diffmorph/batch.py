@@ -186,7 +186,6 @@ def complete(folder: Path) -> bool:
 def run_row(row: Row, outdir: str, max_pixels: int, threads: int | None = None) -> RowResult:
     """Morph one row into ``outdir/row.name`` (on whatever worker runs it); a failure of the row's own is
     returned, not raised, so that it is not retried."""
-
     from diffmorph.export import export
     from diffmorph.pipeline import morph, resolve_device
 

@@ -222,12 +222,13 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
         raise InputImageError(f"{animation}: could not decode enough frames (got {len(steps) + (first is not None)})")
 
     cv, ratio = pacing(steps)
+    losses = codec_losses(animation, [levels_a, levels_b]) or (None, None)
     report = EvalReport(
         frames=len(steps) + 1,
         endpoint_error_first=mean_abs_error(first, levels_a),
         endpoint_error_last=mean_abs_error(previous, levels_b),
-        codec_loss_first=codec_loss(levels_a, animation),
-        codec_loss_last=codec_loss(levels_b, animation),
+        codec_loss_first=losses[0],
+        codec_loss_last=losses[1],
         mid_frame_detail=_ratio(laplacian_energy(mid), (laplacian_energy(levels_a) + laplacian_energy(levels_b)) / 2),
         pacing_cv=cv,
         pacing_max_over_median=ratio,
@@ -252,29 +253,32 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
                    warp_melt=melt)
 
 
-def codec_loss(image: np.ndarray, animation: str | Path) -> float | None:
-    """The mean absolute error (grey levels) of ``image``, ``(H, W, 3)`` uint8, written alone as diffmorph writes
-    ``animation``'s format and read back; None where that format is lossless (a folder of frames, PNG) or unknown.
-    """
+def codec_losses(animation: str | Path, images: list[np.ndarray]) -> list[float] | None:
+    """The mean absolute error (grey levels) of each of ``images``, ``(H, W, 3)`` uint8, written alone as diffmorph
+    writes ``animation``'s format and read back; None where that format is lossless (a folder of frames, PNG) or
+    unknown."""
     path = Path(animation)
     suffix = path.suffix.lower()
     if path.is_dir() or suffix not in (*VIDEO_SUFFIXES, ".gif", ".webp"):
         return None
-    height, width = image.shape[:2]
+    crf = x264_crf(path) if suffix in VIDEO_SUFFIXES else None
+    losses = []
     with tempfile.TemporaryDirectory(prefix="diffmorph-eval-") as folder:
-        written = Path(folder) / f"alone{suffix}"
-        if suffix == ".gif":
-            writer = GifWriter(written, 25)
-        elif suffix == ".webp":
-            writer = WebpWriter(written, width, height, 25)
-        else:
-            crf = x264_crf(path)
-            writer = Mp4Writer(written, width, height, 25, **({} if crf is None else {"crf": crf}))
-        writer.add(image)
-        writer.close()
-        decoded = next(iter(open_frames(written).frames()))
-    rows, columns = decoded.shape[:2]  # H.264 drops an odd last row or column
-    return mean_abs_error(decoded, image[:rows, :columns])
+        for index, image in enumerate(images):
+            height, width = image.shape[:2]
+            written = Path(folder) / f"alone_{index}{suffix}"
+            if suffix == ".gif":
+                writer = GifWriter(written, 25)
+            elif suffix == ".webp":
+                writer = WebpWriter(written, width, height, 25)
+            else:
+                writer = Mp4Writer(written, width, height, 25, **({} if crf is None else {"crf": crf}))
+            writer.add(image)
+            writer.close()
+            decoded = next(iter(open_frames(written).frames()))
+            rows, columns = decoded.shape[:2]  # H.264 drops an odd last row or column
+            losses.append(mean_abs_error(decoded, image[:rows, :columns]))
+    return losses
 
 
 def x264_crf(video: str | Path) -> int | None:
