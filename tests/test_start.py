@@ -6,7 +6,7 @@ from diffmorph.config import MorphConfig
 from diffmorph.demo import demo_pair
 from diffmorph.ops import apply_maps, flow_from_warp_map, luma, psnr, resize, warp
 from diffmorph.optimize import scales_of
-from diffmorph.start import Alignment, StartParams, SubjectMove, describe, starting_maps
+from diffmorph.start import Alignment, AutoParams, StartParams, SubjectMove, describe, starting_maps
 from diffmorph.start.bend import BendParams, _area_change, _contrast, _curving, _local_agreement, local_warp
 from diffmorph.start.move import MoveParams, find_alignment, phase_correlate, structure, warp_prior
 from diffmorph.start.subject import SubjectParams, _subject_core, find_subject_move, subject_mask
@@ -180,6 +180,23 @@ def test_auto_does_not_bend_unrelated_pictures():
     assert local.bent and local.maps.abs().max() > 0
     unbent = starting_maps(texture(3), texture(4), "auto", 0.05, 84)  # two busy pictures: no subject either
     assert not unbent.bent and unbent.subject is None and unbent.maps is None
+
+
+def test_auto_holds_the_ground_behind_a_subject_that_stays_in_place():
+    # A subject in one place on two unrelated grounds: bending pairs the grounds' blotches piece by piece (the
+    # old choice, kept where the share that must be surely matched is out of reach); the start is no warp.
+    def ground(seed: int) -> torch.Tensor:
+        noise = torch.rand(1, 3, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(seed))
+        return torch.nn.functional.interpolate(noise, size=(SIZE, SIZE), mode="bicubic", align_corners=False) * 2 - 1
+
+    subject = torch.from_numpy(blobs(SIZE, SIZE, seed=3)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    a, b = ground(4), ground(6)
+    a[..., 40:88, 44:84] = b[..., 40:88, 44:84] = subject[..., 40:88, 44:84]
+    auto = starting_maps(a, b, "auto", 0.05, 84)
+    assert not auto.bent and auto.maps is None and auto.subject is None
+    assert auto.free[:, :15].mean() < 0.75 and auto.free[:, 36:48, 38:50].mean() > 0.9  # the ground is held
+    unreachable = StartParams(auto=AutoParams(in_place=1.01))
+    assert starting_maps(a, b, "auto", 0.05, 84, unreachable).bent
 
 
 def test_subject_mask_finds_one_compact_subject_that_stands_out_of_its_ground():

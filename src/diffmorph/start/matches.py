@@ -71,6 +71,27 @@ def unmatched(a: torch.Tensor, b: torch.Tensor, flows: torch.Tensor, params: Mat
     A region counts as matched only as far as the two flows undo each other there (:func:`round_trip_gap`), and
     as unmatched only as far as both images have structure there.
     """
+    sure, textured = _evidence(a, b, flows, params)
+    missing = textured * (1 - sure)
+    if params.grow > 0:  # matched regions grow (the unmatched ones shrink) by `grow` pixels
+        missing = -F.max_pool2d(-missing, 2 * params.grow + 1, stride=1, padding=params.grow)
+    return gaussian_blur(missing, params.spread)[:, 0].clamp(0, 1)
+
+
+def surely_matched(a: torch.Tensor, b: torch.Tensor, flows: torch.Tensor, params: MatchParams = MatchParams()
+                   ) -> float:
+    """The share of the pixels with structure in both images whose match under ``flows`` is sure (see
+    :func:`unmatched` for the arguments): a part that corresponds, however small, where the rest of the frame
+    does not. A region without structure is no evidence, and does not count either way."""
+    sure, textured = _evidence(a, b, flows, params)
+    structured = textured > 0.5
+    return float((sure > 0.9)[structured].float().mean()) if structured.any() else 0.0
+
+
+def _evidence(a: torch.Tensor, b: torch.Tensor, flows: torch.Tensor, params: MatchParams
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`unmatched`'s evidence, each ``(2, 1, S, S)`` in ``[0, 1]``: how sure each pixel's match is, and how
+    surely both images have structure there."""
     size = params.size
     images = torch.cat((a, b))
     if images.shape[-2:] != (size, size):
@@ -99,10 +120,7 @@ def unmatched(a: torch.Tensor, b: torch.Tensor, flows: torch.Tensor, params: Mat
     sure = ((correlation - params.low) / (params.high - params.low)).clamp(0, 1)
     sure = sure * (2 - round_trip_gap(flows) / params.apart).clamp(0, 1)
     textured = (torch.minimum(*variances).sqrt() / params.flat - 1).clamp(0, 1)
-    missing = textured * (1 - sure)
-    if params.grow > 0:  # matched regions grow (the unmatched ones shrink) by `grow` pixels
-        missing = -F.max_pool2d(-missing, 2 * params.grow + 1, stride=1, padding=params.grow)
-    return gaussian_blur(missing, params.spread)[:, 0].clamp(0, 1)
+    return sure, textured
 
 
 def round_trip_gap(flows: torch.Tensor) -> torch.Tensor:
