@@ -10,11 +10,24 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from diffmorph.cli import build_parser
 from diffmorph.config import MorphConfig
 from diffmorph.errors import ConfigError, InputImageError, MapsFileError, OutputError
+from diffmorph.evaluate import codec_losses
 from diffmorph.io.images import fit_to_frame, from_uint16, header_size, load_image, parse_colour, to_tensor, to_uint16
-from diffmorph.io.outputs import OutputFolder, check_output_folder
-from diffmorph.io.writers import GifWriter, Mp4Writer, PngFramesWriter, WebpWriter, clip_palette, even_size
+from diffmorph.io.outputs import EXPORT_FORMATS, OutputFolder, check_output_folder, output_names
+from diffmorph.io.writers import (
+    OUTPUT_NAMES,
+    WRITTEN,
+    GifWriter,
+    Mp4Writer,
+    PngFramesWriter,
+    WebpWriter,
+    WriterOptions,
+    clip_palette,
+    even_size,
+    open_writer,
+)
 from diffmorph.ops import gaussian_blur
 from diffmorph.pipeline import NOT_RECORDED, MorphResult, Segment, render
 from synthetic import blobs
@@ -274,6 +287,25 @@ class TestWriters:
         names = sorted(p.name for p in (tmp_path / "frames").iterdir())
         assert names == ["frame_00000.png", "frame_00001.png", "frame_00002.png"]
         assert np.array_equal(np.asarray(Image.open(tmp_path / "frames" / names[2])), frames[2])
+
+    @pytest.mark.parametrize("name", sorted(WRITTEN))
+    def test_each_declared_format_is_written_offered_and_measured(self, tmp_path, name):
+        # A format is declared once (io.writers.WRITTEN): the writer, its output's name, --format, the list of
+        # outputs a finished folder holds and eval's codec loss all follow from that declaration.
+        declared = WRITTEN[name]
+        frames = moving_frames(2, 32, 48)
+        writer = open_writer(name, tmp_path / declared.output, WriterOptions(48, 32, 24))
+        for frame in frames:
+            writer.add(frame)
+        writer.close()
+        assert (tmp_path / declared.output).exists() and OUTPUT_NAMES[name] == declared.output
+        assert declared.output in output_names([name], 1)
+        assert name in EXPORT_FORMATS and name in build_parser().parse_args(
+            ["morph", "a.png", "b.png", "-o", "out", "--format", name]).format
+        losses = codec_losses(tmp_path / declared.output, frames[:1])
+        assert (losses is not None) == declared.lossy
+        if declared.lossy:
+            assert 0 <= losses[0] < 8
 
 
 class TestOutputFolder:

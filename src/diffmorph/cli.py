@@ -27,6 +27,7 @@ from diffmorph.config import (
     shown_default,
 )
 from diffmorph.errors import ConfigError, DiffmorphError
+from diffmorph.io.outputs import EXPORT_FORMATS
 
 _DEFAULTS = MorphConfig()
 _FIELDS = {item.name: item for item in dataclasses.fields(MorphConfig)}
@@ -34,8 +35,9 @@ _FIELDS = {item.name: item for item in dataclasses.fields(MorphConfig)}
 CLI_OPTIONS = (
     (("-o", "--output"), "input and output", "folder for the outputs (created if missing)", "—",
      ("morph", "render", "demo", "batch")),
-    (("--format",), "input and output", "outputs to write, any of mp4 gif webp frames flow (flow: the correspondence "
-     "as .npy, .flo and a picture), space- or comma-separated", "mp4 gif", ("morph", "render", "demo", "batch")),
+    (("--format",), "input and output", f"outputs to write, any of {' '.join(EXPORT_FORMATS)} (flow: the "
+     "correspondence as .npy, .flo and a picture), space- or comma-separated", " ".join(DEFAULT_FORMATS),
+     ("morph", "render", "demo", "batch")),
     (("--loop",), "input and output", "add a segment from the last image back to the first", "off",
      ("morph", "batch")),
     (("--pingpong",), "input and output", "play forward, then backward", "off", ("morph", "render", "demo", "batch")),

@@ -40,7 +40,7 @@ from diffmorph import ops
 from diffmorph.errors import InputImageError, MapsFileError
 from diffmorph.io.images import ImageSource, fit_to_frame, load_image
 from diffmorph.io.readers import open_frames
-from diffmorph.io.writers import GifWriter, Mp4Writer, WebpWriter
+from diffmorph.io.writers import WRITTEN, WriterOptions
 from diffmorph.ops import MapScales, flow_from_warp_map, luma, resize, warp
 from diffmorph.perceptual import MissingExtraError, PerceptualPath
 from diffmorph.render import fidelity
@@ -259,20 +259,17 @@ def codec_losses(animation: str | Path, images: list[np.ndarray]) -> list[float]
     unknown."""
     path = Path(animation)
     suffix = path.suffix.lower()
-    if path.is_dir() or suffix not in (*VIDEO_SUFFIXES, ".gif", ".webp"):
+    lossy = {Path(format.output).suffix: format for format in WRITTEN.values() if format.lossy}
+    lossy.update(dict.fromkeys(VIDEO_SUFFIXES, WRITTEN["mp4"]))
+    if path.is_dir() or suffix not in lossy:
         return None
     crf = x264_crf(path) if suffix in VIDEO_SUFFIXES else None
     losses = []
     with tempfile.TemporaryDirectory(prefix="diffmorph-eval-") as folder:
         for index, image in enumerate(images):
             height, width = image.shape[:2]
-            written = Path(folder) / f"alone_{index}{suffix}"
-            if suffix == ".gif":
-                writer = GifWriter(written, 25)
-            elif suffix == ".webp":
-                writer = WebpWriter(written, width, height, 25)
-            else:
-                writer = Mp4Writer(written, width, height, 25, **({} if crf is None else {"crf": crf}))
+            written = Path(folder) / f"alone_{index}{Path(lossy[suffix].output).suffix}"
+            writer = lossy[suffix].open(written, WriterOptions(width, height, 25, crf=crf))
             writer.add(image)
             writer.close()
             decoded = next(iter(open_frames(written).frames()))

@@ -22,7 +22,7 @@ from diffmorph.io.flow import forward_flows, write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
 from diffmorph.io.outputs import EXPORT_FORMATS, MAPS_FILE, OutputFolder, output_names
 from diffmorph.io.pictures import contact_sheet, flow_to_rgb, maps_picture
-from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, clip_palette, even_size, open_writer
+from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, WriterOptions, clip_palette, even_size, open_writer
 from diffmorph.ops import resize
 from diffmorph.optimize import scales_of
 from diffmorph.params import Params
@@ -190,12 +190,12 @@ def write_animations(out: OutputFolder, formats: Sequence[str], frames: Iterable
         The number of frames written. The stack closes every writer even when rendering or another writer fails.
     """
     palette = clip_palette(keyframes) if "gif" in formats and config.gif_palette == "clip" else None
+    options = WriterOptions(width, height, config.fps, gif_width=config.gif_width, gif_palette=palette)
     count = 0
     with ExitStack() as closing:
         writers: list[FrameWriter] = []
         for kind in (kind for kind in formats if kind in FORMATS):
-            writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), width, height, config.fps,
-                                 gif_width=config.gif_width, gif_palette=palette)
+            writer = open_writer(kind, out.temp(OUTPUT_NAMES[kind]), options)
             closing.callback(writer.close)
             writers.append(writer)
         for frame in frames:

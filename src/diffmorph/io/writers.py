@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
@@ -18,9 +19,6 @@ from typing import Protocol
 import av
 import numpy as np
 from PIL import GifImagePlugin, Image
-
-FORMATS = ("mp4", "gif", "webp", "frames")
-OUTPUT_NAMES = {"mp4": "morph.mp4", "gif": "morph.gif", "webp": "morph.webp", "frames": "frames"}
 
 
 class FrameWriter(Protocol):
@@ -244,21 +242,53 @@ class PngFramesWriter:
         pass
 
 
-def open_writer(kind: str, path: Path, width: int, height: int, fps: float, *, gif_width: int = 0,
-                gif_palette: Image.Image | None = None) -> FrameWriter:
-    """A writer for one of :data:`FORMATS` at ``path``.
+@dataclass(frozen=True)
+class WriterOptions:
+    """What a writer is opened with, beyond its path: each format takes what applies to it."""
 
-    Args:
-        gif_width: caps the GIF's width (0: native).
-        gif_palette: the GIF's palette for every frame (see :func:`clip_palette`); None gives each
-            frame its own.
+    width: int
+    height: int
+    fps: float
+    gif_width: int = 0  # caps the GIF's width (0: native)
+    gif_palette: Image.Image | None = None  # the GIF's palette for every frame (clip_palette); None: each its own
+    crf: int | None = None  # H.264's quality (None: Mp4Writer's default)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output of the frames, as ``--format`` names it: adding a format is one of these plus its writer.
+
+    Attributes:
+        name: its name for ``--format``, the config and the manifest.
+        output: the file or folder it writes in the output folder.
+        about: a few words for ``--format``'s help (empty: its name says it).
+        open: opens its writer at a path.
+        lossy: whether its encoder changes the pictures (``diffmorph eval`` then measures that change on A and B
+            written alone, :func:`~diffmorph.evaluate.codec_losses`).
     """
-    if kind == "mp4":
-        return BackgroundWriter(Mp4Writer(path, width, height, fps))
-    if kind == "gif":
-        return BackgroundWriter(GifWriter(path, fps, max_width=gif_width, palette=gif_palette))
-    if kind == "webp":
-        return BackgroundWriter(WebpWriter(path, width, height, fps))
-    if kind == "frames":
-        return PngFramesWriter(path)
-    raise ValueError(f"unknown format {kind!r}; choose from {', '.join(FORMATS)}")
+
+    name: str
+    output: str
+    about: str
+    open: Callable[[Path, WriterOptions], FrameWriter]
+    lossy: bool
+
+
+WRITTEN = {format.name: format for format in (
+    Format("mp4", "morph.mp4", "", lossy=True, open=lambda path, o: BackgroundWriter(
+        Mp4Writer(path, o.width, o.height, o.fps, **({} if o.crf is None else {"crf": o.crf})))),
+    Format("gif", "morph.gif", "", lossy=True, open=lambda path, o: BackgroundWriter(
+        GifWriter(path, o.fps, max_width=o.gif_width, palette=o.gif_palette))),
+    Format("webp", "morph.webp", "", lossy=True, open=lambda path, o: BackgroundWriter(
+        WebpWriter(path, o.width, o.height, o.fps))),
+    Format("frames", "frames", "", lossy=False, open=lambda path, o: PngFramesWriter(path)),
+)}
+FORMATS = tuple(WRITTEN)  # the formats that write the frames (export adds "flow", which writes the maps)
+OUTPUT_NAMES = {format.name: format.output for format in WRITTEN.values()}
+
+
+def open_writer(kind: str, path: Path, options: WriterOptions) -> FrameWriter:
+    """A writer for one of :data:`FORMATS` at ``path``."""
+    if kind not in WRITTEN:
+        raise ValueError(f"unknown format {kind!r}; choose from {', '.join(FORMATS)}")
+    return WRITTEN[kind].open(path, options)
