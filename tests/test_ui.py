@@ -156,6 +156,22 @@ def test_a_cancelled_job_stops_and_leaves_no_files(app, client, pictures):
     assert video_frames(mp4)[1] == 4
 
 
+def test_a_client_s_cancel_stops_the_work(app, pictures):
+    # gradio_client's Job.cancel ends the event in Gradio's queue, not the thread computing it: the job checks.
+    own = gradio_client.Client(app.local_url, verbose=False)
+    job = own.submit(images=upload(*pictures[:2]), frames=4, fps=10, steps=5000, size=32, api_name="/morph")
+    deadline = time.monotonic() + 60
+    while not (job.status().progress_data or []) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _safe(own.session_hash) in app.sessions.running, "the fit never started"
+    job.cancel()
+    deadline = time.monotonic() + 3
+    while _safe(own.session_hash) in app.sessions.running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _safe(own.session_hash) not in app.sessions.running  # stopped within 3 s, not after 5000 steps
+    assert [path for path in session_files(app, own) if path.is_file()] == []
+
+
 def test_a_closed_session_s_files_are_removed(app, pictures):
     own = gradio_client.Client(app.local_url, verbose=False)
     own.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")

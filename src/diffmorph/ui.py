@@ -17,6 +17,8 @@ import threading
 import time
 import traceback
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,14 +49,37 @@ class Cancelled(DiffmorphError):
 
 
 class Sessions:
-    """Each session's folder, last result and cancel flag."""
+    """Each session's folder, last result and cancel flag, and the sessions whose job is computing."""
 
     def __init__(self, limits: UiLimits):
         self.limits = limits
         self.root = Path(tempfile.mkdtemp(prefix="diffmorph-ui-"))
         self.results: dict[str, Any] = {}
         self.cancelled: dict[str, threading.Event] = {}
+        self.running: set[str] = set()
         self.lock = threading.Lock()
+
+    @contextmanager
+    def job(self, session: str) -> Iterator[Callable[[], None]]:
+        """A job of ``session`` runs inside: yields the check its fit steps and frames call, which raises
+        :class:`Cancelled` once the job is no longer wanted (Cancel pressed, the tab closed, or the client
+        cancelled or left: Gradio then ends the event, but not the thread computing it)."""
+        flag = self.flag(session)
+        flag.clear()
+        wanted = _event_running()
+
+        def check() -> None:
+            if flag.is_set() or not wanted():
+                raise Cancelled("cancelled")
+
+        name = _safe(session)
+        with self.lock:
+            self.running.add(name)
+        try:
+            yield check
+        finally:
+            with self.lock:
+                self.running.discard(name)
 
     def folder(self, session: str) -> Path:
         """The session's folder, created if missing; other sessions idle too long are removed first."""
@@ -75,12 +100,35 @@ class Sessions:
                 self.close(path.name)
 
     def close(self, session: str) -> None:
-        """Remove a session's files and forget its result."""
+        """Stop the session's job, remove its files and forget its result."""
         name = _safe(session)
         with self.lock:
             self.results.pop(name, None)
-            self.cancelled.pop(name, None)
+            flag = self.cancelled.pop(name, None)
+        if flag is not None:
+            flag.set()
         shutil.rmtree(self.root / name, ignore_errors=True)
+
+
+def _event_running() -> Callable[[], bool]:
+    """Whether the Gradio event this thread computes for is still running, for a check from that thread.
+
+    A client's cancel (``gradio_client``'s ``Job.cancel``) or a lost connection cancels the event's task in
+    Gradio's queue, which then takes the next job; the thread computing the cancelled one is not told. Gradio's
+    queue lists the events it runs (``active_jobs``); where this Gradio keeps them otherwise, the check always
+    says yes, and Cancel and a closed tab still stop the job.
+    """
+    try:
+        from gradio.context import LocalContext
+
+        blocks, event = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        queue = blocks._queue if blocks is not None else None
+        queue.active_jobs  # noqa: B018 - present in the Gradio this was built with
+    except (ImportError, AttributeError):
+        return lambda: True
+    if event is None:
+        return lambda: True
+    return lambda: any(item._id == event for job in queue.active_jobs if job for item in job)
 
 
 def _safe(session: str) -> str:
@@ -119,16 +167,16 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
     sessions = Sessions(limits)
     defaults = MorphConfig()
 
-    def run(session: str, result: MorphResult, settings: dict, pingpong: bool, progress: gr.Progress) -> tuple:
-        """Export ``result`` into a new folder of the session; the page's outputs."""
-        flag = sessions.flag(session)
+    def run(session: str, result: MorphResult, settings: dict, pingpong: bool, progress: gr.Progress,
+            check: Callable[[], None]) -> tuple:
+        """Export ``result`` into a new folder of the session; the page's outputs. ``check`` raises once the job
+        is cancelled."""
         folder = sessions.folder(session)
         out = folder / f"run-{time.time_ns()}"
         total = frame_count(render_config(result.config, settings), len(result.segments), pingpong)
 
         def on_frame(done: int) -> None:
-            if flag.is_set():
-                raise Cancelled("cancelled")
+            check()
             progress((done, total), desc="rendering", unit="frames")
 
         report = export(result, out, formats=["mp4", "gif"], pingpong=pingpong, device=device, on_frame=on_frame,
@@ -169,22 +217,20 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                      request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> tuple:
         """Fit and render a morph of the uploaded images, in order."""
         session = request.session_hash if request else "anonymous"
-        flag = sessions.flag(session)
-        flag.clear()
         try:
-            files = check_uploads(images, limits)
-            config = MorphConfig(frames=int(frames), fps=float(fps), mode=mode, align=align, steps=int(steps),
-                                 size=int(size), ease=ease, hold=float(hold), width=int(width), seed=int(seed),
-                                 device=device).validate()
-            total = (config.steps + config.refine) * (len(files) - 1 + loop)
+            with sessions.job(session) as check:
+                files = check_uploads(images, limits)
+                config = MorphConfig(frames=int(frames), fps=float(fps), mode=mode, align=align, steps=int(steps),
+                                     size=int(size), ease=ease, hold=float(hold), width=int(width), seed=int(seed),
+                                     device=device).validate()
+                total = (config.steps + config.refine) * (len(files) - 1 + loop)
 
-            def on_step(done: int, loss: float) -> None:
-                if flag.is_set():
-                    raise Cancelled("cancelled")
-                progress((done, total), desc="fitting", unit="steps")
+                def on_step(done: int, loss: float) -> None:
+                    check()
+                    progress((done, total), desc="fitting", unit="steps")
 
-            result = morph(files, config, loop=loop, progress=on_step, max_pixels=limits.max_pixels)
-            return run(session, result, {}, False, progress)
+                result = morph(files, config, loop=loop, progress=on_step, max_pixels=limits.max_pixels)
+                return run(session, result, {}, False, progress, check)
         except (DiffmorphError, MemoryError) as error:
             raise failing(error, images) from None
 
@@ -195,19 +241,19 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         """Render the last morph (or an uploaded maps file) again with new timing, size or mode; no refit.
         Settings left out keep the morph's own."""
         session = request.session_hash if request else "anonymous"
-        sessions.flag(session).clear()
         try:
-            if maps_file:
-                result = MorphResult.load(maps_file)
-            elif _safe(session) in sessions.results:
-                result = sessions.results[_safe(session)]
-            else:
-                raise InputImageError("morph some images first, or upload a maps file to re-render")
-            given = {"frames": frames, "fps": fps, "ease": ease, "hold": hold, "width": width, "mode": mode,
-                     "pacing": pacing}
-            kinds = {"frames": int, "width": int, "fps": float, "hold": float}
-            settings = {name: kinds.get(name, str)(value) for name, value in given.items() if value is not None}
-            return run(session, result, settings, pingpong, progress)
+            with sessions.job(session) as check:
+                if maps_file:
+                    result = MorphResult.load(maps_file)
+                elif _safe(session) in sessions.results:
+                    result = sessions.results[_safe(session)]
+                else:
+                    raise InputImageError("morph some images first, or upload a maps file to re-render")
+                given = {"frames": frames, "fps": fps, "ease": ease, "hold": hold, "width": width, "mode": mode,
+                         "pacing": pacing}
+                kinds = {"frames": int, "width": int, "fps": float, "hold": float}
+                settings = {name: kinds.get(name, str)(value) for name, value in given.items() if value is not None}
+                return run(session, result, settings, pingpong, progress, check)
         except (DiffmorphError, MemoryError) as error:
             raise failing(error, maps_file) from None
 
