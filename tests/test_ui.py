@@ -82,9 +82,9 @@ def test_pair_morph_then_rerender_without_refitting(client, pictures):
     # Uploaded to re-render, a maps file sets the re-render's widgets to its own timing, not the page's defaults.
     settings = client.predict(maps_file=gradio_client.handle_file(maps), api_name="/maps_settings")
     assert tuple(settings[:2]) == (4, 10) and tuple(settings[5:]) == ("sharp", "auto")
-    again = client.predict(frames=7, fps=10, api_name="/rerender")
+    again = client.predict(frames=7, api_name="/rerender")  # the rest: the morph's own, not the page's defaults
     assert video_frames(again[0]) == ("h264", 7, (48, 40))
-    assert "7 frames" in again[3]
+    assert "7 frames at 10 fps" in again[3]
     refit = MorphResult.load(again[4])  # the same maps: nothing was fitted again
     assert torch.equal(refit.segments[0].maps, fitted.segments[0].maps)
     import zipfile

@@ -55,7 +55,12 @@ def test_morph_and_rerender_in_the_browser(tmp_path):
             first = page.wait_for_function(PLAYABLE, timeout=120_000).json_value()
             assert "6 frames" in page.locator("#summary").inner_text()
 
-            page.locator("#frames input").fill("9")
+            page.get_by_text("Re-render settings").click()
+            # The re-render's widgets start from the morph just made; a blank one would keep its own.
+            page.wait_for_function("() => document.querySelector('#rerender_frames input')?.value === '6'",
+                                   timeout=30_000)
+            page.locator("#rerender_frames input").fill("9")
+            page.locator("#rerender_frames input").press("Tab")  # the page takes a typed number when it loses focus
             page.locator("#rerender").click()
             page.wait_for_function(f"() => ({PLAYABLE})() !== null && ({PLAYABLE})() !== {first!r}",
                                    timeout=120_000)

@@ -29,7 +29,6 @@ from diffmorph.config import ALIGNS, DEFAULT_MAX_PIXELS, EASES, MODES, PACINGS, 
 from diffmorph.errors import DiffmorphError, InputImageError
 from diffmorph.io.images import regular_file
 
-SETTINGS = ("frames", "fps", "mode", "align", "steps", "size", "ease", "hold", "width", "seed")
 RERENDER_SETTINGS = ("frames", "fps", "ease", "hold", "width", "mode", "pacing")  # the re-render's widgets, in order
 
 
@@ -214,7 +213,8 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                      loop: bool = False, mode: str = defaults.mode, align: str = defaults.align,
                      steps: float = defaults.steps, size: float = defaults.size, ease: str = defaults.ease,
                      hold: float = defaults.hold, width: float = defaults.width, seed: float = defaults.seed,
-                     request: gr.Request = None, progress: gr.Progress = gr.Progress()) -> tuple:
+                     pacing: str = defaults.pacing, request: gr.Request = None,
+                     progress: gr.Progress = gr.Progress()) -> tuple:
         """Fit and render a morph of the uploaded images, in order."""
         session = request.session_hash if request else "anonymous"
         try:
@@ -222,7 +222,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                 files = check_uploads(images, limits)
                 config = MorphConfig(frames=int(frames), fps=float(fps), mode=mode, align=align, steps=int(steps),
                                      size=int(size), ease=ease, hold=float(hold), width=int(width), seed=int(seed),
-                                     device=device).validate()
+                                     pacing=pacing, device=device).validate()
                 total = (config.steps + config.refine) * (len(files) - 1 + loop)
 
                 def on_step(done: int, loss: float) -> None:
@@ -268,6 +268,13 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
             raise failing(error, maps_file) from None
         return tuple(getattr(config, name) for name in RERENDER_SETTINGS)
 
+    def own_settings(request: gr.Request) -> tuple:
+        """The re-render's widgets set to the morph just made: what a re-render starts from."""
+        result = sessions.results.get(_safe(request.session_hash))
+        if result is None:
+            return tuple(gr.update() for _ in RERENDER_SETTINGS)
+        return tuple(getattr(result.config, name) for name in RERENDER_SETTINGS)
+
     def cancel(request: gr.Request) -> None:
         """Stop this session's running job at its next fit step or frame."""
         sessions.flag(request.session_hash).set()
@@ -299,7 +306,23 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                         hold = gr.Number(defaults.hold, label="Hold (s)", minimum=0)
                         width = gr.Number(defaults.width, label="Width (0: native)", precision=0, minimum=0)
                         seed = gr.Number(defaults.seed, label="Seed", precision=0)
-                    pingpong = gr.Checkbox(False, label="Ping-pong (re-render)")
+                with gr.Accordion("Re-render settings", open=False):
+                    gr.Markdown("A new video from the same maps, no refit. A blank setting keeps the morph's own.")
+                    with gr.Row():
+                        again = {
+                            "frames": gr.Number(None, label="Frames per segment", precision=0, minimum=2,
+                                                elem_id="rerender_frames"),
+                            "fps": gr.Number(None, label="Frames per second", minimum=1, elem_id="rerender_fps"),
+                            "ease": gr.Dropdown(list(EASES), value=None, label="Ease"),
+                            "hold": gr.Number(None, label="Hold (s)", minimum=0),
+                        }
+                    with gr.Row():
+                        again |= {
+                            "width": gr.Number(None, label="Width (0: native)", precision=0, minimum=0),
+                            "mode": gr.Dropdown(list(MODES), value=None, label="Mode"),
+                            "pacing": gr.Dropdown(list(PACINGS), value=None, label="Pacing"),
+                        }
+                        pingpong = gr.Checkbox(False, label="Ping-pong")
                     maps_file = gr.File(label="Maps file to re-render (maps.safetensors)", file_types=[".safetensors"],
                                         type="filepath")
                 with gr.Row():
@@ -315,13 +338,13 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                     maps_out = gr.File(label="Maps file")
                     bundle = gr.File(label="All outputs (zip)")
         outputs = [video, gif, sheet, summary, maps_out, bundle]
+        rerendered = [again[name] for name in RERENDER_SETTINGS]
         morphing = morph_button.click(morph_images, [images, frames, fps, loop, mode, align, steps, size, ease, hold,
-                                                     width, seed], outputs, api_name="morph")
-        rendering = rerender_button.click(rerender, [maps_file, frames, fps, ease, hold, width, mode, pacing,
-                                                     pingpong], outputs, api_name="rerender")
+                                                     width, seed, pacing], outputs, api_name="morph")
+        morphing.success(own_settings, None, rerendered, api_visibility="private")
+        rendering = rerender_button.click(rerender, [maps_file, *rerendered, pingpong], outputs, api_name="rerender")
         cancel_button.click(cancel, None, None, cancels=[morphing, rendering], queue=False, api_name="cancel")
-        maps_file.upload(file_settings, [maps_file], [frames, fps, ease, hold, width, mode, pacing],
-                         api_name="maps_settings")
+        maps_file.upload(file_settings, [maps_file], rerendered, api_name="maps_settings")
         gr.Examples(examples=[_demo_files()], inputs=[images], label="The built-in demo pair")
         app.unload(closed)
     app.queue(default_concurrency_limit=1, max_size=limits.queue)
