@@ -363,7 +363,8 @@ def test_align_subject_carries_the_subject_or_says_there_is_none(image_files, tm
 
 
 @pytest.mark.parametrize(("flags", "message"), [(["--port", "0"], "--port must be"),
-                                                (["--device", "gpu"], "unknown device")])
+                                                (["--device", "gpu"], "unknown device"),
+                                                (["--max-disk-gb", "0"], "--max-disk-gb must be positive")])
 def test_ui_refuses_bad_settings_in_one_line(flags, message, capsys):
     code, _, err = run(["ui", *flags], capsys)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 """The web UI through its API, with gradio_client against the app served in this process."""
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ gradio_client = pytest.importorskip("gradio_client", reason="the web UI's extra 
 pytest.importorskip("gradio", reason="the web UI's extra is not installed")
 
 from diffmorph.pipeline import NOT_RECORDED, MorphResult  # noqa: E402
-from diffmorph.ui import UiLimits, _safe, serve  # noqa: E402
+from diffmorph.ui import Sessions, UiLimits, _safe, gradio_files, serve  # noqa: E402
 from synthetic import blobs  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -179,3 +180,30 @@ def test_a_closed_session_s_files_are_removed(app, pictures):
     app.sessions.close(own.session_hash)
     assert not (app.sessions.root / _safe(own.session_hash)).exists()
     assert _safe("../../etc/passwd") == "etcpasswd"  # a session id never names a path elsewhere
+
+
+def test_a_stopped_server_leaves_none_of_its_files(pictures):
+    served = serve(port=free_port(), limits=UiLimits(max_pixels=100_000), device="cpu", block=False)
+    own = gradio_client.Client(served.local_url, verbose=False)
+    own.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")
+    made = gradio_files(served)
+    assert len(made) >= 6 and all(path.exists() for path in made)  # two uploads, the outputs, the demo pair
+    assert any(path.name == "sunset.png" for path in made)
+    served.close()
+    assert not served.sessions.root.exists()
+    assert [path for path in made if path.exists() or path.parent.exists()] == []
+
+
+def test_sessions_past_the_disk_limit_go_longest_idle_first(tmp_path):
+    sessions = Sessions(UiLimits(disk_bytes=2500))
+    try:
+        for index, name in enumerate(("first", "second", "third")):
+            (sessions.folder(name) / "out.bin").write_bytes(bytes(1000))
+            idle = time.time() - 30 + index  # idle since, in this order, and not for long
+            os.utime(sessions.root / name, (idle, idle))
+        sessions.running.add("first")  # computing: kept however long idle
+        sessions.sweep()
+        assert sorted(path.name for path in sessions.root.iterdir()) == ["first", "third"]
+    finally:
+        sessions.remove_all()
+    assert not sessions.root.exists()

@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                     help=f"refuse larger uploads (default: {DEFAULT_MAX_PIXELS:,})")
     ui.add_argument("--max-upload-mb", type=float, default=50.0, metavar="MB", help="largest upload (default: 50)")
+    ui.add_argument("--max-disk-gb", type=float, default=4.0, metavar="GB",
+                    help="the visitors' files together; past it the longest idle go first (default: 4)")
     ui.add_argument("--device", default="auto", help=_FIELDS["device"].metadata["help"])
     ui.add_argument("--verbose", action="store_true",
                     help="log each visitor's error with its traceback, not only its one line")
@@ -357,13 +359,14 @@ def _cmd_ui(args: argparse.Namespace, log: _Log) -> int:
     resolve_device(args.device)
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.max_pixels < 1 or not args.max_upload_mb > 0:
-        raise ConfigError("--max-pixels and --max-upload-mb must be positive")
+    if args.max_pixels < 1 or not args.max_upload_mb > 0 or not args.max_disk_gb > 0:
+        raise ConfigError("--max-pixels, --max-upload-mb and --max-disk-gb must be positive")
     try:
         from diffmorph.ui import UiLimits, serve
     except ImportError as exc:
         raise ConfigError(f"the web UI needs Gradio ({exc.name} is missing): pip install 'diffmorph[ui]'") from None
-    limits = UiLimits(max_pixels=args.max_pixels, max_bytes=int(args.max_upload_mb * 2**20))
+    limits = UiLimits(max_pixels=args.max_pixels, max_bytes=int(args.max_upload_mb * 2**20),
+                      disk_bytes=int(args.max_disk_gb * 2**30))
     app = serve(args.host, args.port, limits, args.device, block=False, verbose=args.verbose)
     print(f"diffmorph: serving on {app.local_url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
     try:

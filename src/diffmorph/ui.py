@@ -9,6 +9,7 @@ Nothing a request names is used as a path: uploads are files Gradio itself store
 only inside the session's folder.
 """
 
+import contextlib
 import re
 import shutil
 import sys
@@ -17,8 +18,8 @@ import threading
 import time
 import traceback
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class UiLimits:
     max_images: int = 12  # per morph: a chain of 11 segments
     session_seconds: float = 3600.0  # an idle session's folder is removed after this long
     queue: int = 20  # jobs waiting at most; later ones are told the server is busy
+    disk_bytes: int = 4 * 2**30  # all sessions' folders together; past it the longest idle are removed first
 
 
 class Cancelled(DiffmorphError):
@@ -93,10 +95,26 @@ class Sessions:
             return self.cancelled.setdefault(_safe(session), threading.Event())
 
     def sweep(self) -> None:
+        """Remove the sessions idle too long, then, while all sessions' files together are over the limit, the
+        longest idle; never one whose job is computing."""
         cutoff = time.time() - self.limits.session_seconds
+        folders = []  # (last activity, folder), the longest idle first
         for path in self.root.iterdir():
-            if path.stat().st_mtime < cutoff:
+            if path.name.startswith("."):  # the demo pair's folder, not a session's
+                continue
+            with contextlib.suppress(OSError):  # a folder another thread removed meanwhile
+                folders.append((path.stat().st_mtime, path))
+        folders.sort()
+        sizes = {path: _bytes(path) for _, path in folders}
+        total = sum(sizes.values())
+        for mtime, path in folders:
+            if path.name not in self.running and (mtime < cutoff or total > self.limits.disk_bytes):
                 self.close(path.name)
+                total -= sizes[path]
+
+    def remove_all(self) -> None:
+        """Remove every session's files and the root they live under: the server stops."""
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def close(self, session: str) -> None:
         """Stop the session's job, remove its files and forget its result."""
@@ -128,6 +146,15 @@ def _event_running() -> Callable[[], bool]:
     if event is None:
         return lambda: True
     return lambda: any(item._id == event for job in queue.active_jobs if job for item in job)
+
+
+def _bytes(folder: Path) -> int:
+    """The size of the files under ``folder``; 0 where another thread removed it meanwhile."""
+    total = 0
+    for path in folder.rglob("*"):
+        with contextlib.suppress(OSError):
+            total += path.stat().st_size if path.is_file() else 0
+    return total
 
 
 def _safe(session: str) -> str:
@@ -282,7 +309,9 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
     def closed(request: gr.Request) -> None:
         sessions.close(request.session_hash)
 
-    with gr.Blocks(title="diffmorph") as app:
+    # Gradio keeps its own copy of every upload and output in its cache: an idle session's go with its folder,
+    # checked every minute, and all of them when the server stops.
+    with gr.Blocks(title="diffmorph", delete_cache=(60, int(limits.session_seconds))) as app:
         gr.Markdown("# diffmorph\nMorph two or more images into each other: no landmarks, no prompts, no "
                     "pretrained weights. Upload the images in order, then **Morph**.")
         with gr.Row():
@@ -345,20 +374,29 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         rendering = rerender_button.click(rerender, [maps_file, *rerendered, pingpong], outputs, api_name="rerender")
         cancel_button.click(cancel, None, None, cancels=[morphing, rendering], queue=False, api_name="cancel")
         maps_file.upload(file_settings, [maps_file], rerendered, api_name="maps_settings")
-        gr.Examples(examples=[_demo_files()], inputs=[images], label="The built-in demo pair")
+        gr.Examples(examples=[_demo_files(sessions.root / ".demo")], inputs=[images], label="The built-in demo pair")
         app.unload(closed)
     app.queue(default_concurrency_limit=1, max_size=limits.queue)
     app.sessions = sessions  # for tests and embedders: where each session's files live
     return app
 
 
-def _demo_files() -> list[list[str]]:
-    """The demo pair written once as PNGs under a temporary folder, for the page's one-click example."""
+def gradio_files(app: gr.Blocks) -> set[Path]:
+    """The files Gradio keeps for the page in its cache: every upload and output it was given, and its copies of
+    the demo pair."""
+    files = {Path(path) for group in getattr(app, "temp_file_sets", ()) for path in group}
+    files |= {Path(path) for block in app.blocks.values() for path in getattr(block, "keep_in_cache", ())}
+    cache = Path(app.GRADIO_CACHE).resolve()
+    return {path for path in files if path.resolve().is_relative_to(cache)}
+
+
+def _demo_files(folder: Path) -> list[list[str]]:
+    """The demo pair written once as PNGs into ``folder``, for the page's one-click example."""
     from PIL import Image
 
     from diffmorph.demo import demo_pair
 
-    folder = Path(tempfile.mkdtemp(prefix="diffmorph-demo-"))
+    folder.mkdir()
     paths = []
     for name, image in zip(("sunset.png", "night.png"), demo_pair(), strict=True):
         Image.fromarray((image * 255).round().astype("uint8")).save(folder / name)
@@ -369,8 +407,19 @@ def _demo_files() -> list[list[str]]:
 def serve(host: str = "127.0.0.1", port: int = 7860, limits: UiLimits = UiLimits(), device: str = "auto",
           block: bool = True, verbose: bool = False):
     """Start the page and print its URL; with ``block`` serve until interrupted. A visitor's error is one line in
-    the server's log (with its traceback where ``verbose``)."""
+    the server's log (with its traceback where ``verbose``). When the server stops (Ctrl-C, SIGTERM,
+    ``app.close()``) the files it made go: the sessions' and Gradio's copies."""
     app = build_app(limits, device, verbose)
+
+    @asynccontextmanager
+    async def removing_files(_) -> AsyncIterator[None]:
+        yield
+        app.sessions.remove_all()
+        for path in gradio_files(app):  # Gradio removes its copies too, but keeps the demo pair's
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # its folder, named by the file's hash, where now empty
+                path.parent.rmdir()
+
     app.launch(server_name=host, server_port=port, max_file_size=limits.max_bytes, prevent_thread_lock=not block,
-               quiet=True, show_error=True)
+               quiet=True, show_error=True, app_kwargs={"lifespan": removing_files})
     return app
