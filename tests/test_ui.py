@@ -1,7 +1,10 @@
 """The web UI through its API, with gradio_client against the app served in this process."""
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -207,3 +210,27 @@ def test_sessions_past_the_disk_limit_go_longest_idle_first(tmp_path):
     finally:
         sessions.remove_all()
     assert not sessions.root.exists()
+
+
+def test_the_served_command_leaves_nothing_when_stopped(pictures, tmp_path):
+    # `diffmorph ui` as a user runs it, stopped as a service manager stops it: its temporary folder ends empty.
+    served = tmp_path / "tmp"
+    served.mkdir()
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(served)}
+    env.pop("GRADIO_TEMP_DIR", None)
+    server = subprocess.Popen([sys.executable, "-m", "diffmorph", "ui", "--port", str(port), "--device", "cpu"],
+                              env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in server.stderr:
+            if "serving on" in line:
+                break
+        own = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+        own.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")
+        assert any(path.name == "morph.mp4" for path in served.rglob("*"))
+        own.close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+        assert list(served.rglob("*")) == []
+    finally:
+        server.kill()

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -361,18 +364,27 @@ def _cmd_ui(args: argparse.Namespace, log: _Log) -> int:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_pixels < 1 or not args.max_upload_mb > 0 or not args.max_disk_gb > 0:
         raise ConfigError("--max-pixels, --max-upload-mb and --max-disk-gb must be positive")
+    # Everything Gradio writes for this server (uploads, its cache, the visitors' folders) goes into one folder of
+    # its own, removed when the server stops; Gradio reads the variable when it is imported.
+    own = None if os.environ.get("GRADIO_TEMP_DIR") else tempfile.mkdtemp(prefix="diffmorph-ui-")
+    if own:
+        os.environ["GRADIO_TEMP_DIR"] = own
     try:
-        from diffmorph.ui import UiLimits, serve
-    except ImportError as exc:
-        raise ConfigError(f"the web UI needs Gradio ({exc.name} is missing): pip install 'diffmorph[ui]'") from None
-    limits = UiLimits(max_pixels=args.max_pixels, max_bytes=int(args.max_upload_mb * 2**20),
-                      disk_bytes=int(args.max_disk_gb * 2**30))
-    app = serve(args.host, args.port, limits, args.device, block=False, verbose=args.verbose)
-    print(f"diffmorph: serving on {app.local_url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    try:
-        app.block_thread()
+        try:
+            from diffmorph.ui import UiLimits, serve
+        except ImportError as exc:
+            raise ConfigError(f"the web UI needs Gradio ({exc.name} is missing): pip install 'diffmorph[ui]'") from None
+        limits = UiLimits(max_pixels=args.max_pixels, max_bytes=int(args.max_upload_mb * 2**20),
+                          disk_bytes=int(args.max_disk_gb * 2**30))
+        app = serve(args.host, args.port, limits, args.device, block=False, verbose=args.verbose)
+        print(f"diffmorph: serving on {app.local_url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+        try:
+            app.block_thread()
+        finally:
+            app.close()
     finally:
-        app.close()
+        if own:
+            shutil.rmtree(own, ignore_errors=True)
     return 0
 
 

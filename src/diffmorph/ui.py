@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from diffmorph.config import ALIGNS, DEFAULT_MAX_PIXELS, EASES, MODES, PACINGS, MorphConfig
 from diffmorph.errors import DiffmorphError, InputImageError
@@ -54,7 +55,11 @@ class Sessions:
 
     def __init__(self, limits: UiLimits):
         self.limits = limits
-        self.root = Path(tempfile.mkdtemp(prefix="diffmorph-ui-"))
+        # Inside Gradio's own cache, Gradio serves the outputs where they are written, instead of keeping a copy
+        # of each in its cache until its next sweep: a session's files then go with its folder.
+        cache = Path(get_upload_folder())
+        cache.mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="diffmorph-ui-", dir=cache))
         self.results: dict[str, Any] = {}
         self.cancelled: dict[str, threading.Event] = {}
         self.running: set[str] = set()
@@ -212,6 +217,9 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
             for path in sorted(out.rglob("*")):
                 if path.is_file():
                     bundle.write(path, path.relative_to(out))
+        for earlier in folder.glob("run-*"):  # the page shows the last run only: a session keeps one
+            if earlier not in (out, archive):
+                shutil.rmtree(earlier) if earlier.is_dir() else earlier.unlink()
         sessions.results[_safe(session)] = result
         fidelity = ", ".join(f"A→B {f['a_to_b_psnr']:.1f} dB, B→A {f['b_to_a_psnr']:.1f} dB" for f in report.fidelity)
         starts = [segment.describe_start(result.config.align) for segment in result.segments]
