@@ -27,8 +27,6 @@ from PIL import Image
 from compare_modes import moved_pair
 from report import add_record_flag, print_header, recorded
 
-JOB = {"frames": 12, "fps": 12, "steps": 60, "size": 48}
-
 
 def resident_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -60,8 +58,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="sessions submitting at once")
     parser.add_argument("--rounds", type=int, default=6, help="rounds of one morph and one re-render per client")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds the server idles after the last round")
+    parser.add_argument("--side", type=int, default=96, help="side of the pair, in pixels")
+    parser.add_argument("--steps", type=int, default=60, help="fit steps of each morph")
+    parser.add_argument("--size", type=int, default=48, help="working size of each morph")
     add_record_flag(parser)
     args = parser.parse_args()
+    job = {"frames": 12, "fps": 12, "steps": args.steps, "size": args.size}
     from gradio_client import Client, handle_file
 
     with tempfile.TemporaryDirectory() as scratch, recorded("The page over many jobs", args.record):
@@ -69,7 +71,7 @@ def main() -> None:
         served = scratch / "server-tmp"
         served.mkdir()
         pictures = []
-        for index, image in enumerate(moved_pair(96)):
+        for index, image in enumerate(moved_pair(args.side)):
             pictures.append(scratch / f"{index}.png")
             Image.fromarray(image).save(pictures[-1])
         port = free_port()
@@ -81,8 +83,9 @@ def main() -> None:
                     break
             url = f"http://127.0.0.1:{port}/"
             print_header("cpu")
-            print(f"{args.clients} clients at once, each a morph of a 96 x 96 pair ({JOB}) and a re-render "
-                  f"(16 frames) a round; the server's resident memory and its temporary folder after each round\n")
+            print(f"{args.clients} clients at once, each a morph of a {args.side} x {args.side} pair ({job}) and "
+                  "a re-render (16 frames) a round; the server's resident memory and its temporary folder after "
+                  "each round\n")
             print("| after | resident MB | temporary folder MB | files |")
             print("|---|---|---|---|")
             print(f"| start | {resident_mb(server.pid):.0f} | {folder_mb(served)[0]:.1f} | {folder_mb(served)[1]} |")
@@ -91,7 +94,7 @@ def main() -> None:
 
             def one(client: Client) -> None:
                 try:
-                    client.predict(images=[handle_file(str(path)) for path in pictures], **JOB, api_name="/morph")
+                    client.predict(images=[handle_file(str(path)) for path in pictures], **job, api_name="/morph")
                     client.predict(frames=16, api_name="/rerender")
                 except BaseException as exc:  # reported below
                     errors.append(exc)

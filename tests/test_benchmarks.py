@@ -68,3 +68,17 @@ def test_bench_threads_times_each_count_beside_a_busy_process():
     assert [row[1] for row in rows] == [*(str(count) for count in range(1, (os.cpu_count() or 1) + 1)),
                                         "default (idle cores)"]
     assert min(float(row[3].rstrip(" |")) for row in rows[:-1]) == 1.0 and float(rows[-1][2]) > 0
+
+
+def test_bench_ui_soak_serves_rounds_and_leaves_nothing():
+    pytest.importorskip("gradio_client", reason="the web UI's extra is not installed")
+    done = subprocess.run(
+        [sys.executable, str(BENCH_MORPH.with_name("bench_ui_soak.py")), "--clients", "2", "--rounds", "2", "--idle",
+         "1", "--side", "48", "--steps", "4", "--size", "32", "--no-record"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")][2:]
+    assert [row[0] for row in rows] == ["| start", "| round 1", "| round 2", "| 1 s idle, clients gone",
+                                        "| stopped (SIGTERM)"]
+    assert all(float(row[1]) > 50 for row in rows[:-1])  # the server's resident MB
+    assert rows[-1][3] == "0 (0 entries in all) |"

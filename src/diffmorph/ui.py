@@ -10,6 +10,8 @@ only inside the session's folder.
 """
 
 import contextlib
+import contextvars
+import functools
 import re
 import shutil
 import sys
@@ -19,6 +21,7 @@ import time
 import traceback
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +200,18 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
 
     sessions = Sessions(limits)
     defaults = MorphConfig()
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffmorph-job")
+
+    def on_worker(job: Callable) -> Callable:
+        """``job`` run on the page's one job thread, whichever of Gradio's threads calls it: a computation on a
+        new thread brings PyTorch a new team of OpenMP threads and the allocator a new heap, and the server's
+        memory grew with each thread Gradio happened to use."""
+
+        @functools.wraps(job)  # Gradio reads the parameters (the request, the progress) from the signature
+        def run(*args, **kwargs):
+            return worker.submit(contextvars.copy_context().run, job, *args, **kwargs).result()
+
+        return run
 
     def run(session: str, result: MorphResult, settings: dict, pingpong: bool, progress: gr.Progress,
             check: Callable[[], None]) -> tuple:
@@ -376,10 +391,12 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                     bundle = gr.File(label="All outputs (zip)")
         outputs = [video, gif, sheet, summary, maps_out, bundle]
         rerendered = [again[name] for name in RERENDER_SETTINGS]
-        morphing = morph_button.click(morph_images, [images, frames, fps, loop, mode, align, steps, size, ease, hold,
-                                                     width, seed, pacing], outputs, api_name="morph")
+        morphing = morph_button.click(on_worker(morph_images), [images, frames, fps, loop, mode, align, steps, size,
+                                                                ease, hold, width, seed, pacing], outputs,
+                                      api_name="morph")
         morphing.success(own_settings, None, rerendered, api_visibility="private")
-        rendering = rerender_button.click(rerender, [maps_file, *rerendered, pingpong], outputs, api_name="rerender")
+        rendering = rerender_button.click(on_worker(rerender), [maps_file, *rerendered, pingpong], outputs,
+                                          api_name="rerender")
         cancel_button.click(cancel, None, None, cancels=[morphing, rendering], queue=False, api_name="cancel")
         maps_file.upload(file_settings, [maps_file], rerendered, api_name="maps_settings")
         gr.Examples(examples=[_demo_files(sessions.root / ".demo")], inputs=[images], label="The built-in demo pair")
