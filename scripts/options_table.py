@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diffmorph.cli import options_markdown
+from diffmorph.options import options_markdown
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -58,7 +58,7 @@ def test_help_groups_the_options(capsys):
 
 
 def test_readme_options_table_is_the_cli_s(capsys):
-    from diffmorph.cli import options_markdown
+    from diffmorph.options import options_markdown
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert options_markdown() in readme, "run: python scripts/options_table.py"

@@ -1,7 +1,6 @@
 """The ``diffmorph`` command: parse flags, build the config, call the library, report in one line each.
 
-Every config option's flag, help, default, choices and group come from :class:`~diffmorph.config.MorphConfig`'s
-field metadata; the few options that are not config fields (:data:`CLI_OPTIONS`) are described here once.
+Every option is declared once, in :mod:`diffmorph.options`; the commands' parsers are built from there.
 """
 
 from __future__ import annotations
@@ -20,45 +19,16 @@ from typing import NoReturn
 
 from diffmorph._version import __version__
 from diffmorph.allocator import keep_freed_memory
-from diffmorph.config import (
-    DEFAULT_FORMATS,
-    DEFAULT_MAX_PIXELS,
-    GROUPS,
-    RENDER_SETTINGS,
-    MorphConfig,
-    flag,
-    shown_default,
-)
+from diffmorph.config import DEFAULT_MAX_PIXELS, RENDER_SETTINGS, MorphConfig
 from diffmorph.errors import ConfigError, DiffmorphError
-from diffmorph.io.outputs import EXPORT_FORMATS
-
-_DEFAULTS = MorphConfig()
-_FIELDS = {item.name: item for item in dataclasses.fields(MorphConfig)}
-# Options that are not config fields: (flags, group, help, default as shown, which commands take them).
-CLI_OPTIONS = (
-    (("-o", "--output"), "input and output", "folder for the outputs (created if missing)", "—",
-     ("morph", "render", "demo", "batch")),
-    (("--format",), "input and output", f"outputs to write, any of {' '.join(EXPORT_FORMATS)} (flow: the "
-     "correspondence as .npy, .flo and a picture), space- or comma-separated", " ".join(DEFAULT_FORMATS),
-     ("morph", "render", "demo", "batch")),
-    (("--loop",), "input and output", "add a segment from the last image back to the first", "off",
-     ("morph", "batch")),
-    (("--pingpong",), "input and output", "play forward, then backward", "off", ("morph", "render", "demo", "batch")),
-    (("--max-pixels",), "input and output", "refuse larger inputs (decompression-bomb guard)",
-     f"{DEFAULT_MAX_PIXELS:,}", ("morph", "batch")),
-    (("-q", "--quiet"), "input and output", "print nothing but errors", "off", ("morph", "render", "demo", "batch")),
+from diffmorph.options import (
+    DEFAULTS,
+    FIELDS,
+    Parser,
+    add_options,
+    config_from,
+    formats_from,
 )
-
-
-def _folder(value: str) -> Path:
-    if not value.strip():
-        raise argparse.ArgumentTypeError("the output folder is empty; give a folder, e.g. -o out")
-    return Path(value)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _Log:
@@ -76,45 +46,11 @@ class _Log:
                     leave=False)
 
 
-def _add_options(parser: argparse.ArgumentParser, command: str, names: Sequence[str]) -> None:
-    """The command's options, in :data:`~diffmorph.config.GROUPS`: config fields ``names`` and its CLI options."""
-    groups = {name: parser.add_argument_group(f"{name} options") for name in GROUPS}
-    for flags, group, text, _, commands in CLI_OPTIONS:
-        if command not in commands:
-            continue
-        target = groups[group]
-        if flags[-1] == "--output":
-            target.add_argument(*flags, required=True, type=_folder, metavar="OUTDIR", help=text)
-        elif flags[-1] == "--format":
-            target.add_argument(*flags, action="extend", nargs="+", metavar="FORMAT", default=None, help=text)
-        elif flags[-1] == "--max-pixels":
-            target.add_argument(*flags, type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help=text)
-        else:
-            target.add_argument(*flags, action="store_true", help=text)
-    for name in names:
-        item = _FIELDS[name]
-        target = groups[item.metadata["group"]]
-        text = f"{item.metadata['help']} (default: {shown_default(item)})"
-        choices = item.metadata["choices"]
-        if item.type == "bool":
-            target.add_argument(flag(name), action="store_true", default=None, help=text)
-        elif name == "durations":
-            target.add_argument(flag(name), type=float, nargs="+", default=None, metavar="SECONDS", help=text)
-        elif choices:
-            target.add_argument(flag(name), choices=choices, default=None, help=text)
-        else:
-            convert = {"int": int, "float": float, "float | None": float, "str": str}[item.type]
-            target.add_argument(flag(name), type=convert, default=None, metavar=name.split("_")[0].upper(), help=text)
-    for group in groups.values():  # argparse shows empty groups' titles too
-        if not group._group_actions:
-            parser._action_groups.remove(group)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="diffmorph", description="Morph two or more images into each other: no landmarks, prompts "
+    parser = Parser(prog="diffmorph", description="Morph two or more images into each other: no landmarks, prompts "
                      "or pretrained weights. A small network is fitted to each pair, then discarded.")
     parser.add_argument("--version", action="version", version=f"diffmorph {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     every = [item.name for item in dataclasses.fields(MorphConfig)]
 
     morph = commands.add_parser("morph", help="fit and render a morph of two or more images",
@@ -123,20 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
                                             "config.json; for two images also a_to_b.png, b_to_a.png and maps.png.")
     morph.add_argument("images", type=Path, nargs="+", metavar="IMAGE",
                        help="two or more images, morphed in order (the first sets the output size)")
-    _add_options(morph, "morph", every)
+    add_options(morph, "morph", every)
     morph.set_defaults(handler=_cmd_morph)
 
     render = commands.add_parser("render", help="re-render a maps file without fitting again",
                                  description="Render the morph stored in MAPSFILE (from diffmorph morph) again, "
                                              "with other frames, timing, size or formats.")
     render.add_argument("maps_file", type=Path, metavar="MAPSFILE", help="maps.safetensors from diffmorph morph")
-    _add_options(render, "render", [*RENDER_SETTINGS, "device"])
+    add_options(render, "render", [*RENDER_SETTINGS, "device"])
     render.set_defaults(handler=_cmd_render)
 
     demo = commands.add_parser("demo", help="morph a built-in pair of images drawn in code",
                                description="Morph a built-in sunset into a night sky (drawn in code, nothing "
                                            "downloaded) and write every output into OUTDIR.")
-    _add_options(demo, "demo", [name for name in every if name not in ("fit", "background")])
+    add_options(demo, "demo", [name for name in every if name not in ("fit", "background")])
     demo.set_defaults(handler=_cmd_demo)
 
     evaluation = commands.add_parser("eval", help="measure a morph: endpoints, mid-frame detail, pacing, fidelity",
@@ -147,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("target", type=Path, metavar="B", help="last image")
     evaluation.add_argument("--maps", type=Path, metavar="MAPSFILE", help="maps file, for the fidelity metrics")
     evaluation.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    _add_options(evaluation, "eval", ["fit", "background"])
+    add_options(evaluation, "eval", ["fit", "background"])
     evaluation.set_defaults(handler=_cmd_eval, quiet=True)
 
     batch = commands.add_parser("batch", help="morph every row of a manifest on Ray, locally or on a cluster",
@@ -166,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--retries", type=int, default=2, metavar="N",
                         help="tries again of a row whose worker died (default: 2)")
     engine.add_argument("--force", action="store_true", help="redo rows whose folders are already complete")
-    _add_options(batch, "batch", every)
+    add_options(batch, "batch", every)
     batch.set_defaults(handler=_cmd_batch)
 
     ui = commands.add_parser("ui", help="serve a page in the browser to morph, re-render and download",
@@ -179,40 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--max-upload-mb", type=float, default=50.0, metavar="MB", help="largest upload (default: 50)")
     ui.add_argument("--max-disk-gb", type=float, default=4.0, metavar="GB",
                     help="the visitors' files together; past it the longest idle go first (default: 4)")
-    ui.add_argument("--device", default="auto", help=_FIELDS["device"].metadata["help"])
+    ui.add_argument("--device", default="auto", help=FIELDS["device"].metadata["help"])
     ui.add_argument("--verbose", action="store_true",
                     help="log each visitor's error with its traceback, not only its one line")
     ui.set_defaults(handler=_cmd_ui, quiet=False)
     return parser
-
-
-def options_markdown() -> str:
-    """The README's options table: every option of ``diffmorph morph``, grouped as its help groups them."""
-    rows = ["| group | flag | default | meaning |", "|---|---|---|---|"]
-    for group in GROUPS:
-        for flags, where, text, shown, _ in CLI_OPTIONS:
-            if where == group:
-                rows.append(f"| {group} | `{', '.join(flags)}` | {shown} | {text} |")
-        for item in dataclasses.fields(MorphConfig):
-            if item.metadata["group"] == group:
-                choices, expected = item.metadata["choices"], item.metadata["expected"]
-                meaning = item.metadata["help"] + (f" (one of: {', '.join(choices)})" if choices else "")
-                meaning += f"; {expected}" if expected else ""
-                rows.append(f"| {group} | `{flag(item.name)}` | {shown_default(item)} | {meaning} |")
-    return "\n".join(rows)
-
-
-def _config_from(args: argparse.Namespace, base: MorphConfig = _DEFAULTS) -> MorphConfig:
-    changes = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
-    return dataclasses.replace(base, **changes).validate()
-
-
-def _formats(args: argparse.Namespace) -> tuple[str, ...]:
-    from diffmorph.export import check_formats
-
-    if args.format is None:
-        return DEFAULT_FORMATS
-    return check_formats([part for item in args.format for part in item.split(",") if part])
 
 
 def _fit_and_export(images: Sequence, args: argparse.Namespace, log: _Log, *, loop: bool = False,
@@ -220,11 +127,11 @@ def _fit_and_export(images: Sequence, args: argparse.Namespace, log: _Log, *, lo
     from diffmorph.io.outputs import check_output_folder, output_names
     from diffmorph.pipeline import morph, resolve_device
 
-    config = _config_from(args)
+    config = config_from(args)
     segments = len(images) - 1 + loop
     config.segment_frames(segments)  # one duration per segment, checked before fitting
     device = resolve_device(config.device)
-    formats = _formats(args)
+    formats = formats_from(args)
     check_output_folder(args.output, output_names(formats, segments))
     what = "fitting" if segments == 1 else f"fitting {segments} segments"
     bars = []  # opened at the first step, so that an error in decoding the images stands alone on its line
@@ -294,10 +201,10 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
     from diffmorph.io.outputs import check_output_folder, output_names
     from diffmorph.pipeline import MorphResult, resolve_device
 
-    formats = _formats(args)
+    formats = formats_from(args)
     if args.device is not None:
         resolve_device(args.device)
-    render_config(_DEFAULTS, {name: getattr(args, name) for name in RENDER_SETTINGS})
+    render_config(DEFAULTS, {name: getattr(args, name) for name in RENDER_SETTINGS})
     result = MorphResult.load(args.maps_file)
     check_output_folder(args.output, output_names(formats, len(result.segments)))
     width, height = result.size
@@ -310,7 +217,7 @@ def _cmd_render(args: argparse.Namespace, log: _Log) -> int:
 def _cmd_eval(args: argparse.Namespace, log: _Log) -> int:
     from diffmorph.evaluate import GOOD_VALUES, evaluate
 
-    config = _config_from(args)
+    config = config_from(args)
     report = evaluate(args.animation, args.source, args.target, maps_file=args.maps, fit=config.fit,
                       background=config.background)
     values = report.to_dict()
@@ -340,8 +247,8 @@ def _cmd_batch(args: argparse.Namespace, log: _Log) -> int:
     bars = []  # opened once the manifest is read, so that its errors stand alone on their line
     started = time.monotonic()
     try:
-        results = batch(args.manifest, args.output, _config_from(args), loop=args.loop, pingpong=args.pingpong,
-                        formats=_formats(args), address=args.address, cpus_per_job=args.cpus_per_job,
+        results = batch(args.manifest, args.output, config_from(args), loop=args.loop, pingpong=args.pingpong,
+                        formats=formats_from(args), address=args.address, cpus_per_job=args.cpus_per_job,
                         gpus_per_job=args.gpus_per_job, retries=args.retries, force=args.force,
                         max_pixels=args.max_pixels, on_start=lambda rows: bars.append(log.bar(rows, "rows", "row")),
                         on_row=lambda result: bars[0].update(1))
