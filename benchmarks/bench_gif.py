@@ -2,7 +2,8 @@
 
 For each pair one ``diffmorph morph`` writes lossless PNG frames; then diffmorph's own GIF writer makes morph.gif
 from those frames with each palette, timed (the best of three): ``frame`` (256 colours fitted to each frame, the
-default), ``clip`` (one palette for the whole morph) and, for comparison, the clip palette as it was before
+default), ``smooth`` (fitted to each frame by median cut), ``clip`` (one palette for the whole morph) and, for
+comparison, the clip palette as it was before
 (median cut over the two images and their mean). Both the frames and the GIF are blurred (Gaussian, sigma 1.5 px)
 before they are compared, so a dither counts as the colour it averages to and a band as an error: the PSNR's mean
 and least over the frames. Flicker: how much more the GIF changes from one frame to the next than the frames do
@@ -47,10 +48,12 @@ def before_palette(keyframes: list[np.ndarray], side: int = 192) -> Image.Image:
     return Image.fromarray(np.concatenate(small + means, axis=0)).quantize(256, method=Image.Quantize.MEDIANCUT)
 
 
-PALETTES: dict[str, Callable[[list[np.ndarray]], Image.Image | None]] = {
-    "frame (default)": lambda keyframes: None,
-    "clip": clip_palette,
-    "clip, before": before_palette,
+# Each palette: how it is made from the keyframes (None: each frame its own), and whether a frame's own is smooth.
+PALETTES: dict[str, tuple[Callable[[list[np.ndarray]], Image.Image | None], bool]] = {
+    "frame (default)": (lambda keyframes: None, False),
+    "smooth": (lambda keyframes: None, True),
+    "clip": (clip_palette, False),
+    "clip, before": (before_palette, False),
 }
 
 
@@ -58,10 +61,10 @@ def blurred(frame: np.ndarray) -> torch.Tensor:
     return gaussian_blur(torch.from_numpy(np.asarray(frame, dtype=np.float32)).permute(2, 0, 1)[None], BLUR)
 
 
-def write_gif(path: Path, frames: list[np.ndarray], palette: Image.Image | None) -> float:
+def write_gif(path: Path, frames: list[np.ndarray], palette: Image.Image | None, smooth: bool) -> float:
     """Seconds the writer took for ``frames`` (the palette's fitting included by the caller)."""
     started = time.perf_counter()
-    writer = GifWriter(path, 45, palette=palette)
+    writer = GifWriter(path, 45, palette=palette, smooth=smooth)
     for frame in frames:
         writer.add(frame)
     writer.close()
@@ -79,13 +82,13 @@ def gif_frames(path: Path) -> list[np.ndarray]:
 
 def measure(name: str, frames: list[np.ndarray], folder: Path) -> None:
     reference = [blurred(frame) for frame in frames]
-    for label, make in PALETTES.items():
+    for label, (make, smooth) in PALETTES.items():
         path = folder / f"{label}.gif"
         seconds = []
         for _ in range(REPEATS):
             started = time.perf_counter()
             palette = make([frames[0], frames[-1]])
-            seconds.append(write_gif(path, frames, palette) + time.perf_counter() - started)
+            seconds.append(write_gif(path, frames, palette, smooth) + time.perf_counter() - started)
         shown = [blurred(frame) for frame in gif_frames(path)]
         psnr = [float(10 * torch.log10(255.0**2 / (gif - lossless).square().mean()))
                 for gif, lossless in zip(shown, reference, strict=True)]

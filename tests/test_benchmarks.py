@@ -52,7 +52,7 @@ def test_bench_gif_measures_each_palette():
          "--steps 4 --refine 2 --size 32", "--no-record"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(("| demo |", "| moved |"))]
-    assert [row[1] for row in rows] == ["frame (default)", "clip", "clip, before"] * 2
+    assert [row[1] for row in rows] == ["frame (default)", "smooth", "clip", "clip, before"] * 2
     for row in rows:
         mean, least = (float(value) for value in row[2].split(" / "))
         assert 15 < least <= mean and float(row[3]) >= 0 and float(row[4]) > 0

@@ -260,6 +260,25 @@ class TestWriters:
                 error = (blurred(gif.convert("RGB")) - blurred(frame)).square().mean()
                 assert 10 * torch.log10(255.0**2 / error) >= least_db, index
 
+    def test_a_smooth_gif_palette_steps_a_glow_more_finely(self, tmp_path):
+        # A glow over a darkening sky: the octree's colours sit on a grid of 16 levels a channel and band it.
+        y, x = np.mgrid[0:128, 0:160]
+        glow = np.exp(-3 * np.hypot(x - 80, y - 64) / 80)[..., None] * [200, 210, 190] + [40, 45, 70]
+        frame = np.clip(glow + (y / 128)[..., None] * [90, 30, 60], 0, 255).round().astype(np.uint8)
+        blurred = lambda image: gaussian_blur(torch.from_numpy(np.asarray(image, dtype=np.float32))  # noqa: E731
+                                              .permute(2, 0, 1)[None], 1.5)
+        shown = {}
+        for smooth in (False, True):
+            writer = GifWriter(tmp_path / f"{smooth}.gif", 24, smooth=smooth)
+            writer.add(frame)
+            writer.close()
+            with Image.open(tmp_path / f"{smooth}.gif") as gif:
+                shown[smooth] = np.asarray(gif.convert("RGB"))
+        psnr = {smooth: float(10 * torch.log10(255.0**2 / (blurred(image) - blurred(frame)).square().mean()))
+                for smooth, image in shown.items()}
+        colours = {smooth: len(np.unique(image.reshape(-1, 3), axis=0)) for smooth, image in shown.items()}
+        assert psnr[True] >= psnr[False] + 2 and colours[True] > 2 * colours[False]
+
     def test_gif_with_a_clip_palette_stores_one_colour_table(self, tmp_path):
         frames = moving_frames(8, 33, 47)
         palettes = {"clip": clip_palette([frames[0], frames[-1]]), "frame": None}

@@ -17,7 +17,8 @@ gradio_client = pytest.importorskip("gradio_client", reason="the web UI's extra 
 pytest.importorskip("gradio", reason="the web UI's extra is not installed")
 
 from diffmorph.pipeline import NOT_RECORDED, MorphResult  # noqa: E402
-from diffmorph.ui import Sessions, UiLimits, _safe, gradio_files, serve  # noqa: E402
+from diffmorph.ui import UiLimits, gradio_files, serve  # noqa: E402
+from diffmorph.visitors import Sessions, _safe  # noqa: E402
 from synthetic import blobs  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"

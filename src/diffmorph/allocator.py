@@ -18,6 +18,7 @@ from dataclasses import dataclass
 # mallopt's parameter numbers (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,25 @@ def keep_freed_memory(params: HeapParams = HeapParams()) -> bool:
     # mallopt returns 1 where it took a setting; fixing the mmap threshold also stops glibc from moving it.
     took = [mallopt(_M_MMAP_THRESHOLD, params.mmap_threshold), mallopt(_M_TRIM_THRESHOLD, params.trim_threshold)]
     return all(result == 1 for result in took)
+
+
+def share_heaps(arenas: int = 2) -> bool:
+    """Have the process's threads share at most ``arenas`` glibc heaps; True where glibc took the setting.
+
+    glibc gives threads that allocate at once heaps of their own, up to eight per core, and each keeps the free
+    memory of what ran on it. A server whose requests run on whichever of its threads is free (``diffmorph ui``:
+    Gradio's pool) then holds, heap by heap, the free memory of every large job, and its resident memory climbed
+    job after job while what it used stayed the same (docs/method.md, "The page as a service"). Call it before
+    the threads start; heaps made before stay.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt(_M_ARENA_MAX, arenas) == 1
 
 
 def release_freed_memory() -> None:

@@ -190,7 +190,8 @@ def write_animations(out: OutputFolder, formats: Sequence[str], frames: Iterable
         The number of frames written. The stack closes every writer even when rendering or another writer fails.
     """
     palette = clip_palette(keyframes) if "gif" in formats and config.gif_palette == "clip" else None
-    options = WriterOptions(width, height, config.fps, gif_width=config.gif_width, gif_palette=palette)
+    options = WriterOptions(width, height, config.fps, gif_width=config.gif_width, gif_palette=palette,
+                            gif_smooth=config.gif_palette == "smooth")
     count = 0
     with ExitStack() as closing:
         writers: list[FrameWriter] = []

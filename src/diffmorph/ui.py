@@ -1,189 +1,33 @@
 """The web UI: ``diffmorph ui`` serves a page to morph images, re-render them without refitting and download
 every output; :func:`build_app` returns the Gradio Blocks for embedding.
 
-Each browser session (or ``gradio_client.Client``) gets its own folder under one temporary root; it is removed
-when the session closes, and any folder idle for longer than :attr:`UiLimits.session_seconds` is removed at
-the next job. One job runs at a time (the queue shows each waiting job its place), so two users cannot
-exhaust the machine, and Cancel stops a job at its next fit step or frame and removes what it had written.
-Nothing a request names is used as a path: uploads are files Gradio itself stored, and outputs are written
-only inside the session's folder.
+Each browser session (or ``gradio_client.Client``) gets its own folder (:mod:`diffmorph.visitors`), removed
+when the session closes or after long idle. One job runs at a time (the queue shows each waiting job its place),
+so two users cannot exhaust the machine, and Cancel stops a job at its next fit step or frame and removes what it
+had written. Nothing a request names is used as a path: uploads are files Gradio itself stored, and outputs are
+written only inside the session's folder.
 """
 
 import contextlib
-import contextvars
-import functools
-import re
 import shutil
 import sys
-import tempfile
-import threading
 import time
 import traceback
 import zipfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
-from gradio.utils import get_upload_folder
 
-from diffmorph.config import ALIGNS, DEFAULT_MAX_PIXELS, EASES, MODES, PACINGS, MorphConfig
+from diffmorph.allocator import share_heaps
+from diffmorph.config import ALIGNS, EASES, MODES, PACINGS, MorphConfig
 from diffmorph.errors import DiffmorphError, InputImageError
-from diffmorph.io.images import regular_file
+from diffmorph.visitors import Sessions, UiLimits, _safe, check_uploads, gradio_files
+
+__all__ = ["UiLimits", "build_app", "gradio_files", "serve"]
 
 RERENDER_SETTINGS = ("frames", "fps", "ease", "hold", "width", "mode", "pacing")  # the re-render's widgets, in order
-
-
-@dataclass(frozen=True)
-class UiLimits:
-    """What one request may ask of the server."""
-
-    max_pixels: int = DEFAULT_MAX_PIXELS  # per image, as the CLI's --max-pixels
-    max_bytes: int = 50 * 2**20  # per uploaded file: a large JPEG, far from a disk-filling upload
-    max_images: int = 12  # per morph: a chain of 11 segments
-    session_seconds: float = 3600.0  # an idle session's folder is removed after this long
-    queue: int = 20  # jobs waiting at most; later ones are told the server is busy
-    disk_bytes: int = 4 * 2**30  # all sessions' folders together; past it the longest idle are removed first
-
-
-class Cancelled(DiffmorphError):
-    """The user pressed Cancel."""
-
-
-class Sessions:
-    """Each session's folder, last result and cancel flag, and the sessions whose job is computing."""
-
-    def __init__(self, limits: UiLimits):
-        self.limits = limits
-        # Inside Gradio's own cache, Gradio serves the outputs where they are written, instead of keeping a copy
-        # of each in its cache until its next sweep: a session's files then go with its folder.
-        cache = Path(get_upload_folder())
-        cache.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="diffmorph-ui-", dir=cache))
-        self.results: dict[str, Any] = {}
-        self.cancelled: dict[str, threading.Event] = {}
-        self.running: set[str] = set()
-        self.lock = threading.Lock()
-
-    @contextmanager
-    def job(self, session: str) -> Iterator[Callable[[], None]]:
-        """A job of ``session`` runs inside: yields the check its fit steps and frames call, which raises
-        :class:`Cancelled` once the job is no longer wanted (Cancel pressed, the tab closed, or the client
-        cancelled or left: Gradio then ends the event, but not the thread computing it)."""
-        flag = self.flag(session)
-        flag.clear()
-        wanted = _event_running()
-
-        def check() -> None:
-            if flag.is_set() or not wanted():
-                raise Cancelled("cancelled")
-
-        name = _safe(session)
-        with self.lock:
-            self.running.add(name)
-        try:
-            yield check
-        finally:
-            with self.lock:
-                self.running.discard(name)
-
-    def folder(self, session: str) -> Path:
-        """The session's folder, created if missing; other sessions idle too long are removed first."""
-        self.sweep()
-        path = self.root / _safe(session)
-        path.mkdir(exist_ok=True)
-        path.touch()  # its time is the session's last activity
-        return path
-
-    def flag(self, session: str) -> threading.Event:
-        with self.lock:
-            return self.cancelled.setdefault(_safe(session), threading.Event())
-
-    def sweep(self) -> None:
-        """Remove the sessions idle too long, then, while all sessions' files together are over the limit, the
-        longest idle; never one whose job is computing."""
-        cutoff = time.time() - self.limits.session_seconds
-        folders = []  # (last activity, folder), the longest idle first
-        for path in self.root.iterdir():
-            if path.name.startswith("."):  # the demo pair's folder, not a session's
-                continue
-            with contextlib.suppress(OSError):  # a folder another thread removed meanwhile
-                folders.append((path.stat().st_mtime, path))
-        folders.sort()
-        sizes = {path: _bytes(path) for _, path in folders}
-        total = sum(sizes.values())
-        for mtime, path in folders:
-            if path.name not in self.running and (mtime < cutoff or total > self.limits.disk_bytes):
-                self.close(path.name)
-                total -= sizes[path]
-
-    def remove_all(self) -> None:
-        """Remove every session's files and the root they live under: the server stops."""
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def close(self, session: str) -> None:
-        """Stop the session's job, remove its files and forget its result."""
-        name = _safe(session)
-        with self.lock:
-            self.results.pop(name, None)
-            flag = self.cancelled.pop(name, None)
-        if flag is not None:
-            flag.set()
-        shutil.rmtree(self.root / name, ignore_errors=True)
-
-
-def _event_running() -> Callable[[], bool]:
-    """Whether the Gradio event this thread computes for is still running, for a check from that thread.
-
-    A client's cancel (``gradio_client``'s ``Job.cancel``) or a lost connection cancels the event's task in
-    Gradio's queue, which then takes the next job; the thread computing the cancelled one is not told. Gradio's
-    queue lists the events it runs (``active_jobs``); where this Gradio keeps them otherwise, the check always
-    says yes, and Cancel and a closed tab still stop the job.
-    """
-    try:
-        from gradio.context import LocalContext
-
-        blocks, event = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
-        queue = blocks._queue if blocks is not None else None
-        queue.active_jobs  # noqa: B018 - present in the Gradio this was built with
-    except (ImportError, AttributeError):
-        return lambda: True
-    if event is None:
-        return lambda: True
-    return lambda: any(item._id == event for job in queue.active_jobs if job for item in job)
-
-
-def _bytes(folder: Path) -> int:
-    """The size of the files under ``folder``; 0 where another thread removed it meanwhile."""
-    total = 0
-    for path in folder.rglob("*"):
-        with contextlib.suppress(OSError):
-            total += path.stat().st_size if path.is_file() else 0
-    return total
-
-
-def _safe(session: str) -> str:
-    """A session id as a folder name: letters and digits only."""
-    return re.sub(r"[^A-Za-z0-9]", "", session or "anonymous")[:64] or "anonymous"
-
-
-def check_uploads(paths: list[str] | None, limits: UiLimits) -> list[Path]:
-    """The uploaded files, checked for count and size before anything is decoded.
-
-    Raises:
-        InputImageError: fewer than two, more than ``limits.max_images``, not a regular file, or too large.
-    """
-    files = [Path(path) for path in paths or []]
-    if len(files) < 2:
-        raise InputImageError(f"upload at least two images to morph (got {len(files)})")
-    if len(files) > limits.max_images:
-        raise InputImageError(f"upload at most {limits.max_images} images (got {len(files)})")
-    for number, path in enumerate(files, start=1):
-        regular_file(path, f"image {number}", InputImageError, limits.max_bytes)
-    return files
 
 
 def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool = False):
@@ -200,18 +44,6 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
 
     sessions = Sessions(limits)
     defaults = MorphConfig()
-    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffmorph-job")
-
-    def on_worker(job: Callable) -> Callable:
-        """``job`` run on the page's one job thread, whichever of Gradio's threads calls it: a computation on a
-        new thread brings PyTorch a new team of OpenMP threads and the allocator a new heap, and the server's
-        memory grew with each thread Gradio happened to use."""
-
-        @functools.wraps(job)  # Gradio reads the parameters (the request, the progress) from the signature
-        def run(*args, **kwargs):
-            return worker.submit(contextvars.copy_context().run, job, *args, **kwargs).result()
-
-        return run
 
     def run(session: str, result: MorphResult, settings: dict, pingpong: bool, progress: gr.Progress,
             check: Callable[[], None]) -> tuple:
@@ -233,8 +65,10 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                 if path.is_file():
                     bundle.write(path, path.relative_to(out))
         for earlier in folder.glob("run-*"):  # the page shows the last run only: a session keeps one
-            if earlier not in (out, archive):
-                shutil.rmtree(earlier) if earlier.is_dir() else earlier.unlink()
+            if earlier.is_dir() and earlier != out:
+                shutil.rmtree(earlier)
+            elif earlier.is_file() and earlier != archive:
+                earlier.unlink()
         sessions.results[_safe(session)] = result
         fidelity = ", ".join(f"A→B {f['a_to_b_psnr']:.1f} dB, B→A {f['b_to_a_psnr']:.1f} dB" for f in report.fidelity)
         starts = [segment.describe_start(result.config.align) for segment in result.segments]
@@ -391,12 +225,10 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                     bundle = gr.File(label="All outputs (zip)")
         outputs = [video, gif, sheet, summary, maps_out, bundle]
         rerendered = [again[name] for name in RERENDER_SETTINGS]
-        morphing = morph_button.click(on_worker(morph_images), [images, frames, fps, loop, mode, align, steps, size,
-                                                                ease, hold, width, seed, pacing], outputs,
-                                      api_name="morph")
+        morphing = morph_button.click(morph_images, [images, frames, fps, loop, mode, align, steps, size, ease, hold,
+                                                     width, seed, pacing], outputs, api_name="morph")
         morphing.success(own_settings, None, rerendered, api_visibility="private")
-        rendering = rerender_button.click(on_worker(rerender), [maps_file, *rerendered, pingpong], outputs,
-                                          api_name="rerender")
+        rendering = rerender_button.click(rerender, [maps_file, *rerendered, pingpong], outputs, api_name="rerender")
         cancel_button.click(cancel, None, None, cancels=[morphing, rendering], queue=False, api_name="cancel")
         maps_file.upload(file_settings, [maps_file], rerendered, api_name="maps_settings")
         gr.Examples(examples=[_demo_files(sessions.root / ".demo")], inputs=[images], label="The built-in demo pair")
@@ -404,15 +236,6 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
     app.queue(default_concurrency_limit=1, max_size=limits.queue)
     app.sessions = sessions  # for tests and embedders: where each session's files live
     return app
-
-
-def gradio_files(app: gr.Blocks) -> set[Path]:
-    """The files Gradio keeps for the page in its cache: every upload and output it was given, and its copies of
-    the demo pair."""
-    files = {Path(path) for group in getattr(app, "temp_file_sets", ()) for path in group}
-    files |= {Path(path) for block in app.blocks.values() for path in getattr(block, "keep_in_cache", ())}
-    cache = Path(app.GRADIO_CACHE).resolve()
-    return {path for path in files if path.resolve().is_relative_to(cache)}
 
 
 def _demo_files(folder: Path) -> list[list[str]]:
@@ -434,6 +257,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, limits: UiLimits = UiLimits
     """Start the page and print its URL; with ``block`` serve until interrupted. A visitor's error is one line in
     the server's log (with its traceback where ``verbose``). When the server stops (Ctrl-C, SIGTERM,
     ``app.close()``) the files it made go: the sessions' and Gradio's copies."""
+    share_heaps()  # Gradio runs the jobs on whichever of its threads is free: without it, memory climbed job by job
     app = build_app(limits, device, verbose)
 
     @asynccontextmanager
