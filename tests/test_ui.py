@@ -18,7 +18,7 @@ pytest.importorskip("gradio", reason="the web UI's extra is not installed")
 
 from diffmorph.pipeline import NOT_RECORDED, MorphResult  # noqa: E402
 from diffmorph.ui import UiLimits, gradio_files, serve  # noqa: E402
-from diffmorph.visitors import Sessions, _safe  # noqa: E402
+from diffmorph.visitors import Sessions, safe_name  # noqa: E402
 from synthetic import blobs  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -65,7 +65,7 @@ def video_frames(path: str) -> tuple[str, int, tuple[int, int]]:
 
 
 def session_files(app, client) -> list[Path]:
-    folder = app.sessions.root / _safe(client.session_hash)
+    folder = app.sessions.root / safe_name(client.session_hash)
     return sorted(folder.rglob("*")) if folder.exists() else []
 
 
@@ -168,12 +168,12 @@ def test_a_client_s_cancel_stops_the_work(app, pictures):
     deadline = time.monotonic() + 60
     while not (job.status().progress_data or []) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _safe(own.session_hash) in app.sessions.running, "the fit never started"
+    assert safe_name(own.session_hash) in app.sessions.running, "the fit never started"
     job.cancel()
     deadline = time.monotonic() + 3
-    while _safe(own.session_hash) in app.sessions.running and time.monotonic() < deadline:
+    while safe_name(own.session_hash) in app.sessions.running and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _safe(own.session_hash) not in app.sessions.running  # stopped within 3 s, not after 5000 steps
+    assert safe_name(own.session_hash) not in app.sessions.running  # stopped within 3 s, not after 5000 steps
     assert [path for path in session_files(app, own) if path.is_file()] == []
 
 
@@ -182,8 +182,8 @@ def test_a_closed_session_s_files_are_removed(app, pictures):
     own.predict(images=upload(*pictures[:2]), **FAST, api_name="/morph")
     assert session_files(app, own)
     app.sessions.close(own.session_hash)
-    assert not (app.sessions.root / _safe(own.session_hash)).exists()
-    assert _safe("../../etc/passwd") == "etcpasswd"  # a session id never names a path elsewhere
+    assert not (app.sessions.root / safe_name(own.session_hash)).exists()
+    assert safe_name("../../etc/passwd") == "etcpasswd"  # a session id never names a path elsewhere
 
 
 def test_a_stopped_server_leaves_none_of_its_files(pictures):

@@ -23,7 +23,7 @@ import gradio as gr
 from diffmorph.allocator import share_heaps
 from diffmorph.config import ALIGNS, EASES, MODES, PACINGS, MorphConfig
 from diffmorph.errors import DiffmorphError, InputImageError
-from diffmorph.visitors import Sessions, UiLimits, _safe, check_uploads, gradio_files
+from diffmorph.visitors import Sessions, UiLimits, check_uploads, gradio_files, safe_name
 
 __all__ = ["UiLimits", "build_app", "gradio_files", "serve"]
 
@@ -69,7 +69,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                 shutil.rmtree(earlier)
             elif earlier.is_file() and earlier != archive:
                 earlier.unlink()
-        sessions.results[_safe(session)] = result
+        sessions.results[safe_name(session)] = result
         fidelity = ", ".join(f"A→B {f['a_to_b_psnr']:.1f} dB, B→A {f['b_to_a_psnr']:.1f} dB" for f in report.fidelity)
         starts = [segment.describe_start(result.config.align) for segment in result.segments]
         lines = [f"**{report.frames} frames at {report.fps:g} fps**, {result.size[0]} × {result.size[1]}, "
@@ -129,8 +129,8 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
             with sessions.job(session) as check:
                 if maps_file:
                     result = MorphResult.load(maps_file)
-                elif _safe(session) in sessions.results:
-                    result = sessions.results[_safe(session)]
+                elif safe_name(session) in sessions.results:
+                    result = sessions.results[safe_name(session)]
                 else:
                     raise InputImageError("morph some images first, or upload a maps file to re-render")
                 given = {"frames": frames, "fps": fps, "ease": ease, "hold": hold, "width": width, "mode": mode,
@@ -154,7 +154,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
 
     def own_settings(request: gr.Request) -> tuple:
         """The re-render's widgets set to the morph just made: what a re-render starts from."""
-        result = sessions.results.get(_safe(request.session_hash))
+        result = sessions.results.get(safe_name(request.session_hash))
         if result is None:
             return tuple(gr.update() for _ in RERENDER_SETTINGS)
         return tuple(getattr(result.config, name) for name in RERENDER_SETTINGS)

@@ -72,7 +72,7 @@ class Sessions:
             if flag.is_set() or not wanted():
                 raise Cancelled("cancelled")
 
-        name = _safe(session)
+        name = safe_name(session)
         with self.lock:
             self.running.add(name)
         try:
@@ -85,14 +85,14 @@ class Sessions:
     def folder(self, session: str) -> Path:
         """The session's folder, created if missing; other sessions idle too long are removed first."""
         self.sweep()
-        path = self.root / _safe(session)
+        path = self.root / safe_name(session)
         path.mkdir(exist_ok=True)
         path.touch()  # its time is the session's last activity
         return path
 
     def flag(self, session: str) -> threading.Event:
         with self.lock:
-            return self.cancelled.setdefault(_safe(session), threading.Event())
+            return self.cancelled.setdefault(safe_name(session), threading.Event())
 
     def sweep(self) -> None:
         """Remove the sessions idle too long, then, while all sessions' files together are over the limit, the
@@ -118,7 +118,7 @@ class Sessions:
 
     def close(self, session: str) -> None:
         """Stop the session's job, remove its files and forget its result."""
-        name = _safe(session)
+        name = safe_name(session)
         with self.lock:
             self.results.pop(name, None)
             flag = self.cancelled.pop(name, None)
@@ -157,7 +157,7 @@ def _bytes(folder: Path) -> int:
     return total
 
 
-def _safe(session: str) -> str:
+def safe_name(session: str) -> str:
     """A session id as a folder name: letters and digits only."""
     return re.sub(r"[^A-Za-z0-9]", "", session or "anonymous")[:64] or "anonymous"
 
