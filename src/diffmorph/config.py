@@ -114,9 +114,9 @@ class MorphConfig:
     gif_width: int = option(0, "largest width of morph.gif, aspect kept; 0 keeps the output size", "encoding",
                             bounds=(1, 16384), expected="0 (native size) or a positive width up to 16384")
     gif_palette: str = option("frame", "colours of morph.gif: frame (256 colours fitted to each frame, so "
-                              "gradients keep their colours), smooth (fitted to each frame more finely: smooth glows "
-                              "and skies, a file about twice the size) or clip (one 256-colour palette for the whole "
-                              "morph)", "encoding", GIF_PALETTES)
+                              "gradients keep their colours), smooth (median cut per frame: glows and skies of drawn "
+                              "pictures without bands, a file about twice the size; photos stay closer with frame) or "
+                              "clip (one 256-colour palette for the whole morph)", "encoding", GIF_PALETTES)
     seed: int = option(0, "seed of the network's initial weights; the same seed gives the same morph on a CPU",
                        "fit",
                        bounds=(0, 9223372036854775807), expected="an integer from 0 to 2**63 - 1")
