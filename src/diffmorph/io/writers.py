@@ -276,7 +276,6 @@ class Format:
     Attributes:
         name: its name for ``--format``, the config and the manifest.
         output: the file or folder it writes in the output folder.
-        about: a few words for ``--format``'s help (empty: its name says it).
         open: opens its writer at a path.
         lossy: whether its encoder changes the pictures (``diffmorph eval`` then measures that change on A and B
             written alone, :func:`~diffmorph.evaluate.codec_losses`).
@@ -284,19 +283,18 @@ class Format:
 
     name: str
     output: str
-    about: str
     open: Callable[[Path, WriterOptions], FrameWriter]
     lossy: bool
 
 
 WRITTEN = {format.name: format for format in (
-    Format("mp4", "morph.mp4", "", lossy=True, open=lambda path, o: BackgroundWriter(
+    Format("mp4", "morph.mp4", lossy=True, open=lambda path, o: BackgroundWriter(
         Mp4Writer(path, o.width, o.height, o.fps, **({} if o.crf is None else {"crf": o.crf})))),
-    Format("gif", "morph.gif", "", lossy=True, open=lambda path, o: BackgroundWriter(
+    Format("gif", "morph.gif", lossy=True, open=lambda path, o: BackgroundWriter(
         GifWriter(path, o.fps, max_width=o.gif_width, palette=o.gif_palette, smooth=o.gif_smooth))),
-    Format("webp", "morph.webp", "", lossy=True, open=lambda path, o: BackgroundWriter(
+    Format("webp", "morph.webp", lossy=True, open=lambda path, o: BackgroundWriter(
         WebpWriter(path, o.width, o.height, o.fps))),
-    Format("frames", "frames", "", lossy=False, open=lambda path, o: PngFramesWriter(path)),
+    Format("frames", "frames", lossy=False, open=lambda path, o: PngFramesWriter(path)),
 )}
 FORMATS = tuple(WRITTEN)  # the formats that write the frames (export adds "flow", which writes the maps)
 OUTPUT_NAMES = {format.name: format.output for format in WRITTEN.values()}
