@@ -15,6 +15,7 @@ import argparse
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,11 +92,15 @@ def main() -> None:
             print(f"| start | {resident_mb(server.pid):.0f} | {folder_mb(served)[0]:.1f} | {folder_mb(served)[1]} |")
             clients = [Client(url, verbose=False) for _ in range(args.clients)]
             errors: list[BaseException] = []
+            latencies: dict[str, list[float]] = {"/morph": [], "/rerender": []}
 
             def one(client: Client) -> None:
                 try:
-                    client.predict(images=[handle_file(str(path)) for path in pictures], **job, api_name="/morph")
-                    client.predict(frames=16, api_name="/rerender")
+                    images = [handle_file(str(path)) for path in pictures]
+                    for endpoint, given in (("/morph", {"images": images, **job}), ("/rerender", {"frames": 16})):
+                        started = time.perf_counter()
+                        client.predict(**given, api_name=endpoint)
+                        latencies[endpoint].append(time.perf_counter() - started)
                 except BaseException as exc:  # reported below
                     errors.append(exc)
 
@@ -119,6 +124,13 @@ def main() -> None:
             size, count = folder_mb(served)
             left = sum(1 for _ in served.rglob("*"))
             print(f"| stopped (SIGTERM) | — | {size:.1f} | {count} ({left} entries in all) |")
+            print("\nEach job's time from its request to its result, waiting in the queue included (one job runs at "
+                  "a time):\n")
+            print("| job | count | p50 s | p95 s |")
+            print("|---|---|---|---|")
+            for endpoint, seconds in latencies.items():
+                print(f"| {endpoint.strip('/')} | {len(seconds)} | {statistics.median(seconds):.1f} | "
+                      f"{statistics.quantiles(seconds, n=20)[-1]:.1f} |")
         finally:
             if server.poll() is None:
                 server.kill()

@@ -77,8 +77,10 @@ def test_bench_ui_soak_serves_rounds_and_leaves_nothing():
          "1", "--side", "48", "--steps", "4", "--size", "32", "--no-record"],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")][2:]
+    table = done.stdout.split("| after |")[1].split("\n\n")[0]  # the first table's rows, below its header
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")]
     assert [row[0] for row in rows] == ["| start", "| round 1", "| round 2", "| 1 s idle, clients gone",
                                         "| stopped (SIGTERM)"]
     assert all(float(row[1]) > 50 for row in rows[:-1])  # the server's resident MB
     assert rows[-1][3] == "0 (0 entries in all) |"
+    assert "| morph | 4 |" in done.stdout and "| rerender | 4 |" in done.stdout  # 2 clients x 2 rounds
