@@ -51,6 +51,10 @@ class MatchParams:
     # unmatched (where the bend is a little off, and at the borders), unrelated grounds and landscapes 26-28 %.
     settled: float = 0.8
     hold: float = 0.05  # how free the fit is to change the warp where a region has no match (1: as free as anywhere)
+    # surely_matched counts a pixel as structured from this much of `flat`'s ramp, and as surely matched from this
+    # much of the low-high ramp: a part that corresponds, not one that half agrees by chance.
+    structured: float = 0.5
+    sure: float = 0.9
 
 
 def structure(images: torch.Tensor, band: float) -> torch.Tensor:
@@ -84,8 +88,8 @@ def surely_matched(a: torch.Tensor, b: torch.Tensor, flows: torch.Tensor, params
     :func:`unmatched` for the arguments): a part that corresponds, however small, where the rest of the frame
     does not. A region without structure is no evidence, and does not count either way."""
     sure, textured = _evidence(a, b, flows, params)
-    structured = textured > 0.5
-    return float((sure > 0.9)[structured].float().mean()) if structured.any() else 0.0
+    structured = textured > params.structured
+    return float((sure > params.sure)[structured].float().mean()) if structured.any() else 0.0
 
 
 def _evidence(a: torch.Tensor, b: torch.Tensor, flows: torch.Tensor, params: MatchParams
