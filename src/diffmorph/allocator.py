@@ -39,16 +39,8 @@ def keep_freed_memory(params: HeapParams = HeapParams()) -> bool:
     a program using diffmorph as a library may call it too. Elsewhere than glibc (macOS, Windows, musl) it
     does nothing and returns False.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the symbols the process has loaded: the C library's among them
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    # mallopt returns 1 where it took a setting; fixing the mmap threshold also stops glibc from moving it.
-    took = [mallopt(_M_MMAP_THRESHOLD, params.mmap_threshold), mallopt(_M_TRIM_THRESHOLD, params.trim_threshold)]
-    return all(result == 1 for result in took)
+    # Fixing the mmap threshold also stops glibc from moving it.
+    return _mallopt(_M_MMAP_THRESHOLD, params.mmap_threshold) & _mallopt(_M_TRIM_THRESHOLD, params.trim_threshold)
 
 
 def share_heaps(arenas: int = 2) -> bool:
@@ -60,14 +52,20 @@ def share_heaps(arenas: int = 2) -> bool:
     job after job while what it used stayed the same (docs/method.md, "The page as a service"). Call it before
     the threads start; heaps made before stay.
     """
+    return _mallopt(_M_ARENA_MAX, arenas)
+
+
+def _mallopt(parameter: int, value: int) -> bool:
+    """glibc's ``mallopt(parameter, value)``; True where it took the setting, False where it did not or there is
+    no glibc (macOS, Windows, musl)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the symbols the process has loaded: the C library's among them
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return mallopt(_M_ARENA_MAX, arenas) == 1
+    return mallopt(parameter, value) == 1  # 1: it took the setting
 
 
 def release_freed_memory() -> None:
