@@ -141,23 +141,26 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         except (DiffmorphError, MemoryError) as error:
             raise failing(error, maps_file) from None
 
+    def rerender_widgets(config: MorphConfig | None) -> tuple:
+        """The re-render's widgets set to ``config``'s timing, size and mode (left as they are for None)."""
+        if config is None:
+            return tuple(gr.update() for _ in RERENDER_SETTINGS)
+        return tuple(getattr(config, name) for name in RERENDER_SETTINGS)
+
     def file_settings(maps_file: str | None) -> tuple:
         """The timing, size and mode an uploaded maps file was rendered with, for the re-render's widgets: a
         re-render starts from the morph's own (its fps, not the page's default)."""
         if not maps_file:
-            return tuple(gr.update() for _ in RERENDER_SETTINGS)
+            return rerender_widgets(None)
         try:
-            config = MorphResult.load(maps_file).config
+            return rerender_widgets(MorphResult.load(maps_file).config)
         except (DiffmorphError, MemoryError) as error:
             raise failing(error, maps_file) from None
-        return tuple(getattr(config, name) for name in RERENDER_SETTINGS)
 
     def own_settings(request: gr.Request) -> tuple:
         """The re-render's widgets set to the morph just made: what a re-render starts from."""
         result = sessions.results.get(safe_name(request.session_hash))
-        if result is None:
-            return tuple(gr.update() for _ in RERENDER_SETTINGS)
-        return tuple(getattr(result.config, name) for name in RERENDER_SETTINGS)
+        return rerender_widgets(result.config if result is not None else None)
 
     def cancel(request: gr.Request) -> None:
         """Stop this session's running job at its next fit step or frame."""
@@ -166,8 +169,8 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
     def closed(request: gr.Request) -> None:
         sessions.close(request.session_hash)
 
-    # Gradio keeps its own copy of every upload and output in its cache: an idle session's go with its folder,
-    # checked every minute, and all of them when the server stops.
+    # The files Gradio keeps for the page in its cache (the uploads; the outputs are served from the sessions'
+    # folders inside it) are deleted an hour old, checked every minute, and all of them when the server stops.
     with gr.Blocks(title="diffmorph", delete_cache=(60, int(limits.session_seconds))) as app:
         gr.Markdown("# diffmorph\nMorph two or more images into each other: no landmarks, no prompts, no "
                     "pretrained weights. Upload the images in order, then **Morph**.")
