@@ -4,7 +4,8 @@
 and Gradio's cache are all under it). Several ``gradio_client`` clients, each its own session, submit at once, round
 after round, one morph of a small pair and one re-render each; the server runs one job at a time. After each round
 the table shows the server's resident memory and the size of its temporary folder; then the clients leave, the
-server idles, and is stopped with SIGTERM: what it left in its folder is the last line.
+server idles, and is stopped with SIGTERM: what it left in its folder is the last line. A second table gives each
+kind of job's time from request to result, the queue's wait included: its median and 95th percentile.
 
     python benchmarks/bench_ui_soak.py
 """
