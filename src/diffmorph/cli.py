@@ -264,13 +264,13 @@ def _cmd_batch(args: argparse.Namespace, log: _Log) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace, log: _Log) -> int:
-    from diffmorph.pipeline import resolve_device
-
-    resolve_device(args.device)
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}")
     if args.max_pixels < 1 or not args.max_upload_mb > 0 or not args.max_disk_gb > 0:
         raise ConfigError("--max-pixels, --max-upload-mb and --max-disk-gb must be positive")
+    from diffmorph.pipeline import resolve_device  # after the plain checks: it loads PyTorch
+
+    resolve_device(args.device)
     # Everything Gradio writes for this server (uploads, its cache, the visitors' folders) goes into one folder of
     # its own, removed when the server stops; Gradio reads the variable when it is imported.
     own = None if os.environ.get("GRADIO_TEMP_DIR") else tempfile.mkdtemp(prefix="diffmorph-ui-")
