@@ -187,7 +187,7 @@ def test_even_pacing_measures_the_frames_it_is_given():
     # frames less even (CV about 0.1 here); measured again at the 41 frames' own times, about 0.04.
     a, b = (torch.from_numpy(image).permute(2, 0, 1)[None].float() * 2 - 1 for image in demo_pair(240, 180))
     result = pair_result(a, b, MorphConfig(size=64, steps=120, frames=41, device="cpu").validate())
-    assert result.segments[0].subject is not None
+    assert result.segments[0].start.subject is not None
 
     def cv(renderer: Renderer) -> float:
         frames = [to_uint8(renderer.frame(t)) for t in frame_times(41)]
@@ -274,7 +274,7 @@ def test_a_subject_rolled_far_over_other_ground_is_carried_once():
 
 @pytest.mark.parametrize("corners", [True, False])
 def test_a_window_upsampled_alone_matches_the_whole_upsampling(corners):
-    from diffmorph.render.frames import _upsampled
+    from diffmorph.render.filling import _upsampled
 
     image = torch.rand(1, 3, 19, 23, generator=torch.Generator().manual_seed(0))
     whole = torch.nn.functional.interpolate(image, size=(101, 77), mode="bilinear", align_corners=corners)
@@ -285,7 +285,7 @@ def test_a_window_upsampled_alone_matches_the_whole_upsampling(corners):
 
 def test_untrusted_pixels_are_filled_where_the_whole_frame_filling_would_put_them():
     from diffmorph.ops import fill_holes, resize
-    from diffmorph.render.frames import _fill_untrusted
+    from diffmorph.render.filling import fill_untrusted
 
     generator = torch.Generator().manual_seed(1)
     layers = torch.rand(2, 3, 64, 96, generator=generator)
@@ -297,7 +297,7 @@ def test_untrusted_pixels_are_filled_where_the_whole_frame_filling_would_put_the
     filling = resize(fill_holes(resize(layers, 16, 24, antialias=True), known), 64, 96)
     weight = torch.nn.functional.interpolate(trust, size=(64, 96), mode="bilinear", align_corners=True)
     expected = filling.lerp(layers, weight)
-    filled = _fill_untrusted(layers.clone(), trust)
+    filled = fill_untrusted(layers.clone(), trust)
     torch.testing.assert_close(filled, expected, rtol=0, atol=1e-5)
     assert torch.equal(filled[1], layers[1])  # all trusted: untouched
     assert (filled[0] - layers[0]).abs().amax() > 0.05  # and the untrusted part did change

@@ -72,3 +72,10 @@ def test_no_import_circle():
 
 def test_a_circle_is_found():
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_is_over_400_lines():
+    # A module that outgrows this holds two things; split it where they part.
+    lengths = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
+    assert len(lengths) > 20 and max(lengths.values()) > 300  # the files were read
+    assert {name: lines for name, lines in lengths.items() if lines > 400} == {}
