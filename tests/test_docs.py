@@ -82,3 +82,27 @@ def test_method_names_only_what_the_code_has():
     helpers = set(re.findall(r"(?<![\w.])_[a-z][a-z_]+\b", text))
     assert sorted(name for name in constants if name not in source) == []
     assert sorted(name for name in helpers if f"def {name}(" not in source) == []
+
+
+def test_method_names_only_modules_that_exist_and_no_dates():
+    """Every file and module it names is in the repository; its figures are evidence for a choice, not
+    history (that is CHANGELOG.md's and the benchmark tables')."""
+    text = METHOD.read_text()
+    root = METHOD.parents[1]
+    files = {path.name for folder in ("src", "benchmarks", "scripts") for path in (root / folder).rglob("*.py")}
+    named = set(re.findall(r"`(?:[\w/]+/)?(\w+\.py)`", text))
+    assert len(named) > 5 and sorted(named - files) == []
+    missing = [name for name in set(re.findall(r"`(diffmorph(?:\.\w+)+)`", text)) if not _names_code(root, name)]
+    assert sorted(missing) == []
+    assert re.findall(r"\b20\d\d-\d\d-\d\d\b", text) == []
+
+
+def _names_code(root: Path, dotted: str) -> bool:
+    """Whether ``dotted`` is a module of the package, or a name its longest module prefix holds."""
+    parts = dotted.split(".")
+    for count in range(len(parts), 0, -1):
+        base = root / "src" / Path(*parts[:count])
+        path = base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+        if path.exists():
+            return count == len(parts) or re.search(rf"\b{parts[count]}\b", path.read_text()) is not None
+    return False
