@@ -58,6 +58,5 @@ def pair_result(a: torch.Tensor, b: torch.Tensor, config, maps: torch.Tensor | N
     if maps is not None:
         return MorphResult(images=[a, b], segments=[Segment(maps=maps, losses=[0.1])], config=config)
     fit = fit_maps(a, b, config.validate(), torch.device("cpu"))
-    segment = Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds, alignment=fit.alignment,
-                      bent=fit.bent, subject=fit.subject)
+    segment = Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds, start=fit.start)
     return MorphResult(images=[a, b], segments=[segment], config=config)

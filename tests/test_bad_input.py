@@ -298,8 +298,8 @@ def test_non_finite_pixels_are_refused(tmp_path, capsys, pair):
 
 # Maps files and eval.
 
-def _maps(path: Path, maps: torch.Tensor, images: torch.Tensor, version: str = "2") -> None:
-    metadata = {"format": "diffmorph.maps", "format_version": version, "diffmorph_version": "x",
+def _maps(path: Path, maps: torch.Tensor, images: torch.Tensor, version: str = "2", **extra: str) -> None:
+    metadata = {**extra, "format": "diffmorph.maps", "format_version": version, "diffmorph_version": "x",
                 "config": json.dumps({}), "loop": "false",
                 "sizes": json.dumps({"frame": [images.shape[-1], images.shape[-2]],
                                      "sources": [[images.shape[-1], images.shape[-2]]] * images.shape[0]}),
@@ -317,6 +317,21 @@ def test_crafted_maps_files_are_refused(tmp_path, capsys, maps, images, message)
     path = tmp_path / "m.safetensors"
     _maps(path, maps, images)
     assert message in one_line(*run(["render", path, "-o", tmp_path / "out"], capsys))
+
+
+@pytest.mark.parametrize("records", [
+    [{"align": "auto", "move": {"scale": float("nan"), "shift": [0, 0], "confidence": 9, "angle": 0}, "bent": False,
+      "subject": None, "line": None}],
+    [{"align": "auto", "move": None, "bent": "yes", "subject": None, "line": None}],
+    [{"align": "auto"}],
+    ["aligned"],
+    [],
+])
+def test_crafted_start_records_are_refused(tmp_path, capsys, records):
+    path = tmp_path / "m.safetensors"
+    _maps(path, torch.zeros(1, 16, 84, 84), torch.zeros(2, 3, 8, 8, dtype=torch.uint16),
+          start_records=json.dumps(records))
+    assert "corrupt" in one_line(*run(["render", path, "-o", tmp_path / "out"], capsys))
 
 
 def test_a_maps_file_whose_header_claims_too_much(tmp_path, capsys):

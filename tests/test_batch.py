@@ -14,10 +14,11 @@ from PIL import Image
 
 ray = pytest.importorskip("ray", reason="the batch extra (Ray) is not installed")
 
-from diffmorph.batch import batch, complete  # noqa: E402
+from diffmorph.batch import batch  # noqa: E402
 from diffmorph.cli import main  # noqa: E402
 from diffmorph.config import MorphConfig  # noqa: E402
 from diffmorph.errors import ConfigError  # noqa: E402
+from diffmorph.io.outputs import finished as complete  # noqa: E402
 from synthetic import blobs  # noqa: E402
 
 FAST = MorphConfig(steps=2, refine=0, size=16, frames=3, device="cpu")

@@ -177,9 +177,10 @@ def test_each_segment_starts_from_its_own_alignment(tmp_path, capsys):
     scene = np.clip(noisy, 0, 255).astype(np.uint8)
     images = [scene, np.roll(scene, (5, 10), axis=(0, 1)), blobs(64, 64, seed=9)]
     chain = diffmorph.morph(images, **FAST)
-    assert chain.segments[0].alignment is not None and chain.segments[1].alignment is None
-    assert not chain.segments[0].bent and not chain.segments[1].bent
-    assert chain.segments[0].alignment.shift == pytest.approx((5 / 64, 10 / 64), abs=1 / 64)
+    first, second = (segment.start for segment in chain.segments)
+    assert first.move is not None and second.move is None
+    assert not first.bent and not second.bent
+    assert first.move.shift == pytest.approx((5 / 64, 10 / 64), abs=1 / 64)
     paths = []
     for index, image in enumerate(images):
         paths.append(tmp_path / f"{index}.png")

@@ -343,6 +343,14 @@ def test_align_reaches_the_fit_is_reported_and_recorded(tmp_path, capsys):
     assert torch.equal(maps["auto"], maps["global"])
     assert abs(maps["local"][7].mean() * 0.05 * 64 - 10) < 2  # local starts from the same move, then bends it
     assert not torch.equal(maps["local"], maps["global"])
+    # The start is stored with the maps: a render without fitting tells it and records it again.
+    again = tmp_path / "again"
+    code, _, err = run(["render", tmp_path / "global" / "maps.safetensors", "-o", again, "--format", "gif"], capsys)
+    assert code == 0 and "aligned: B is A moved 16 % right and 8 % down" in err
+    (fitted,) = json.loads((again / "config.json").read_text())["fit"]
+    assert fitted["start"] == "aligned: B is A moved 16 % right and 8 % down"
+    start = load_maps(again / "maps.safetensors").segments[0].start
+    assert start.align == "global" and start.move.shift == pytest.approx((5 / 64, 10 / 64), abs=1 / 64)
     code, _, err = run(["morph", a, b, "-o", tmp_path / "bad", *FAST, "--align", "bent"], capsys)
     assert code == 2 and "invalid choice" in err
 

@@ -30,6 +30,7 @@ from diffmorph.io.writers import (
 )
 from diffmorph.ops import gaussian_blur
 from diffmorph.pipeline import NOT_RECORDED, MorphResult, Segment, render
+from diffmorph.start import Alignment, StartRecord
 from synthetic import blobs
 
 
@@ -372,11 +373,13 @@ class TestMapsFile:
     @pytest.mark.parametrize(("images", "loop"), [(2, False), (3, True)])
     def test_round_trip(self, tmp_path, images, loop):
         result = small_result(images=images, loop=loop)
-        result.segments[0].bent = True  # its warp started bent, from no move: a line that render shows again
+        moved = Alignment(1.25, (0.1, -0.05), 7.5, 12.0)
+        result.segments[0].start = StartRecord("auto", moved, bent=True)  # render shows it again
         result.save(tmp_path / "m.safetensors")
         loaded = MorphResult.load(tmp_path / "m.safetensors")
-        assert [segment.describe_start("auto") for segment in loaded.segments] == [
-            "aligned: bent region by region", *[None] * (len(result.segments) - 1)]
+        assert loaded.segments[0].start == StartRecord("auto", moved, bent=True)
+        assert [segment.describe_start() for segment in loaded.segments] == [
+            f"{moved.describe()}, then bent region by region", *[None] * (len(result.segments) - 1)]
         assert len(loaded.segments) == len(result.segments) and loaded.loop == loop
         for mine, theirs in zip(loaded.segments, result.segments, strict=True):
             assert torch.equal(mine.maps, theirs.maps)
@@ -390,7 +393,7 @@ class TestMapsFile:
         result = MorphResult.load(FIXTURES / f"{name}.safetensors")
         expected = np.load(FIXTURES / f"{name}_frames.npy")
         assert len(result.segments) == (1 if name == "pair_v1" else 3) and result.loop == (name == "chain_v1")
-        assert result.segments[0].describe_start(result.config.align) == NOT_RECORDED
+        assert result.segments[0].describe_start() == NOT_RECORDED
         frames = np.stack(list(render(result, frames=4 if name == "pair_v1" else None)))
         assert np.array_equal(frames, expected)
 

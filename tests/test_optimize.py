@@ -9,14 +9,13 @@ from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.evaluate import fidelity
 from diffmorph.model import WARP_CHANNELS
-from diffmorph.ops import flow_from_warp_map, psnr, resize, warp
+from diffmorph.ops import flow_from_warp_map, psnr, resize, scales_of, warp
 from diffmorph.optimize import (
     FitParams,
     coarse_to_fine,
     fit_batch,
     fit_maps,
     one_cycle,
-    scales_of,
 )
 from diffmorph.render import Renderer, to_uint8
 from diffmorph.start import starting_maps
@@ -210,14 +209,14 @@ def test_alignment_starts_the_warp_at_the_move():
         found[align] = found_move_error(a, b, config, (6.0, -12.0))
     assert found["none"] > 8.0 and found["auto"] < 1.0
     fit = fit_maps(a, b, MorphConfig(size=32, steps=2), CPU)
-    assert fit.alignment is not None and fit.alignment.shift == pytest.approx((6 / 64, -12 / 64), abs=1 / 32)
+    assert fit.start.move is not None and fit.start.move.shift == pytest.approx((6 / 64, -12 / 64), abs=1 / 32)
 
 
 def test_alignment_is_per_pair_in_a_batch():
     moved, still = moved_texture(), shifted_pair(64, shift=(0.0, 0.0))  # still: B is A
     config = MorphConfig(size=32, steps=3, precision="fp32")
     batch = fit_batch([moved, still], config, CPU)
-    assert batch[0].alignment is not None and batch[1].alignment is None
+    assert batch[0].start.move is not None and batch[1].start.move is None
     for pair, fitted in zip([moved, still], batch, strict=True):
         torch.testing.assert_close(fitted.maps, fit_maps(*pair, config, CPU).maps, atol=2e-4, rtol=0)
 
@@ -232,7 +231,7 @@ def test_a_subject_start_holds_the_subjects_warp():
     assert start.subject is not None
     moved = shifted_pair(128, shift=(0.0, 0.0))
     held, free = fit_batch([(a, b), moved], config, CPU)
-    assert held.subject == start.subject and free.subject is None
+    assert held.start.subject == start.subject and free.start.subject is None
     on_subject = start.free.repeat_interleave(2, dim=0) < 1e-6  # (4, 84, 84)
     assert on_subject.float().mean() > 0.02
     torch.testing.assert_close(held.maps[WARP_CHANNELS][on_subject], start.maps[WARP_CHANNELS][on_subject],

@@ -161,3 +161,37 @@ def test_a_freed_frame_buffer_stays_for_the_next_frame():
     assert all(touched > 20 for touched, _ in figures.values())
     assert figures["default"][1] > 20  # given back
     assert figures["keep"][1] < 1  # kept
+
+
+def test_a_plan_is_what_the_run_does(tmp_path):
+    # One plan, made before any image is read, gives the fit's and the render's progress totals, the frames
+    # written and every output's name; the morph and the export read it rather than working them out again.
+    images = [blobs(24, 32, seed=k) for k in range(3)]
+    config = diffmorph.MorphConfig(steps=3, refine=2, size=16, frames=5, fps=10, hold=0.2, device="cpu")
+    plan = diffmorph.make_plan(config, len(images), loop=True, formats=["gif", "flow", "gif"], pingpong=True)
+    assert plan.segments == 3 and plan.fit_steps == 15 and plan.formats == ("gif", "flow")
+    assert plan.refine_side == 32 and plan.device == torch.device("cpu")
+    steps, frames = [], []
+    result = diffmorph.morph(images, plan=plan, progress=lambda done, loss: steps.append(done))
+    assert steps[-1] == plan.fit_steps and result.loop
+    report = diffmorph.export(result, tmp_path, plan=plan, on_frame=frames.append)
+    assert report.frames == frames[-1] == plan.frames == 2 * (2 + 5 + 2 * 4 + 3 * 2) - 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(plan.outputs)
+
+
+def test_a_plan_is_checked_before_any_work():
+    a = blobs(16, 16)
+    plan = diffmorph.make_plan(diffmorph.MorphConfig(**FAST), 2)
+    with pytest.raises(ConfigError, match="either a plan or a config"):
+        diffmorph.morph([a, a], diffmorph.MorphConfig(), plan=plan)
+    with pytest.raises(ConfigError, match="the plan is for 2 images, got 3"):
+        diffmorph.morph([a, a, a], plan=plan)
+    with pytest.raises(ConfigError, match="unknown format 'avi'"):
+        diffmorph.make_plan(diffmorph.MorphConfig(), 2, formats=["avi"])
+    with pytest.raises(ConfigError, match="over the limit of 100,000"):
+        diffmorph.make_plan(diffmorph.MorphConfig(frames=10_000), 12)
+    with pytest.raises(ConfigError, match="2 duration"):
+        diffmorph.make_plan(diffmorph.MorphConfig(durations=(1.0, 2.0)), 2)
+    result = diffmorph.morph([a, a], plan=plan)
+    with pytest.raises(ConfigError, match="either a plan or formats"):
+        diffmorph.export(result, "unused", plan=plan, formats=["gif"])

@@ -4,8 +4,7 @@ import torch
 
 from diffmorph.config import MorphConfig
 from diffmorph.demo import demo_pair
-from diffmorph.ops import apply_maps, flow_from_warp_map, luma, psnr, resize, warp
-from diffmorph.optimize import scales_of
+from diffmorph.ops import apply_maps, flow_from_warp_map, luma, psnr, resize, scales_of, warp
 from diffmorph.start import Alignment, AutoParams, StartParams, SubjectMove, describe, starting_maps
 from diffmorph.start.bend import BendParams, _area_change, _contrast, _curving, _local_agreement, local_warp
 from diffmorph.start.move import MoveParams, find_alignment, phase_correlate, structure, warp_prior

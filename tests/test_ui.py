@@ -91,6 +91,11 @@ def test_pair_morph_then_rerender_without_refitting(client, pictures):
     assert video_frames(again[0]) == ("h264", 7, (48, 40))
     assert "7 frames at 10 fps" in again[3]
     refit = MorphResult.load(again[4])  # the same maps: nothing was fitted again
+    started = f"segment 1: {fitted.segments[0].describe_start() or 'started from no warp'}"
+    assert started in summary.split("\n\n") and started in again[3].split("\n\n")  # the morph's own start
+    fresh = gradio_client.Client(client.src, verbose=False).predict(  # another visitor, from the maps file alone
+        maps_file=gradio_client.handle_file(maps), frames=5, api_name="/rerender")
+    assert started in fresh[3].split("\n\n")
     assert torch.equal(refit.segments[0].maps, fitted.segments[0].maps)
     import zipfile
 

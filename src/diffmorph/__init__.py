@@ -30,15 +30,18 @@ _LAZY = {
     "ExportReport": "diffmorph.export", "export": "diffmorph.export",
     "Params": "diffmorph.params",
     "MorphResult": "diffmorph.pipeline", "Segment": "diffmorph.pipeline", "load_maps": "diffmorph.pipeline",
-    "morph": "diffmorph.pipeline", "render": "diffmorph.pipeline", "resolve_device": "diffmorph.pipeline",
+    "morph": "diffmorph.pipeline", "render": "diffmorph.pipeline", "resolve_device": "diffmorph.device",
+    "Plan": "diffmorph.plan", "make_plan": "diffmorph.plan",
 }
 
 if TYPE_CHECKING:
     from diffmorph.batch import batch
+    from diffmorph.device import resolve_device
     from diffmorph.evaluate import EvalReport, evaluate
     from diffmorph.export import ExportReport, export
     from diffmorph.params import Params
-    from diffmorph.pipeline import MorphResult, Segment, load_maps, morph, render, resolve_device
+    from diffmorph.pipeline import MorphResult, Segment, load_maps, morph, render
+    from diffmorph.plan import Plan, make_plan
 
 
 class _Package(types.ModuleType):
@@ -75,12 +78,14 @@ __all__ = [
     "MorphResult",
     "OutputError",
     "Params",
+    "Plan",
     "Segment",
     "__version__",
     "batch",
     "evaluate",
     "export",
     "load_maps",
+    "make_plan",
     "morph",
     "render",
     "resolve_device",

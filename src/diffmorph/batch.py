@@ -22,28 +22,29 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffmorph.allocator import keep_freed_memory
 from diffmorph.config import DEFAULT_FORMATS, MorphConfig
 from diffmorph.errors import ConfigError, DiffmorphError
+from diffmorph.options import COLUMNS
+
+if TYPE_CHECKING:
+    from diffmorph.plan import Plan
 
 LOG = "batch.jsonl"
-ROW_OPTIONS = ("loop", "pingpong", "format")  # per-row options that are not config fields
 _FIELDS = {item.name: item for item in dataclasses.fields(MorphConfig)}
 
 
 @dataclass(frozen=True)
 class Row:
-    """One morph of the batch: ``images`` (absolute paths) into ``OUTDIR/name`` with ``config``."""
+    """One morph of the batch: ``images`` (absolute paths) into ``OUTDIR/name`` as ``plan`` says (its device is
+    resolved on the worker that runs it)."""
 
     number: int  # the row's number in the manifest, for messages (CSV: the header is row 1)
     name: str
     images: tuple[str, ...]
-    config: MorphConfig
-    loop: bool = False
-    pingpong: bool = False
-    formats: tuple[str, ...] = DEFAULT_FORMATS
+    plan: Plan
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,8 @@ def read_manifest(path: str | Path, defaults: MorphConfig, *, loop: bool = False
         ConfigError: the manifest itself is wrong (unknown column, bad value, duplicate name, a name that would
             leave OUTDIR, fewer than two images), naming each problem's row.
     """
-    from diffmorph.export import check_formats
     from diffmorph.io.images import regular_file
+    from diffmorph.plan import make_plan
 
     path = Path(path)
     regular_file(path, f"manifest {path}", ConfigError, max_bytes=64 * 2**20)
@@ -92,17 +93,17 @@ def read_manifest(path: str | Path, defaults: MorphConfig, *, loop: bool = False
             if len(images) < 2:
                 raise ConfigError(f"{len(images)} image(s); a morph needs at least 2")
             options = {key.replace("-", "_"): value for key, value in record.items()}
-            unknown = sorted(set(options) - set(_FIELDS) - set(ROW_OPTIONS))
+            unknown = sorted(set(options) - set(_FIELDS) - set(COLUMNS))
             if unknown:
                 raise ConfigError(f"unknown option {unknown[0]!r}")
             own = {"loop": loop, "pingpong": pingpong, "format": list(formats)}
-            for key in ROW_OPTIONS:
+            for key in COLUMNS:
                 if key in options:
                     own[key] = _parse(key, options.pop(key))
-            config = dataclasses.replace(defaults, **{k: _parse(k, v) for k, v in options.items()}).validate()
-            config.segment_frames(len(images) - 1 + own["loop"])
-            rows.append(Row(number, name, tuple(str(base / image) for image in images), config, own["loop"],
-                            own["pingpong"], check_formats(own["format"])))
+            config = dataclasses.replace(defaults, **{k: _parse(k, v) for k, v in options.items()})
+            plan = make_plan(config, len(images), loop=own["loop"], formats=own["format"], pingpong=own["pingpong"],
+                             resolve=False)
+            rows.append(Row(number, name, tuple(str(base / image) for image in images), plan))
         except (ConfigError, ValueError, TypeError) as exc:
             problems.append(f"row {number}: {str(exc).splitlines()[0]}")
     if problems:
@@ -133,7 +134,7 @@ def _records(path: Path, problems: list[str]) -> list[tuple[int, dict[str, Any]]
     reader = csv.DictReader(text.splitlines())
     columns = reader.fieldnames or []
     numbered = sorted((int(c[6:]), c) for c in columns if c.startswith("image_") and c[6:].isdigit())
-    known = {"name", *(c for _, c in numbered), *_FIELDS, *ROW_OPTIONS}
+    known = {"name", *(c for _, c in numbered), *_FIELDS, *COLUMNS}
     for column in columns:
         if column.replace("-", "_") not in known:
             problems.append(f"row 1: unknown column {column!r}")
@@ -174,29 +175,26 @@ def _parse(name: str, value: Any) -> Any:
     return str(value)
 
 
-def complete(folder: Path) -> bool:
-    """Whether ``folder`` holds a finished morph: its ``config.json`` lists outputs, and all are there."""
-    try:
-        outputs = json.loads((folder / "config.json").read_text()).get("outputs")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(outputs, list) and bool(outputs) and all((folder / name).exists() for name in outputs)
-
-
-def run_row(row: Row, outdir: str, max_pixels: int, threads: int | None = None) -> RowResult:
+def run_row(row: Row, outdir: str, max_pixels: int, threads: int | None = None, gpus: bool = True) -> RowResult:
     """Morph one row into ``outdir/row.name`` (on whatever worker runs it); a failure of the row's own is
-    returned, not raised, so that it is not retried."""
-    from diffmorph.export import export
-    from diffmorph.pipeline import morph, resolve_device
+    returned, not raised, so that it is not retried.
 
-    config = row.config
-    if threads and not config.threads:  # the cores Ray gave this row, unless the row asks for its own count
-        config = dataclasses.replace(config, threads=threads)
-    if config.device == "auto":  # resolved as every command resolves it (CUDA, then MPS, then the CPU)
-        config = dataclasses.replace(config, device=str(resolve_device(config.device)))
+    Args:
+        threads: the cores this row was given, unless the row asks for its own count.
+        gpus: whether this worker was given a GPU; without one, "auto" means the CPU.
+    """
+    from diffmorph.export import export
+    from diffmorph.pipeline import morph
+
+    plan = row.plan
+    if threads and not plan.config.threads:
+        plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, threads=threads))
+    if not gpus and plan.config.device == "auto":
+        plan = dataclasses.replace(plan, config=dataclasses.replace(plan.config, device="cpu"))
     try:
-        result = morph(list(row.images), config, loop=row.loop, max_pixels=max_pixels)
-        report = export(result, Path(outdir) / row.name, formats=row.formats, pingpong=row.pingpong)
+        plan = plan.resolved()
+        result = morph(list(row.images), plan=plan, max_pixels=max_pixels)
+        report = export(result, Path(outdir) / row.name, plan=plan)
     except (DiffmorphError, MemoryError) as exc:
         return RowResult(row.name, "failed", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return RowResult(row.name, "done", fit_seconds=sum(s.fit_seconds for s in result.segments),
@@ -211,9 +209,7 @@ def _remote_row(row: Row, outdir: str, max_pixels: int) -> RowResult:
     keep_freed_memory()  # a worker is a process of its own
     assigned = ray.get_runtime_context().get_assigned_resources()
     threads = max(1, math.floor(assigned.get("CPU", 1)))
-    if not ray.get_gpu_ids() and row.config.device == "auto":
-        row = dataclasses.replace(row, config=dataclasses.replace(row.config, device="cpu"))
-    return run_row(row, outdir, max_pixels, threads)
+    return run_row(row, outdir, max_pixels, threads, gpus=bool(ray.get_gpu_ids()))
 
 
 def batch(manifest: str | Path, outdir: str | Path, config: MorphConfig | None = None, *, loop: bool = False,
@@ -238,7 +234,7 @@ def batch(manifest: str | Path, outdir: str | Path, config: MorphConfig | None =
     """
     from diffmorph.config import DEFAULT_MAX_PIXELS
     from diffmorph.io.images import regular_file
-    from diffmorph.io.outputs import check_output_folder
+    from diffmorph.io.outputs import check_output_folder, finished
 
     if not cpus_per_job > 0 or not gpus_per_job >= 0 or retries < 0:
         raise ConfigError("--cpus-per-job must be above 0, --gpus-per-job at least 0 and --retries at least 0")
@@ -261,7 +257,7 @@ def batch(manifest: str | Path, outdir: str | Path, config: MorphConfig | None =
                 on_row(result)
 
         for row in rows:
-            if not force and complete(out / row.name):
+            if not force and finished(out / row.name):
                 record(RowResult(row.name, "skipped"))
                 continue
             try:

@@ -21,31 +21,29 @@ class Budget:
     max_side: int = 16_384  # pixels on either side of the output: H.264's and most players' limit
     baseline_mb: float = 400.0  # the process with torch loaded, before any image
     render_bytes_per_pixel: float = 450.0  # per output pixel: both images, their 2x upsamplings, the grids
-    fit_bytes_per_pixel: float = 2048.0  # per pixel of the refinement's working size (twice --size, squared)
+    fit_bytes_per_pixel: float = 2048.0  # per pixel of the refinement's working size (FitParams.refine_side)
 
 
-def check_request(config: MorphConfig, segments: int, width: int, height: int, *, pingpong: bool = False,
-                  budget: Budget = Budget(), available: int | None = None) -> None:
-    """Refuse, in one line naming the option to lower, a request this machine cannot finish.
+def check_frames(frames: int, budget: Budget = Budget(), lower: str = "lower --frames") -> None:
+    """Refuse an animation of more than ``budget.max_frames`` frames, saying what to ``lower``."""
+    if frames > budget.max_frames:
+        raise ConfigError(f"the animation would have {frames:,} frames, over the limit of {budget.max_frames:,}; "
+                          f"{lower}")
+
+
+def check_size(config: MorphConfig, width: int, height: int, fit_side: int, budget: Budget = Budget(),
+               available: int | None = None) -> None:
+    """Refuse, in one line naming the option to lower, an output this machine cannot hold.
 
     Args:
         config: validated settings, the render settings included.
-        segments: segments of the morph.
         width, height: the first image's own size.
+        fit_side: side of the fit's largest working size (the refinement's).
         available: free memory in bytes (by default what the operating system reports; None where unknown).
 
     Raises:
-        ConfigError: too many frames, too large an output, or more memory than is free.
+        ConfigError: too large an output, or more memory than is free.
     """
-    from diffmorph.render.pacing import timeline
-
-    counts = config.segment_frames(segments)
-    if sum(counts) > budget.max_frames:
-        raise ConfigError(f"the animation would have over {budget.max_frames:,} frames; lower --frames or --durations")
-    frames = len(timeline(counts, config.fps, config.ease, config.hold, pingpong=pingpong))
-    if frames > budget.max_frames:
-        raise ConfigError(f"the animation would have {frames:,} frames, over the limit of {budget.max_frames:,}; "
-                          f"lower --frames, --durations or --hold")
     out_width, out_height = config.output_size(width, height)
     if max(out_width, out_height) > budget.max_side:
         raise ConfigError(f"the output would be {out_width} x {out_height} pixels, over {budget.max_side} on a side; "
@@ -54,7 +52,7 @@ def check_request(config: MorphConfig, segments: int, width: int, height: int, *
     if free is None:
         return
     render = budget.render_bytes_per_pixel * out_width * out_height
-    fit = budget.fit_bytes_per_pixel * (2 * config.size) ** 2
+    fit = budget.fit_bytes_per_pixel * fit_side**2
     need = budget.baseline_mb * 2**20 + max(render, fit)
     if need > free:
         lower = "--width (or use smaller images)" if render >= fit else "--size"

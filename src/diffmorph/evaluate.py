@@ -126,6 +126,20 @@ class EvalReport:
     def to_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
 
+    def table(self) -> str:
+        """The metrics as a table for people: name, value and what good values are."""
+        good = dict(GOOD_VALUES)
+        if self.codec_loss_first is not None:  # a lossy animation: its endpoints are exact up to the codec's loss
+            for name, limit in zip(("endpoint_error_first", "endpoint_error_last"), self.endpoint_limits(),
+                                   strict=True):
+                good[name] = f"≤ {limit:.2f} (1 beyond the codec's loss)"
+        lines = [f"{'metric':<26} {'value':>9}  good values"]
+        for name, value in self.to_dict().items():
+            if value is not None:
+                shown = f"{value:d}" if isinstance(value, int) else f"{value:.3f}"
+                lines.append(f"{name:<26} {shown:>9}  {good.get(name, '')}".rstrip())
+        return "\n".join(lines)
+
     def endpoint_limits(self) -> tuple[float, float]:
         """The largest endpoint errors of an exact morph: 1 grey level, beyond the codec's loss where it has one."""
         return (ENDPOINT_TOLERANCE + (self.codec_loss_first or 0.0),

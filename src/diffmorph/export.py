@@ -15,19 +15,18 @@ from PIL import Image
 
 from diffmorph._version import __version__
 from diffmorph.allocator import release_freed_memory
-from diffmorph.budget import check_request
-from diffmorph.config import DEFAULT_FORMATS, RENDER_SETTINGS, MorphConfig
+from diffmorph.config import DEFAULT_FORMATS, MorphConfig
 from diffmorph.errors import ConfigError
 from diffmorph.io.flow import forward_flows, write_flo, write_npy
 from diffmorph.io.mapsfile import write_maps_file
-from diffmorph.io.outputs import EXPORT_FORMATS, MAPS_FILE, OutputFolder, output_names
+from diffmorph.io.outputs import MAPS_FILE, OutputFolder
 from diffmorph.io.pictures import contact_sheet, flow_to_rgb, maps_picture
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES, FrameWriter, WriterOptions, clip_palette, even_size, open_writer
-from diffmorph.ops import resize
-from diffmorph.optimize import scales_of
+from diffmorph.ops import resize, scales_of
 from diffmorph.params import Params
-from diffmorph.pipeline import MorphResult, resolve_device, timed_frames
-from diffmorph.render import Renderer, ease, fidelity, timeline, to_uint8
+from diffmorph.pipeline import MorphResult, timed_frames
+from diffmorph.plan import Plan
+from diffmorph.render import Renderer, ease, fidelity, to_uint8
 from diffmorph.threads import using_threads
 
 CONTACT_SHEET_FRAMES = 5
@@ -57,40 +56,10 @@ class ExportReport:
     seconds: dict[str, float]
 
 
-def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
-    """Validate and de-duplicate ``formats``, keeping their order."""
-    unknown = [kind for kind in formats if kind not in EXPORT_FORMATS]
-    if unknown:
-        raise ConfigError(f"unknown format {unknown[0]!r}; choose from {', '.join(EXPORT_FORMATS)}")
-    if not formats:
-        raise ConfigError(f"give at least one format from {', '.join(EXPORT_FORMATS)}")
-    return tuple(dict.fromkeys(formats))
-
-
-def render_config(config: MorphConfig, settings: dict[str, object]) -> MorphConfig:
-    """``config`` with the render settings that are not None changed, validated.
-
-    Raises:
-        ConfigError: a name that is not a render setting, or a value out of range.
-    """
-    unknown = sorted(set(settings) - set(RENDER_SETTINGS))
-    if unknown:
-        raise ConfigError(f"not a render setting: {', '.join(unknown)}")
-    changes = {k: v for k, v in settings.items() if v is not None}
-    if "frames" in changes and "durations" not in changes:
-        changes["durations"] = ()  # frames asked for now replace durations stored with the fit
-    return replace(config, **changes).validate()
-
-
-def frame_count(config: MorphConfig, segments: int, pingpong: bool = False) -> int:
-    """How many frames each animation of a morph of ``segments`` segments holds under ``config``."""
-    counts = config.segment_frames(segments)
-    return len(timeline(counts, config.fps, config.ease, config.hold, pingpong=pingpong))
-
-
-def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = DEFAULT_FORMATS,
-           pingpong: bool = False, device: str | torch.device | None = None, on_frame: FrameCallback | None = None,
-           params: Params = Params(), **render_settings: object) -> ExportReport:
+def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] | None = None,
+           pingpong: bool | None = None, device: str | torch.device | None = None,
+           on_frame: FrameCallback | None = None, params: Params = Params(), plan: Plan | None = None,
+           **render_settings: object) -> ExportReport:
     """Render ``result`` and write every output into ``folder``, all or nothing.
 
     Writes the animations in ``formats`` (``morph.mp4``, ``morph.gif``, ``morph.webp``, ``frames/``);
@@ -101,11 +70,13 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     all are complete.
 
     Args:
-        formats: any of :data:`EXPORT_FORMATS`.
+        formats: any of :data:`EXPORT_FORMATS` (by default :data:`~diffmorph.config.DEFAULT_FORMATS`).
         pingpong: play forward, then backward.
         device: where to render (the config's device by default).
-        on_frame: optional progress callback.
+        on_frame: optional progress callback (:attr:`Plan.frames` in all).
         params: the heuristics' tuned numbers.
+        plan: the run's plan (:meth:`MorphResult.plan`), made by a caller that reads from it too; it replaces
+            ``formats``, ``pingpong``, ``device`` and ``render_settings``.
         render_settings: config fields to change for rendering, any of
             :data:`~diffmorph.config.RENDER_SETTINGS`; None keeps the config's value. They are recorded in
             ``config.json`` and the maps file.
@@ -113,13 +84,18 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
     Raises:
         ConfigError, OutputError: bad settings or an unwritable folder, before anything is written.
     """
-    formats = check_formats(formats)
-    config = render_config(result.config, render_settings)
+    if plan is None:
+        plan = result.plan(render_settings, formats=DEFAULT_FORMATS if formats is None else formats,
+                           pingpong=bool(pingpong), device=device, params=params)
+    elif formats is not None or pingpong is not None or device is not None or render_settings:
+        raise ConfigError("give either a plan or formats, pingpong, device and render settings, not both")
+    elif plan.segments != len(result.segments):
+        raise ConfigError(f"the plan is for {plan.segments} segments, the morph has {len(result.segments)}")
+    plan = plan.resolved()
+    config, formats, segments = plan.config, plan.formats, plan.segments
     result = replace(result, config=config)
-    segments = len(result.segments)
-    check_request(config, segments, result.images[0].shape[-1], result.images[0].shape[-2], pingpong=pingpong)
+    plan.check_size(result.images[0].shape[-1], result.images[0].shape[-2])
     width, height = result.size
-    target = resolve_device(device) if isinstance(device, str) else device
     notes = []
     if "mp4" in formats and even_size(width, height) != (width, height):
         even_w, even_h = even_size(width, height)
@@ -130,7 +106,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
 
     started = time.perf_counter()
     with (using_threads(config.threads, params=params.threads),
-          OutputFolder(folder, output_names(formats, segments)) as out):
+          OutputFolder(folder, plan.outputs) as out):
         # 1. Animations: render each frame once and hand it to every writer. A pair's contact sheet takes
         #    the frames rendered nearest its times.
         renderers: dict[int, Renderer] | None = {} if segments == 1 else None
@@ -138,8 +114,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         sheet: dict[float, tuple[float, np.ndarray]] = {}  # wanted time -> the nearest frame rendered
 
         def frames() -> Iterable[np.ndarray]:
-            for _, t, frame in timed_frames(result, pingpong=pingpong, device=target, params=params,
-                                            renderers=renderers):
+            for _, t, frame in timed_frames(result, plan, params=params, renderers=renderers):
                 nearest = min(sheet_times, key=lambda wanted: abs(wanted - t))
                 if nearest not in sheet or abs(nearest - t) < abs(nearest - sheet[nearest][0]):
                     sheet[nearest] = (t, frame)
@@ -158,7 +133,7 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
         contact_sheet(labelled).save(out.temp("contact_sheet.png"), format="PNG")
         fidelities = []
         for index in range(segments):
-            renderer = renderers[0] if renderers else result.renderer(index, target, params=params)
+            renderer = renderers[0] if renderers else result.renderer(index, plan.device, params=params)
             fidelities.append(fidelity(renderer))
             if segments == 1:
                 mapped = renderer.fully_mapped()
@@ -171,8 +146,8 @@ def export(result: MorphResult, folder: str | Path, *, formats: Sequence[str] = 
                 write_flows(out, forward_flows(result.segments[index].maps, config.warp_scale, height, width), prefix)
         write_maps_file(out.temp(MAPS_FILE), result.contents(), __version__)
         seconds = {"render_and_encode": frames_seconds, "export": time.perf_counter() - started}
-        summary = _summary(result, fidelities, formats, pingpong, written, seconds)
-        summary["outputs"] = output_names(formats, segments)  # what is diffmorph's here (see io.outputs)
+        summary = _summary(result, fidelities, formats, plan.pingpong, written, seconds)
+        summary["outputs"] = plan.outputs  # what is diffmorph's here (see io.outputs)
         out.temp("config.json").write_text(json.dumps(summary, indent=2) + "\n")
     return ExportReport(files=out.written, frames=written, fps=config.fps, fidelity=fidelities, notes=notes,
                         seconds=seconds)
@@ -234,7 +209,7 @@ def _summary(result: MorphResult, fidelities: list[dict[str, float]], formats: S
         "frames_written": frames,
         "fit": [{"steps": len(segment.losses), "final_loss": segment.losses[-1] if segment.losses else None,
                  "seconds": segment.fit_seconds,
-                 "start": segment.describe_start(result.config.align)} for segment in result.segments],
+                 "start": segment.describe_start()} for segment in result.segments],
         "seconds": seconds,
         "fidelity_db": fidelities,
     }

@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from diffmorph.config import MorphConfig
 
 MULT_FLOOR = 0.1  # The original's floor on the colour factor: mult can darken to 10 %, never invert.
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 weights of R, G and B in the greyscale of an image.
@@ -43,6 +47,12 @@ class MapScales:
     mult: float = 0.4
     add: float = 0.4
     add_first: bool = False
+
+
+def scales_of(config: MorphConfig) -> MapScales:
+    """The strengths a config sets for its maps."""
+    return MapScales(warp=config.warp_scale, mult=config.mult_scale, add=config.add_scale,
+                     add_first=config.add_first)
 
 
 def coordinate_grid(

@@ -15,8 +15,8 @@ from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.loss import MAPPING_WEIGHT, mapping_errors, morph_loss, round_trip_error
 from diffmorph.model import MAP_CHANNELS, MAP_SIZE, WARP_CHANNELS, MapNet
-from diffmorph.ops import MapScales, coordinate_grid, gaussian_blur, resize
-from diffmorph.start import Alignment, StartParams, SubjectMove, starting_maps
+from diffmorph.ops import MapScales, coordinate_grid, gaussian_blur, resize, scales_of
+from diffmorph.start import Start, StartParams, StartRecord, starting_maps
 
 ProgressCallback = Callable[[int, float], None]
 """Called as ``progress(steps_done, current_loss)`` while fitting."""
@@ -41,6 +41,10 @@ class FitParams:
     # device to finish: free on a CPU, a stall of a GPU's queue. 0: every step on a CPU, every 25 elsewhere.
     read_every: int = 0
 
+    def refine_side(self, size: int) -> int:
+        """Side in pixels of the refinement's working size, for a fit at ``size``."""
+        return self.refine_zoom * size
+
 
 @dataclass(frozen=True)
 class FitResult:
@@ -52,22 +56,13 @@ class FitResult:
         losses: the loss at every step, before that step's update: the network's steps, then the
             refinement's (see :func:`_refine`; against sharper images, so its first is higher).
         seconds: wall time of the fit.
-        alignment: the move of the whole picture the warp started from (see :mod:`diffmorph.align`), or None.
-        bent: whether the warp started from that move (or none) bent region by region.
-        subject: the move of the pair's one subject that the warp carries it by (and holds), or None.
+        start: what the warp started from (see :mod:`diffmorph.start`).
     """
 
     maps: torch.Tensor
     losses: list[float]
     seconds: float
-    alignment: Alignment | None = None
-    bent: bool = False
-    subject: SubjectMove | None = None
-
-
-def scales_of(config: MorphConfig) -> MapScales:
-    return MapScales(warp=config.warp_scale, mult=config.mult_scale, add=config.add_scale,
-                     add_first=config.add_first)
+    start: StartRecord
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
@@ -158,9 +153,17 @@ def fit_maps(a: torch.Tensor, b: torch.Tensor, config: MorphConfig, device: torc
     return fit_batch([(a, b)], config, device, progress=progress, params=params, start_params=start_params)[0]
 
 
+def find_starts(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphConfig,
+                params: StartParams = StartParams()) -> list[Start]:
+    """Where each pair's warp starts under ``config.align``, found on the CPU (small FFTs, a small fit) so that
+    every device finds the same."""
+    return [starting_maps(a.cpu().float(), b.cpu().float(), config.align, config.warp_scale, MAP_SIZE, params)
+            for a, b in pairs]
+
+
 def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphConfig, device: torch.device, *,
               progress: ProgressCallback | None = None, params: FitParams = FitParams(),
-              start_params: StartParams = StartParams()) -> list[FitResult]:
+              start_params: StartParams = StartParams(), starts: Sequence[Start] | None = None) -> list[FitResult]:
     """Fit several independent pairs in one pass: one network per pair, held side by side.
 
     Each pair gets the maps :func:`fit_maps` would give it alone (the same start, its own gradient,
@@ -170,6 +173,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         pairs: ``(A, B)`` pairs as for :func:`fit_maps`, any sizes.
         progress: called as ``progress(steps_done, loss)`` with the steps of every pair counted and the
             mean loss.
+        starts: each pair's start, found before (:func:`find_starts`); by default found here.
 
     Returns:
         One :class:`FitResult` per pair; ``seconds`` is the time of the whole pass.
@@ -188,10 +192,9 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     grid = coordinate_grid(size, size, device=device).expand(count, -1, -1, -1)
     net_input = torch.cat((grid, a_work * 0.1, b_work * 0.1), dim=1)  # (K, 8, S, S)
     prepared = MapNet.prepare(net_input)  # (K, 8, 96, 96)
-    # Where each warp starts, found on the CPU (small FFTs, a small fit) so every device finds the same.
-    starts = [starting_maps(a.cpu().float(), b.cpu().float(), config.align, config.warp_scale, MAP_SIZE,
-                            start_params)
-              for a, b in pairs]
+    starts = find_starts(pairs, config, start_params) if starts is None else starts
+    if len(starts) != len(pairs):
+        raise ValueError(f"{len(starts)} starts given for {len(pairs)} pairs")
 
     # 2. Networks and optimiser. Weights are drawn on the CPU so a seed means the same start everywhere.
     #    Channels-last is oneDNN's and cuDNN's preferred layout for convolutions (about 15 % faster here).
@@ -285,7 +288,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
 
     # 5. The maps themselves refined, with the images compared at a finer size.
     if config.refine > 0:
-        fine = params.refine_zoom * size  # the same for every pair of a batch, whatever their sizes: as if alone
+        fine = params.refine_side(size)  # the same for every pair of a batch, whatever their sizes: as if alone
         a_fine, b_fine = _stacked(pairs, fine, device)
         advice = "give --refine 0 to keep the network's maps"
         raw = _refine(raw, net_input, a_fine, b_fine, round_trips, free, scales, config.refine, sync_every,
@@ -293,7 +296,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     raw = raw.cpu()
     seconds = time.perf_counter() - started
     return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds,
-                      alignment=starts[k].move, bent=starts[k].bent, subject=starts[k].subject)
+                      start=starts[k].record(config.align))
             for k in range(count)]
 
 

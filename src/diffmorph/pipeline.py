@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 
 from diffmorph._version import __version__
-from diffmorph.budget import check_request
-from diffmorph.config import DEFAULT_MAX_PIXELS, MorphConfig
+from diffmorph.config import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, MorphConfig
+from diffmorph.device import resolve_device
 from diffmorph.errors import ConfigError
 from diffmorph.io.images import (
     Framing,
@@ -32,43 +33,13 @@ from diffmorph.io.images import (
 )
 from diffmorph.io.mapsfile import MapsFileContents, read_maps_file, write_maps_file
 from diffmorph.io.outputs import replacing
-from diffmorph.ops import resize
-from diffmorph.optimize import ProgressCallback, fit_batch, scales_of
+from diffmorph.ops import resize, scales_of
+from diffmorph.optimize import ProgressCallback, find_starts, fit_batch
 from diffmorph.params import Params
-from diffmorph.render import Renderer, fidelity, timeline, to_uint8
-from diffmorph.start import Alignment, SubjectMove, describe
+from diffmorph.plan import Plan, make_plan, render_config
+from diffmorph.render import Renderer, fidelity, to_uint8
+from diffmorph.start import StartRecord
 from diffmorph.threads import CpuTimes, using_threads
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """The torch device for a ``--device`` value.
-
-    "auto" picks CUDA, then Apple MPS, then the CPU.
-
-    Raises:
-        ConfigError: unknown device name, or a device this machine does not have.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
-                          f"device(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {name!r} asked for, but Apple MPS is not available here; use --device cpu or auto")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return device
-
 
 NOT_RECORDED = "not recorded (a maps file from an earlier diffmorph)"  # the start of a file that did not store it
 
@@ -81,24 +52,17 @@ class Segment:
         maps: ``(16, h, w)`` raw maps (A->B channels 0-7, B->A 8-15), any resolution.
         losses: the fit's loss at every step.
         fit_seconds: wall time of the fit (for segments fitted side by side, their share of it).
-        alignment: the move of the whole picture the warp started from, or None; known after a fit only.
-        bent: whether the warp started from that move (or none) bent region by region; after a fit only.
-        subject: the move of the pair's one subject the warp carried it by, or None; after a fit only.
-        start: for a segment read from a maps file, the line it stored on where the warp started (see
-            :meth:`describe_start`).
+        start: what the warp started from, found before the fit and stored with the maps; None where unknown.
     """
 
     maps: torch.Tensor
     losses: list[float] = field(default_factory=list)
     fit_seconds: float = math.nan
-    alignment: Alignment | None = None
-    bent: bool = False
-    subject: SubjectMove | None = None
-    start: str | None = None
+    start: StartRecord | None = None
 
-    def describe_start(self, align: str) -> str | None:
+    def describe_start(self) -> str | None:
         """One line on where the warp started, or None where it started from nothing."""
-        return self.start if self.start is not None else describe(self.alignment, self.bent, self.subject, align)
+        return self.start.describe() if self.start is not None else None
 
 
 @dataclass
@@ -158,6 +122,13 @@ class MorphResult:
         return Renderer(self.segments[segment].maps, a, b, scales_of(self.config), target, mode=self.config.mode,
                         pacing=self.config.frame_pacing, frames=frames, params=params.frames, pace=params.pace)
 
+    def plan(self, settings: dict[str, object] | None = None, *, formats: Sequence[str] = DEFAULT_FORMATS,
+             pingpong: bool = False, device: str | torch.device | None = None, params: Params = Params()) -> Plan:
+        """The plan of rendering this morph: its own settings, with the render ``settings`` that are not None
+        changed (any of :data:`~diffmorph.config.RENDER_SETTINGS`)."""
+        return make_plan(render_config(self.config, settings or {}), len(self.images), loop=self.loop,
+                         formats=tuple(formats), pingpong=pingpong, device=device, fit=params.fit)
+
     def fidelity(self, segment: int = 0) -> dict[str, float]:
         """PSNR in dB of A fully mapped to B against B, and of B mapped to A against A, for ``segment``."""
         return fidelity(self.renderer(segment))
@@ -175,13 +146,13 @@ class MorphResult:
             losses=torch.tensor([segment.losses for segment in self.segments], dtype=torch.float32),
             config=self.config, loop=self.loop, source_sizes=tuple(self.source_sizes),
             fit_seconds=tuple(segment.fit_seconds for segment in self.segments),
-            starts=tuple(segment.describe_start(self.config.align) for segment in self.segments))
+            starts=tuple(segment.start or StartRecord(self.config.align) for segment in self.segments))
 
     @classmethod
     def load(cls, path: str | Path) -> MorphResult:
         """Read a maps file written by :meth:`save` or ``diffmorph morph`` (any version this diffmorph reads)."""
         contents = read_maps_file(path)
-        starts = contents.starts or (NOT_RECORDED,) * len(contents.fit_seconds)
+        starts = contents.starts or (StartRecord(contents.config.align, line=NOT_RECORDED),) * len(contents.fit_seconds)
         segments = [Segment(maps=maps, losses=losses.tolist(), fit_seconds=seconds, start=start)
                     for maps, losses, seconds, start
                     in zip(contents.maps, contents.losses, contents.fit_seconds, starts, strict=True)]
@@ -223,7 +194,7 @@ def prepare_images(sources: Sequence[ImageSource], config: MorphConfig, *, max_p
 
 def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, loop: bool = False,
           progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, batch: bool | None = None,
-          params: Params = Params(), **overrides: object) -> MorphResult:
+          params: Params = Params(), plan: Plan | None = None, **overrides: object) -> MorphResult:
     """Fit the maps that morph each image into the next.
 
     Args:
@@ -231,11 +202,14 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
             morph has the first one's size; the others are fitted to its frame by ``config.fit``.
         config: settings; defaults when omitted.
         loop: add a segment from the last image back to the first.
-        progress: optional ``progress(steps_done, loss)`` callback, the steps of every segment counted.
+        progress: optional ``progress(steps_done, loss)`` callback, the steps of every segment counted
+            (:attr:`Plan.fit_steps` in all).
         max_pixels: refuse larger inputs.
         batch: fit segments side by side (True), one after another (False), or by device (None: side by
             side on CUDA, where one fit leaves the device idle).
         params: the heuristics' tuned numbers.
+        plan: the run's plan (:func:`~diffmorph.plan.make_plan`), made by a caller that reads from it too; it
+            replaces ``config``, ``loop`` and ``overrides``.
         **overrides: config fields to change, e.g. ``steps=300``.
 
     Returns:
@@ -249,21 +223,28 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
     if isinstance(images, str | Path) or len(images) < 2:
         count = 1 if isinstance(images, str | Path) else len(images)
         raise ConfigError(f"a morph needs at least 2 images, got {count}; give them as one list")
-    config = configured(config, overrides)
-    device = resolve_device(config.device)
+    if plan is None:
+        plan = make_plan(configured(config, overrides), len(images), loop=loop, fit=params.fit)
+    elif config is not None or overrides or loop:
+        raise ConfigError("give either a plan or a config, its overrides and loop, not both")
+    elif plan.images != len(images):
+        raise ConfigError(f"the plan is for {plan.images} images, got {len(images)}")
+    plan, config = plan.resolved(), plan.config
     started = CpuTimes.now()  # the machine's load is watched while the images are read
-    count = len(images) - 1 + loop
     known = header_size(images[0])  # the request is refused before any image is decoded or fitted
     if known is not None:
-        check_request(config, count, *known)
+        plan.check_size(*known)
     tensors, sizes = prepare_images(images, config, max_pixels=max_pixels)
     if known != sizes[0]:
-        check_request(config, count, *sizes[0])
-    pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if loop else [])
-    at_once = _segments_at_once(device, config, len(pairs)) if batch is None else (len(pairs) if batch else 1)
-    per_segment = config.steps + config.refine
+        plan.check_size(*sizes[0])
+    pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if plan.loop else [])
+    at_once = _segments_at_once(plan.device, config, len(pairs)) if batch is None else (len(pairs) if batch else 1)
+    per_segment = plan.fit_steps // plan.segments
     segments = []
     with using_threads(config.threads, since=started, params=params.threads):
+        found = time.perf_counter()
+        starts = find_starts(pairs, config, params.start)  # before any fit: what each warp starts from
+        finding = (time.perf_counter() - found) / len(pairs)  # each segment's share, counted in its fit's time
         for first in range(0, len(pairs), at_once):
             chunk = pairs[first:first + at_once]
 
@@ -271,10 +252,11 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
                 if progress is not None:
                     progress(offset + done, loss)
 
-            fits = fit_batch(chunk, config, device, progress=report, params=params.fit, start_params=params.start)
-            segments += [Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds / len(chunk),
-                                 alignment=fit.alignment, bent=fit.bent, subject=fit.subject) for fit in fits]
-    return MorphResult(images=tensors, segments=segments, config=config, loop=loop, source_sizes=sizes)
+            fits = fit_batch(chunk, config, plan.device, progress=report, params=params.fit,
+                             starts=starts[first:first + at_once])
+            segments += [Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds / len(chunk) + finding,
+                                 start=fit.start) for fit in fits]
+    return MorphResult(images=tensors, segments=segments, config=config, loop=plan.loop, source_sizes=sizes)
 
 
 def _segments_at_once(device: torch.device, config: MorphConfig, segments: int) -> int:
@@ -300,31 +282,28 @@ def render(result: MorphResult, *, frames: int | None = None, pingpong: bool = F
             ``durations``); at least 2.
         pingpong: play forward, then backward.
     """
-    config = result.config if frames is None else replace(result.config, frames=frames, durations=())
-    config.validate()
-    timed = timed_frames(replace(result, config=config), pingpong=pingpong, device=device, params=params)
-    return (frame for _, _, frame in timed)
+    plan = result.plan({"frames": frames}, pingpong=pingpong, device=device, params=params)
+    return (frame for _, _, frame in timed_frames(result, plan, params=params))
 
 
-def timed_frames(result: MorphResult, *, pingpong: bool = False, device: str | torch.device | None = None,
-                 params: Params = Params(), renderers: dict[int, Renderer] | None = None
-                 ) -> Iterator[tuple[int, float, np.ndarray]]:
-    """Every output frame as ``(segment, t, frame)``.
+def timed_frames(result: MorphResult, plan: Plan, *, params: Params = Params(),
+                 renderers: dict[int, Renderer] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """Every output frame of ``plan``'s timeline as ``(segment, t, frame)``, rendered with its settings.
 
     Args:
         renderers: where to keep each segment's renderer for the caller (its stills reuse them); by default
             only the current segment's full-size renderer is held.
     """
-    config = result.config
-    counts = config.segment_frames(len(result.segments))
+    result, plan = replace(result, config=plan.config), plan.resolved()
+    counts = plan.frame_counts
     kept = {} if renderers is None else renderers
     shown, frame = None, None
-    for segment, t in timeline(counts, config.fps, config.ease, config.hold, pingpong=pingpong):
+    for segment, t in plan.timeline:
         if (segment, t) != shown:
             if segment not in kept:
                 if renderers is None:
                     kept.clear()  # one segment's full-size maps in memory at a time
-                kept[segment] = result.renderer(segment, device, frames=counts[segment], params=params)
+                kept[segment] = result.renderer(segment, plan.device, frames=counts[segment], params=params)
             shown, frame = (segment, t), to_uint8(kept[segment].frame(t))
         yield segment, t, frame
 

@@ -27,6 +27,7 @@ from diffmorph.visitors import Sessions, UiLimits, check_uploads, gradio_files, 
 
 __all__ = ["UiLimits", "build_app", "gradio_files", "serve"]
 
+PAGE_FORMATS = ("mp4", "gif")  # the page shows the video and the GIF
 RERENDER_SETTINGS = ("frames", "fps", "ease", "hold", "width", "mode", "pacing")  # the re-render's widgets, in order
 
 
@@ -39,26 +40,25 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         device: where to fit and render (``--device``).
         verbose: a visitor's error is one line in the server's log; with ``verbose``, its traceback too.
     """
-    from diffmorph.export import export, frame_count, render_config
+    from diffmorph.export import export
     from diffmorph.pipeline import MorphResult, morph
+    from diffmorph.plan import Plan, make_plan
 
     sessions = Sessions(limits)
     defaults = MorphConfig()
 
-    def run(session: str, result: MorphResult, settings: dict, pingpong: bool, progress: gr.Progress,
-            check: Callable[[], None]) -> tuple:
-        """Export ``result`` into a new folder of the session; the page's outputs. ``check`` raises once the job
-        is cancelled."""
+    def run(session: str, result: MorphResult, plan: Plan, progress: gr.Progress, check: Callable[[], None]
+            ) -> tuple:
+        """Export ``result`` as ``plan`` says into a new folder of the session; the page's outputs. ``check``
+        raises once the job is cancelled."""
         folder = sessions.folder(session)
         out = folder / f"run-{time.time_ns()}"
-        total = frame_count(render_config(result.config, settings), len(result.segments), pingpong)
 
         def on_frame(done: int) -> None:
             check()
-            progress((done, total), desc="rendering", unit="frames")
+            progress((done, plan.frames), desc="rendering", unit="frames")
 
-        report = export(result, out, formats=["mp4", "gif"], pingpong=pingpong, device=device, on_frame=on_frame,
-                        **settings)
+        report = export(result, out, plan=plan, on_frame=on_frame)
         archive = folder / f"{out.name}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
             for path in sorted(out.rglob("*")):
@@ -71,7 +71,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                 earlier.unlink()
         sessions.results[safe_name(session)] = result
         fidelity = ", ".join(f"A→B {f['a_to_b_psnr']:.1f} dB, B→A {f['b_to_a_psnr']:.1f} dB" for f in report.fidelity)
-        starts = [segment.describe_start(result.config.align) for segment in result.segments]
+        starts = [segment.describe_start() for segment in result.segments]
         lines = [f"**{report.frames} frames at {report.fps:g} fps**, {result.size[0]} × {result.size[1]}, "
                  f"{len(result.segments)} segment(s)", f"fidelity: {fidelity}"]
         lines += [f"segment {k + 1}: {start or 'started from no warp'}" for k, start in enumerate(starts)]
@@ -106,15 +106,15 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                 files = check_uploads(images, limits)
                 config = MorphConfig(frames=int(frames), fps=float(fps), mode=mode, align=align, steps=int(steps),
                                      size=int(size), ease=ease, hold=float(hold), width=int(width), seed=int(seed),
-                                     pacing=pacing, device=device).validate()
-                total = (config.steps + config.refine) * (len(files) - 1 + loop)
+                                     pacing=pacing, device=device)
+                plan = make_plan(config, len(files), loop=loop, formats=PAGE_FORMATS)
 
                 def on_step(done: int, loss: float) -> None:
                     check()
-                    progress((done, total), desc="fitting", unit="steps")
+                    progress((done, plan.fit_steps), desc="fitting", unit="steps")
 
-                result = morph(files, config, loop=loop, progress=on_step, max_pixels=limits.max_pixels)
-                return run(session, result, {}, False, progress, check)
+                result = morph(files, plan=plan, progress=on_step, max_pixels=limits.max_pixels)
+                return run(session, result, plan, progress, check)
         except (DiffmorphError, MemoryError) as error:
             raise failing(error, images) from None
 
@@ -137,7 +137,8 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                          "pacing": pacing}
                 kinds = {"frames": int, "width": int, "fps": float, "hold": float}
                 settings = {name: kinds.get(name, str)(value) for name, value in given.items() if value is not None}
-                return run(session, result, settings, pingpong, progress, check)
+                plan = result.plan(settings, formats=PAGE_FORMATS, pingpong=pingpong, device=device)
+                return run(session, result, plan, progress, check)
         except (DiffmorphError, MemoryError) as error:
             raise failing(error, maps_file) from None
 

@@ -16,8 +16,10 @@ into the first, so ``S = K - 1 + loop``. Metadata (all strings): ``format`` = ``
 ``format_version`` = ``"2"``, ``diffmorph_version``, ``config`` (JSON of
 :class:`~diffmorph.config.MorphConfig`), ``loop`` (``"true"`` or ``"false"``), ``sizes`` (JSON: ``frame`` as
 ``[width, height]`` and ``sources``, each image's own size before fitting), ``fit_seconds`` (JSON list,
-one per segment) and ``starts`` (JSON list, one per segment: the line that says where its warp started, or
-null where it started from nothing; files written before it existed lack it).
+one per segment), ``start_records`` (JSON list, one per segment: what its warp started from, as
+:meth:`~diffmorph.start.StartRecord.to_dict` gives it) and ``starts`` (the same as lines of text, or null
+where it started from nothing, for readers older than the records). Files written before either existed lack
+them.
 
 Files of version 1 still load: a pair's (``maps`` ``(16, h, w)``, ``image_a``, ``image_b``, ``losses``
 ``(steps,)``) and a chain's (format ``"diffmorph.sequence"``).
@@ -40,6 +42,7 @@ from safetensors.torch import save_file
 from diffmorph.config import MorphConfig
 from diffmorph.errors import DiffmorphError, MapsFileError
 from diffmorph.io.images import regular_file
+from diffmorph.start.record import StartRecord
 
 FORMAT = "diffmorph.maps"
 FORMAT_VERSION = 2
@@ -57,7 +60,7 @@ class MapsFileContents:
     loop: bool
     source_sizes: tuple[tuple[int, int], ...]  # (width, height) of each image as decoded
     fit_seconds: tuple[float, ...]  # one per segment
-    starts: tuple[str | None, ...] | None = None  # one per segment (None: started from nothing); None: not recorded
+    starts: tuple[StartRecord, ...] | None = None  # one per segment; None: not recorded
 
 
 def write_maps_file(path: Path, contents: MapsFileContents, version: str) -> None:
@@ -73,7 +76,8 @@ def write_maps_file(path: Path, contents: MapsFileContents, version: str) -> Non
         "fit_seconds": json.dumps([None if math.isnan(s) else s for s in contents.fit_seconds]),
     }
     if contents.starts is not None:
-        metadata["starts"] = json.dumps(list(contents.starts))
+        metadata["start_records"] = json.dumps([start.to_dict() for start in contents.starts])
+        metadata["starts"] = json.dumps([start.describe() for start in contents.starts])
     tensors = {"maps": contents.maps.contiguous(), "images": contents.images.contiguous(),
                "losses": contents.losses.contiguous()}
     save_safetensors(path, tensors, metadata)
@@ -160,9 +164,14 @@ def _layout(path: Path, metadata: dict[str, str]) -> tuple[str, ...]:
 def _from_v2(tensors: dict[str, torch.Tensor], metadata: dict[str, str], config: MorphConfig) -> MapsFileContents:
     sizes: dict[str, Any] = json.loads(metadata["sizes"])
     seconds = json.loads(metadata["fit_seconds"])
-    starts = json.loads(metadata["starts"]) if "starts" in metadata else None
-    if starts is not None and not all(start is None or isinstance(start, str) for start in starts):
-        raise ValueError("its starts are not lines of text")
+    starts = None
+    if "start_records" in metadata:
+        starts = [StartRecord.from_dict(record) for record in json.loads(metadata["start_records"])]
+    elif "starts" in metadata:  # written before the records: lines only
+        lines = json.loads(metadata["starts"])
+        if not isinstance(lines, list) or not all(line is None or isinstance(line, str) for line in lines):
+            raise ValueError("its starts are not lines of text")
+        starts = [StartRecord(config.align, line=line) for line in lines]
     return MapsFileContents(maps=tensors["maps"], images=tensors["images"], losses=tensors["losses"], config=config,
                             loop=metadata["loop"] == "true",
                             source_sizes=tuple((int(w), int(h)) for w, h in sizes["sources"]),

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from diffmorph.errors import OutputError
+from diffmorph.errors import ConfigError, OutputError
 from diffmorph.io.writers import FORMATS, OUTPUT_NAMES
 
 EXPORT_FORMATS = (*FORMATS, "flow")  # "flow": the correspondence as .npy, .flo and a picture, each direction
@@ -49,6 +49,16 @@ def flow_names(segments: int) -> list[str]:
     """The flow files of ``segments`` segments: ``flow_a_to_b.*`` for a pair, ``flow_01_a_to_b.*`` ... else."""
     prefixes = ["flow"] if segments == 1 else [f"flow_{k + 1:02d}" for k in range(segments)]
     return [f"{prefix}_{d}.{ext}" for prefix in prefixes for d in ("a_to_b", "b_to_a") for ext in ("npy", "flo", "png")]
+
+
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """Validate and de-duplicate ``formats``, keeping their order."""
+    unknown = [kind for kind in formats if kind not in EXPORT_FORMATS]
+    if unknown:
+        raise ConfigError(f"unknown format {unknown[0]!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    if not formats:
+        raise ConfigError(f"give at least one format from {', '.join(EXPORT_FORMATS)}")
+    return tuple(dict.fromkeys(formats))
 
 
 def output_names(formats: Sequence[str], segments: int = 1) -> list[str]:
@@ -82,18 +92,33 @@ def replacing(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def owned(folder: Path) -> set[str]:
-    """The outputs an earlier run wrote into ``folder``, as its ``config.json`` lists them (none without one)."""
+def _manifest(folder: Path) -> dict | None:
+    """The ``config.json`` an earlier run wrote into ``folder``, or None where there is none of diffmorph's."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
-        return set()
-    if not isinstance(manifest, dict) or "diffmorph_version" not in manifest:
+        return None
+    return manifest if isinstance(manifest, dict) and "diffmorph_version" in manifest else None
+
+
+def owned(folder: Path) -> set[str]:
+    """The outputs an earlier run wrote into ``folder``, as its ``config.json`` lists them (none without one)."""
+    manifest = _manifest(folder)
+    if manifest is None:
         return set()
     names = manifest.get("outputs")
     if not isinstance(names, list):  # written before runs listed their outputs: what they always wrote
         names = every_output_name()
     return {name for name in names if isinstance(name, str) and "/" not in name and name not in ("", ".", "..")}
+
+
+def finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete output set: its ``config.json`` lists outputs and every one is there
+    (the list is written last, so a folder with one holds the whole set)."""
+    manifest = _manifest(folder)
+    names = manifest.get("outputs") if manifest is not None else None
+    return (isinstance(names, list) and bool(names) and owned(folder) == set(names)
+            and all((folder / name).exists() for name in names))
 
 
 def check_output_folder(folder: str | Path, names: Sequence[str] = ()) -> Path:

@@ -28,6 +28,7 @@ from diffmorph.start.bend import BendParams, bent_fields, local_warp, nth
 from diffmorph.start.flows import warp_maps
 from diffmorph.start.matches import MatchParams, gated, holding, surely_matched, unmatched
 from diffmorph.start.move import Alignment, MoveParams, carried_agreement, find_alignment, move_flows, warp_prior
+from diffmorph.start.record import StartRecord, describe
 from diffmorph.start.subject import SubjectMove, SubjectParams, subject_start
 
 ALIGNS = ("auto", "global", "local", "subject", "none")
@@ -80,6 +81,10 @@ class Start:
     subject: SubjectMove | None = None
     free: torch.Tensor | None = None
     round_trip: torch.Tensor | None = None
+
+    def record(self, align: str) -> StartRecord:
+        """What this start is, without its maps, for the ``align`` setting it was found under."""
+        return StartRecord(align, self.move, self.bent, self.subject)
 
 
 def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float, size: int,
@@ -154,20 +159,6 @@ def choose(a: torch.Tensor, b: torch.Tensor, small: list[torch.Tensor], fine: li
     return _carrying(a, b, found, warp_scale, size, params) or moved
 
 
-def describe(move: Alignment | None, bent: bool, subject: SubjectMove | None = None, how: str = "auto"
-             ) -> str | None:
-    """One line for a log of where a warp started (see :class:`Start`), or None where it started from nothing.
-
-    ``how`` is the ``align`` setting: where it asked for the subject's move and none was found, the line says so.
-    """
-    if subject is not None or how == "subject":
-        line = subject.describe() if subject else "aligned: no one subject stands out of both images alike"
-        return f"{line}; {move.describe().removeprefix('aligned: ')}" if move else line
-    if not bent:
-        return move.describe() if move else None
-    return f"{move.describe()}, then bent region by region" if move else "aligned: bent region by region"
-
-
 def _bent(flows: torch.Tensor, found: Alignment | None, warp_scale: float, size: int) -> Start:
     return Start(warp_maps(flows, warp_scale, size), found, bent=True)
 
@@ -214,4 +205,4 @@ def _carrying(a: torch.Tensor, b: torch.Tensor, found: Alignment | None, warp_sc
 
 
 __all__ = ["ALIGNS", "Alignment", "AutoParams", "BendParams", "MatchParams", "MoveParams", "Start", "StartParams",
-           "SubjectMove", "SubjectParams", "choose", "describe", "starting_maps"]
+           "StartRecord", "SubjectMove", "SubjectParams", "choose", "describe", "starting_maps"]
