@@ -19,6 +19,7 @@ from diffmorph.cli import main  # noqa: E402
 from diffmorph.config import MorphConfig  # noqa: E402
 from diffmorph.errors import ConfigError  # noqa: E402
 from diffmorph.io.outputs import finished as complete  # noqa: E402
+from diffmorph.reaper import _stat, descendants  # noqa: E402
 from synthetic import blobs  # noqa: E402
 
 FAST = MorphConfig(steps=2, refine=0, size=16, frames=3, device="cpu")
@@ -127,6 +128,11 @@ def test_a_cluster_that_loses_a_worker_node_still_finishes_every_row_once(images
         cluster.shutdown()
 
 
+def descendants_start(pid: int) -> int | None:
+    stat = _stat(pid)
+    return stat[1] if stat else None
+
+
 def test_a_killed_driver_loses_no_finished_row(images, tmp_path):
     rows = manifest(images, [f"row{k},0.png,1.png,,3" for k in range(4)])
     out = tmp_path / "out"
@@ -137,8 +143,15 @@ def test_a_killed_driver_loses_no_finished_row(images, tmp_path):
     while not (out / "batch.jsonl").exists() or not (out / "batch.jsonl").read_text().strip():
         assert time.monotonic() < deadline and driver.poll() is None
         time.sleep(0.1)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+    started = descendants(driver.pid)  # the Ray it started, the watcher of its own session aside
+    assert len(started) > 3
+    os.kill(driver.pid, signal.SIGKILL)  # the driver alone: what it started is left to end by itself
     driver.wait()
+    deadline = time.monotonic() + 10
+    while (alive := {pid for pid, since in started.items() if descendants_start(pid) == since}) and (
+            time.monotonic() < deadline):
+        time.sleep(0.2)
+    assert alive == set(), "processes of the killed batch's Ray are still running 10 s later"
     finished = {line["name"] for line in log_lines(out) if line["status"] == "done"}
     assert finished and all(complete(out / name) for name in finished)
     stamps = {name: (out / name / "maps.safetensors").stat().st_mtime_ns for name in finished}

@@ -28,6 +28,7 @@ from diffmorph.allocator import keep_freed_memory
 from diffmorph.config import DEFAULT_FORMATS, MorphConfig
 from diffmorph.errors import ConfigError, DiffmorphError
 from diffmorph.options import COLUMNS
+from diffmorph.reaper import start_watching
 
 if TYPE_CHECKING:
     from diffmorph.plan import Plan
@@ -281,28 +282,38 @@ def _run_on_ray(rows: list[Row], outdir: str, max_pixels: int, address: str | No
         raise ConfigError(f"batch needs Ray ({exc.name} is missing): pip install 'diffmorph[batch]'") from None
     address = address or os.environ.get("RAY_ADDRESS")
     private = address is None
-    if private:
-        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", object_store_memory=200 * 2**20)
-    else:
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+    watcher = start_watching() if private else None  # ends the private Ray however this process ends
     try:
-        task = ray.remote(_remote_row).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries,
-                                               retry_exceptions=False)
-        running = {task.remote(row, outdir, max_pixels): row for row in rows}
-        while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
-            row = running.pop(ready[0])
+        if private:
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR", object_store_memory=200 * 2**20)
+        else:
             try:
-                result = ray.get(ready[0])
-            except (ray.exceptions.RayError, OSError) as exc:  # the worker died more often than retried, or a bug
-                result = RowResult(row.name, "failed", f"the job failed: {str(exc).splitlines()[0]}")
-            record(result)
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ConfigError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+        _run_rows(ray, rows, outdir, max_pixels, cpus, gpus, retries, record)
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
+        if watcher is not None:
+            watcher.terminate()  # it ends what the shutdown left
+            watcher.wait()
+
+
+def _run_rows(ray: Any, rows: list[Row], outdir: str, max_pixels: int, cpus: float, gpus: float, retries: int,
+              record: Callable[[RowResult], None]) -> None:
+    """Every row as a Ray task, each result recorded as it ends."""
+    task = ray.remote(_remote_row).options(num_cpus=cpus, num_gpus=gpus, max_retries=retries, retry_exceptions=False)
+    running = {task.remote(row, outdir, max_pixels): row for row in rows}
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1)
+        row = running.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+        except (ray.exceptions.RayError, OSError) as exc:  # the worker died more often than retried, or a bug
+            result = RowResult(row.name, "failed", f"the job failed: {str(exc).splitlines()[0]}")
+        record(result)
 
 
 def summary(results: Sequence[RowResult], seconds: float) -> str:
