@@ -180,6 +180,9 @@ def test_a_client_s_cancel_stops_the_work(app, pictures):
         time.sleep(0.05)
     assert safe_name(own.session_hash) not in app.sessions.running  # stopped within 3 s, not after 5000 steps
     assert [path for path in session_files(app, own) if path.is_file()] == []
+    cpu = time.process_time()  # the server runs in this process: its threads' CPU time, the clients' included
+    time.sleep(6)
+    assert time.process_time() - cpu < 1.5, "the server kept computing after the client's cancel"
 
 
 def test_a_closed_session_s_files_are_removed(app, pictures):

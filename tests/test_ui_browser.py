@@ -3,6 +3,7 @@
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,42 @@ def test_morph_and_rerender_in_the_browser(tmp_path):
             shot = Path(os.environ.get("DIFFMORPH_UI_SCREENSHOT", tmp_path / "ui.png"))
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+            browser.close()
+    finally:
+        app.close()
+
+
+def test_a_tab_closed_mid_job_stops_the_work(tmp_path):
+    assert CHROMIUM is not None, "Chromium is not installed: apt-get install chromium"
+    pictures = []
+    for index, image in enumerate(demo_pair(120, 90)):
+        pictures.append(tmp_path / f"{index}.png")
+        Image.fromarray((image * 255).round().astype("uint8")).save(pictures[-1])
+    app = serve(port=free_port(), limits=UiLimits(), device="cpu", block=False)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.goto(app.local_url)
+            page.locator("#images input[type=file]").set_input_files([str(p) for p in pictures])
+            page.get_by_text("Advanced").click()
+            page.locator("#steps input").fill("5000")
+            page.locator("#size input").fill("32")
+            page.locator("#morph").click()
+            deadline = time.monotonic() + 60
+            while not app.sessions.running and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert app.sessions.running, "the morph never started"
+            page.close()  # mid-fit: 5000 steps would take minutes
+            deadline = time.monotonic() + 5
+            while app.sessions.running and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not app.sessions.running, "the job went on after its tab closed"
+            cpu = time.process_time()  # the server runs in this process
+            time.sleep(3)
+            assert time.process_time() - cpu < 1.0
+            made = [path for path in app.sessions.root.rglob("*") if path.is_file() and ".demo" not in path.parts]
+            assert made == []  # the visitor's folder went with its tab (the demo pair is the server's)
             browser.close()
     finally:
         app.close()
