@@ -21,14 +21,32 @@ from pathlib import Path
 import gradio as gr
 
 from diffmorph.allocator import share_heaps
-from diffmorph.config import ALIGNS, EASES, MODES, PACINGS, MorphConfig
+from diffmorph.config import ZERO_MEANS_NATIVE, MorphConfig
 from diffmorph.errors import DiffmorphError, InputImageError
+from diffmorph.options import DEFAULTS, FIELDS
 from diffmorph.visitors import Sessions, UiLimits, check_uploads, gradio_files, safe_name
 
 __all__ = ["UiLimits", "build_app", "gradio_files", "serve"]
 
+LABELS = {"frames": "Frames per segment", "fps": "Frames per second", "mode": "Mode", "pacing": "Pacing",
+          "align": "Start (align)", "ease": "Ease", "steps": "Fit steps", "size": "Working size", "hold": "Hold (s)",
+          "width": "Width (0: native)", "seed": "Seed"}  # the page's short names of the settings it shows
 PAGE_FORMATS = ("mp4", "gif")  # the page shows the video and the GIF
 RERENDER_SETTINGS = ("frames", "fps", "ease", "hold", "width", "mode", "pacing")  # the re-render's widgets, in order
+
+
+def widget(name: str, *, blank: bool = False, **extra: object) -> gr.components.Component:
+    """The page's widget of the setting ``name``, made from its declaration in
+    :class:`~diffmorph.config.MorphConfig`: its choices, its bounds and its default (none when ``blank``: the
+    morph's own)."""
+    item = FIELDS[name]
+    value = None if blank else getattr(DEFAULTS, name)
+    common = {"label": LABELS[name], **extra}
+    if item.metadata["choices"]:
+        return gr.Dropdown(list(item.metadata["choices"]), value=value, **common)
+    least, most = item.metadata["bounds"]
+    return gr.Number(value, precision=0 if item.type == "int" else None, **common,
+                     minimum=0 if name in ZERO_MEANS_NATIVE else least, maximum=most if most < 2**53 else None)
 
 
 def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool = False):
@@ -45,7 +63,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
     from diffmorph.plan import Plan, make_plan
 
     sessions = Sessions(limits)
-    defaults = MorphConfig()
+    defaults = DEFAULTS
 
     def run(session: str, result: MorphResult, plan: Plan, progress: gr.Progress, check: Callable[[], None]
             ) -> tuple:
@@ -180,38 +198,22 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                 images = gr.File(label="Images, in order (two or more)", file_count="multiple",
                                  file_types=["image"], type="filepath", elem_id="images")
                 with gr.Row():
-                    frames = gr.Number(defaults.frames, label="Frames per segment", precision=0, minimum=2,
-                                       elem_id="frames")
-                    fps = gr.Number(defaults.fps, label="Frames per second", minimum=1, elem_id="fps")
+                    frames, fps = widget("frames", elem_id="frames"), widget("fps", elem_id="fps")
                     loop = gr.Checkbox(False, label="Loop back to the first image")
                 with gr.Accordion("Advanced", open=False):
                     with gr.Row():
-                        mode = gr.Dropdown(list(MODES), value=defaults.mode, label="Mode")
-                        pacing = gr.Dropdown(list(PACINGS), value=defaults.pacing, label="Pacing")
-                        align = gr.Dropdown(list(ALIGNS), value=defaults.align, label="Start (align)")
-                        ease = gr.Dropdown(list(EASES), value=defaults.ease, label="Ease")
+                        mode, pacing, align, ease = (widget(name) for name in ("mode", "pacing", "align", "ease"))
                     with gr.Row():
-                        steps = gr.Number(defaults.steps, label="Fit steps", precision=0, minimum=1, elem_id="steps")
-                        size = gr.Number(defaults.size, label="Working size", precision=0, minimum=8, elem_id="size")
-                        hold = gr.Number(defaults.hold, label="Hold (s)", minimum=0)
-                        width = gr.Number(defaults.width, label="Width (0: native)", precision=0, minimum=0)
-                        seed = gr.Number(defaults.seed, label="Seed", precision=0)
+                        steps, size = widget("steps", elem_id="steps"), widget("size", elem_id="size")
+                        hold, width, seed = (widget(name) for name in ("hold", "width", "seed"))
                 with gr.Accordion("Re-render settings", open=False):
                     gr.Markdown("A new video from the same maps, no refit. A blank setting keeps the morph's own.")
                     with gr.Row():
-                        again = {
-                            "frames": gr.Number(None, label="Frames per segment", precision=0, minimum=2,
-                                                elem_id="rerender_frames"),
-                            "fps": gr.Number(None, label="Frames per second", minimum=1, elem_id="rerender_fps"),
-                            "ease": gr.Dropdown(list(EASES), value=None, label="Ease"),
-                            "hold": gr.Number(None, label="Hold (s)", minimum=0),
-                        }
+                        again = {name: widget(name, blank=True, elem_id=f"rerender_{name}")
+                                 for name in RERENDER_SETTINGS[:4]}
                     with gr.Row():
-                        again |= {
-                            "width": gr.Number(None, label="Width (0: native)", precision=0, minimum=0),
-                            "mode": gr.Dropdown(list(MODES), value=None, label="Mode"),
-                            "pacing": gr.Dropdown(list(PACINGS), value=None, label="Pacing"),
-                        }
+                        again |= {name: widget(name, blank=True, elem_id=f"rerender_{name}")
+                                  for name in RERENDER_SETTINGS[4:]}
                         pingpong = gr.Checkbox(False, label="Ping-pong")
                     maps_file = gr.File(label="Maps file to re-render (maps.safetensors)", file_types=[".safetensors"],
                                         type="filepath")
