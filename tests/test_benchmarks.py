@@ -46,6 +46,18 @@ def test_compare_starts_measures_each_start_and_draws_a_sheet(tmp_path):
         assert sheet.width >= 5 * 48 and sheet.height >= 2 * 48
 
 
+def test_compare_masks_measures_a_kept_badge_and_draws_a_sheet(tmp_path):
+    script = BENCH_MORPH.with_name("compare_masks.py")
+    done = subprocess.run([sys.executable, str(script), "--size", "96", "--steps", "30", "--refine", "5", "--sheet",
+                           str(tmp_path / "sheet.png"), "--no-record"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in done.stdout.splitlines()
+            if line.startswith(("| none |", "| keep mask |"))}
+    drift = {name: float(row[1].split(" / ")[0]) for name, row in rows.items()}
+    assert drift["keep mask"] < 1.0 < drift["none"]  # held still, where the unguided warp carries it
+    assert (tmp_path / "sheet.png").stat().st_size > 10_000
+
+
 def test_bench_gif_measures_each_palette():
     done = subprocess.run(
         [sys.executable, str(BENCH_MORPH.with_name("bench_gif.py")), "--frames", "4", "--options",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -102,6 +103,23 @@ def test_pair_morph_then_rerender_without_refitting(client, pictures):
     with zipfile.ZipFile(again[5]) as archive:
         assert {"morph.mp4", "morph.gif", "maps.safetensors", "config.json", "contact_sheet.png"} <= set(
             archive.namelist())
+
+
+def test_a_mask_reaches_the_fit(client, pictures, tmp_path):
+    region = np.zeros((40, 48), np.uint8)
+    region[:, :24] = 255
+    Image.fromarray(region).save(tmp_path / "mask.png")
+    Image.fromarray(region * 0).save(tmp_path / "empty.png")
+    *_, summary, maps, _ = client.predict(images=upload(*pictures[:2]), mask_a=gradio_client.handle_file(
+        str(tmp_path / "mask.png")), mask_mode="keep", **FAST, api_name="/morph")
+    assert "masked (A's 50% of the frame): kept still" in summary
+    assert "kept still" in MorphResult.load(maps).segments[0].describe_start()
+    with pytest.raises(gradio_client.exceptions.AppError, match="the mask of B marks nothing"):
+        client.predict(images=upload(*pictures[:2]), mask_b=gradio_client.handle_file(str(tmp_path / "empty.png")),
+                       **FAST, api_name="/morph")
+    with pytest.raises(gradio_client.exceptions.AppError, match="masks guide a pair"):
+        client.predict(images=upload(*pictures), mask_a=gradio_client.handle_file(str(tmp_path / "mask.png")),
+                       **FAST, api_name="/morph")
 
 
 def test_three_image_chain(client, pictures):

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fit_and_export(images: Sequence, args: argparse.Namespace, log: _Log, *, loop: bool = False,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+                    max_pixels: int = DEFAULT_MAX_PIXELS, **guidance: object) -> int:
     from diffmorph.io.outputs import check_output_folder
     from diffmorph.pipeline import morph
     from diffmorph.plan import make_plan
@@ -65,7 +65,7 @@ def _fit_and_export(images: Sequence, args: argparse.Namespace, log: _Log, *, lo
         bars[0].update(done - bars[0].n)
 
     try:
-        result = morph(images, plan=plan, progress=progress, max_pixels=max_pixels)
+        result = morph(images, plan=plan, progress=progress, max_pixels=max_pixels, **guidance)
     finally:
         for bar in bars:
             bar.close()
@@ -109,7 +109,16 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
         raise ConfigError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
     if len(args.images) < 2:
         raise ConfigError(f"give at least two images to morph, got {len(args.images)}")
-    return _fit_and_export(args.images, args, log, loop=args.loop, max_pixels=args.max_pixels)
+    masks = None
+    if args.mask_a or args.mask_b:
+        if len(args.images) != 2:
+            raise ConfigError("--mask-a and --mask-b guide a pair; for a chain give masks per image in Python "
+                              "(diffmorph.morph(..., masks=[...]))")
+        masks = [args.mask_a, args.mask_b]
+    elif args.mask_mode:
+        raise ConfigError("--mask-mode says what a mask means: give --mask-a or --mask-b too")
+    return _fit_and_export(args.images, args, log, loop=args.loop, max_pixels=args.max_pixels, masks=masks,
+                           mask_mode=args.mask_mode or "keep")
 
 
 def _cmd_demo(args: argparse.Namespace, log: _Log) -> int:

@@ -84,6 +84,13 @@ CLI_OPTIONS = (
     Option(("--max-pixels",), "input and output", "refuse larger inputs (decompression-bomb guard)",
            f"{DEFAULT_MAX_PIXELS:,}", ("morph", "batch", "ui"), kwargs=_number(int, DEFAULT_MAX_PIXELS, "N")),
     Option(("-q", "--quiet"), "input and output", "print nothing but errors", "", EVERY),
+    Option(("--mask-a",), "start", "a picture of A's size whose white part is a region the fit honours (see "
+           "--mask-mode); a pair only", "", ("morph",), kwargs={"type": Path, "metavar": "PNG"}),
+    Option(("--mask-b",), "start", "the same for B; an image without a mask takes the other's", "", ("morph",),
+           kwargs={"type": Path, "metavar": "PNG"}),
+    Option(("--mask-mode",), "start", "what the masked region is: keep (it stays still and crossfades) or subject "
+           "(it corresponds; the rest crossfades unwarped)", "keep", ("morph",),
+           kwargs={"choices": ("keep", "subject"), "default": None}),
     Option(("--address",), "batch", "a Ray cluster to join (auto, ray://host:10001); by default RAY_ADDRESS, or a "
            "private local Ray", "", ("batch",), kwargs={"default": None}),
     Option(("--cpus-per-job",), "batch", "CPUs per row", "1", ("batch",), kwargs=_number(float, 1.0, "N")),

@@ -39,6 +39,7 @@ from diffmorph.params import Params
 from diffmorph.plan import Plan, make_plan, render_config
 from diffmorph.render import Renderer, fidelity, to_uint8
 from diffmorph.start import StartRecord
+from diffmorph.start.masks import MASK_MODES, load_masks, masked
 from diffmorph.threads import CpuTimes, using_threads
 
 NOT_RECORDED = "not recorded (a maps file from an earlier diffmorph)"  # the start of a file that did not store it
@@ -175,6 +176,11 @@ def configured(config: MorphConfig | None, overrides: dict[str, object]) -> Morp
         raise ConfigError(f"unknown setting: {exc}") from None
 
 
+def image_labels(count: int) -> list[str]:
+    """How messages name each of ``count`` images: A and B for a pair, image 1, image 2, ... for a chain."""
+    return ["A", "B"] if count == 2 else [f"image {i + 1}" for i in range(count)]
+
+
 def prepare_images(sources: Sequence[ImageSource], config: MorphConfig, *, max_pixels: int = DEFAULT_MAX_PIXELS
                    ) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
     """Decode images and fit every one after the first to the first one's frame.
@@ -183,9 +189,8 @@ def prepare_images(sources: Sequence[ImageSource], config: MorphConfig, *, max_p
         The images as ``(1, 3, H, W)`` tensors in ``[-1, 1]`` at the first one's size, and each one's own
         ``(width, height)`` as decoded.
     """
-    labels = ["A", "B"] if len(sources) == 2 else [f"image {i + 1}" for i in range(len(sources))]
     decoded = [load_image(source, background=config.background, max_pixels=max_pixels, label=label)
-               for source, label in zip(sources, labels, strict=True)]
+               for source, label in zip(sources, image_labels(len(sources)), strict=True)]
     height, width = decoded[0].shape[:2]
     fitted = [decoded[0]] + [fit_to_frame(image, width, height, config.fit, config.background)[0]
                              for image in decoded[1:]]
@@ -194,7 +199,8 @@ def prepare_images(sources: Sequence[ImageSource], config: MorphConfig, *, max_p
 
 def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, loop: bool = False,
           progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, batch: bool | None = None,
-          params: Params = Params(), plan: Plan | None = None, **overrides: object) -> MorphResult:
+          params: Params = Params(), plan: Plan | None = None, masks: Sequence[ImageSource | None] | None = None,
+          mask_mode: str = "keep", **overrides: object) -> MorphResult:
     """Fit the maps that morph each image into the next.
 
     Args:
@@ -210,6 +216,10 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
         params: the heuristics' tuned numbers.
         plan: the run's plan (:func:`~diffmorph.plan.make_plan`), made by a caller that reads from it too; it
             replaces ``config``, ``loop`` and ``overrides``.
+        masks: optional guidance, one per image (or None for an image without one): a picture of the image's
+            size whose white part is a region (see :mod:`diffmorph.start.masks`).
+        mask_mode: what the regions are: "keep" (they stay still and crossfade) or "subject" (they correspond;
+            the rest crossfades unwarped).
         **overrides: config fields to change, e.g. ``steps=300``.
 
     Returns:
@@ -230,6 +240,10 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
     elif plan.images != len(images):
         raise ConfigError(f"the plan is for {plan.images} images, got {len(images)}")
     plan, config = plan.resolved(), plan.config
+    if masks is not None and (isinstance(masks, str | Path) or len(masks) != len(images)):
+        raise ConfigError(f"give one mask (or None) per image: {len(images)} images")
+    if mask_mode not in MASK_MODES:
+        raise ConfigError(f"unknown mask mode {mask_mode!r}; choose keep or subject")
     started = CpuTimes.now()  # the machine's load is watched while the images are read
     known = header_size(images[0])  # the request is refused before any image is decoded or fitted
     if known is not None:
@@ -237,6 +251,9 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
     tensors, sizes = prepare_images(images, config, max_pixels=max_pixels)
     if known != sizes[0]:
         plan.check_size(*sizes[0])
+    regions = None  # the masks, checked before any work on the images
+    if masks is not None and any(mask is not None for mask in masks):
+        regions = load_masks(masks, sizes, config.fit, image_labels(len(images)))
     pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if plan.loop else [])
     at_once = _segments_at_once(plan.device, config, len(pairs)) if batch is None else (len(pairs) if batch else 1)
     per_segment = plan.fit_steps // plan.segments
@@ -244,6 +261,10 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
     with using_threads(config.threads, since=started, params=params.threads):
         found = time.perf_counter()
         starts = find_starts(pairs, config, params.start)  # before any fit: what each warp starts from
+        if regions is not None:
+            ends = list(itertools.pairwise(range(len(images)))) + ([(len(images) - 1, 0)] if plan.loop else [])
+            starts = [masked(start, regions[i], regions[j], mask_mode)
+                      for start, (i, j) in zip(starts, ends, strict=True)]
         finding = (time.perf_counter() - found) / len(pairs)  # each segment's share, counted in its fit's time
         for first in range(0, len(pairs), at_once):
             chunk = pairs[first:first + at_once]

@@ -24,7 +24,7 @@ from diffmorph.allocator import share_heaps
 from diffmorph.config import ZERO_MEANS_NATIVE, MorphConfig
 from diffmorph.errors import DiffmorphError, InputImageError
 from diffmorph.options import DEFAULTS, FIELDS
-from diffmorph.visitors import Sessions, UiLimits, check_uploads, gradio_files, safe_name
+from diffmorph.visitors import Sessions, UiLimits, check_mask, check_uploads, gradio_files, safe_name
 
 __all__ = ["UiLimits", "build_app", "gradio_files", "serve"]
 
@@ -115,9 +115,11 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                      loop: bool = False, mode: str = defaults.mode, align: str = defaults.align,
                      steps: float = defaults.steps, size: float = defaults.size, ease: str = defaults.ease,
                      hold: float = defaults.hold, width: float = defaults.width, seed: float = defaults.seed,
-                     pacing: str = defaults.pacing, request: gr.Request = None,
+                     pacing: str = defaults.pacing, mask_a: str | None = None, mask_b: str | None = None,
+                     mask_mode: str = "keep", request: gr.Request = None,
                      progress: gr.Progress = gr.Progress()) -> tuple:
-        """Fit and render a morph of the uploaded images, in order."""
+        """Fit and render a morph of the uploaded images, in order; for a pair, optionally guided by a mask of
+        either image (white: the region; ``mask_mode`` keep or subject)."""
         session = request.session_hash if request else "anonymous"
         try:
             with sessions.job(session) as check:
@@ -126,15 +128,21 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                                      size=int(size), ease=ease, hold=float(hold), width=int(width), seed=int(seed),
                                      pacing=pacing, device=device)
                 plan = make_plan(config, len(files), loop=loop, formats=PAGE_FORMATS)
+                masks = None
+                if mask_a or mask_b:
+                    if len(files) != 2:
+                        raise InputImageError("masks guide a pair: upload two images, or remove the masks")
+                    masks = [check_mask(path, name, limits) for path, name in ((mask_a, "A"), (mask_b, "B"))]
 
                 def on_step(done: int, loss: float) -> None:
                     check()
                     progress((done, plan.fit_steps), desc="fitting", unit="steps")
 
-                result = morph(files, plan=plan, progress=on_step, max_pixels=limits.max_pixels)
+                result = morph(files, plan=plan, progress=on_step, max_pixels=limits.max_pixels, masks=masks,
+                               mask_mode=mask_mode)
                 return run(session, result, plan, progress, check)
         except (DiffmorphError, MemoryError) as error:
-            raise failing(error, images) from None
+            raise failing(error, [*(images or []), *(path for path in (mask_a, mask_b) if path)]) from None
 
     def rerender(maps_file: str | None = None, frames: float | None = None, fps: float | None = None,
                  ease: str | None = None, hold: float | None = None, width: float | None = None,
@@ -206,6 +214,13 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                     with gr.Row():
                         steps, size = widget("steps", elem_id="steps"), widget("size", elem_id="size")
                         hold, width, seed = (widget(name) for name in ("hold", "width", "seed"))
+                    with gr.Row():  # guidance, for a pair: a region of either image the fit honours
+                        mask_a = gr.File(label="Mask of A (white: the region)", file_types=["image"],
+                                         type="filepath", elem_id="mask_a")
+                        mask_b = gr.File(label="Mask of B", file_types=["image"], type="filepath", elem_id="mask_b")
+                        mask_mode = gr.Dropdown(["keep", "subject"], value="keep", label="The masked region",
+                                                info="keep: stays still and crossfades; subject: corresponds, "
+                                                     "the rest crossfades")
                 with gr.Accordion("Re-render settings", open=False):
                     gr.Markdown("A new video from the same maps, no refit. A blank setting keeps the morph's own.")
                     with gr.Row():
@@ -232,7 +247,8 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         outputs = [video, gif, sheet, summary, maps_out, bundle]
         rerendered = [again[name] for name in RERENDER_SETTINGS]
         morphing = morph_button.click(morph_images, [images, frames, fps, loop, mode, align, steps, size, ease, hold,
-                                                     width, seed, pacing], outputs, api_name="morph")
+                                                     width, seed, pacing, mask_a, mask_b, mask_mode], outputs,
+                                      api_name="morph")
         morphing.success(own_settings, None, rerendered, api_visibility="private")
         rendering = rerender_button.click(rerender, [maps_file, *rerendered, pingpong], outputs, api_name="rerender")
         cancel_button.click(cancel, None, None, cancels=[morphing, rendering], queue=False, api_name="cancel")

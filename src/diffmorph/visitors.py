@@ -178,6 +178,14 @@ def check_uploads(paths: list[str] | None, limits: UiLimits) -> list[Path]:
     return files
 
 
+def check_mask(path: str | None, name: str, limits: UiLimits) -> Path | None:
+    """An uploaded mask of image ``name``, checked as an image upload is; None where there is none."""
+    if not path:
+        return None
+    regular_file(Path(path), f"the mask of {name}", InputImageError, limits.max_bytes)
+    return Path(path)
+
+
 def gradio_files(app: gr.Blocks) -> set[Path]:
     """The files Gradio keeps for the page in its cache: every upload and output it was given, and its copies of
     the demo pair."""

@@ -73,6 +73,7 @@ class Start:
             :mod:`.matches`), or None where it may change it everywhere.
         round_trip: ``(size, size)`` on A's grid, how much each pixel counts in the fit's round trip (the
             consistency term of :func:`~diffmorph.loss.morph_loss`), or None where every pixel counts fully.
+        guide: one line on what the user's guidance (masks) holds, or None.
     """
 
     maps: torch.Tensor | None
@@ -81,10 +82,11 @@ class Start:
     subject: SubjectMove | None = None
     free: torch.Tensor | None = None
     round_trip: torch.Tensor | None = None
+    guide: str | None = None
 
     def record(self, align: str) -> StartRecord:
         """What this start is, without its maps, for the ``align`` setting it was found under."""
-        return StartRecord(align, self.move, self.bent, self.subject)
+        return StartRecord(align, self.move, self.bent, self.subject, guide=self.guide)
 
 
 def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float, size: int,

@@ -20,6 +20,7 @@ class StartRecord:
         bent: whether the warp started from that move (or none) bent region by region.
         subject: the move of the pair's one subject the warp carried it by, or None.
         line: for a maps file that stored a line of text only (or nothing), that line; None otherwise.
+        guide: one line on what the user's masks held, or None.
     """
 
     align: str
@@ -27,10 +28,12 @@ class StartRecord:
     bent: bool = False
     subject: SubjectMove | None = None
     line: str | None = None
+    guide: str | None = None
 
     def describe(self) -> str | None:
-        """One line on where the warp started, or None where it started from nothing."""
-        return self.line if self.line is not None else describe(self.move, self.bent, self.subject, self.align)
+        """One line on where the warp started, or None where it started from nothing (and no mask held it)."""
+        line = self.line if self.line is not None else describe(self.move, self.bent, self.subject, self.align)
+        return "; ".join(part for part in (line, self.guide) if part) or None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain values, for JSON."""
@@ -43,17 +46,19 @@ class StartRecord:
         Raises:
             ValueError: a missing or unknown field, or a value of the wrong kind or not finite.
         """
-        if not isinstance(data, dict) or set(data) != {"align", "move", "bent", "subject", "line"}:
+        fields = {"align", "move", "bent", "subject", "line"}
+        if not isinstance(data, dict) or not fields <= set(data) <= fields | {"guide"}:
             raise ValueError("a start record is not the one diffmorph writes")
-        if not isinstance(data["align"], str) or not isinstance(data["bent"], bool) or not (
-                data["line"] is None or isinstance(data["line"], str)):
+        data = {"guide": None, **data}  # records written before guidance existed
+        if not isinstance(data["align"], str) or not isinstance(data["bent"], bool) or not all(
+                data[name] is None or isinstance(data[name], str) for name in ("line", "guide")):
             raise ValueError("a start record has a field of the wrong kind")
         move = data["move"] and Alignment(_number(data["move"]["scale"]), _pair(data["move"]["shift"]),
                                           _number(data["move"]["confidence"]), _number(data["move"]["angle"]))
         subject = data["subject"] and SubjectMove(_number(data["subject"]["scale"]), _pair(data["subject"]["centre_a"]),
                                                   _pair(data["subject"]["centre_b"]),
                                                   _number(data["subject"]["overlap"]))
-        return cls(data["align"], move or None, data["bent"], subject or None, data["line"])
+        return cls(data["align"], move or None, data["bent"], subject or None, data["line"], data["guide"])
 
 
 def describe(move: Alignment | None, bent: bool, subject: SubjectMove | None = None, how: str = "auto"
