@@ -58,6 +58,19 @@ def test_compare_masks_measures_a_kept_badge_and_draws_a_sheet(tmp_path):
     assert (tmp_path / "sheet.png").stat().st_size > 10_000
 
 
+def test_compare_hints_measures_each_count_and_draws_a_sheet(tmp_path):
+    script = BENCH_MORPH.with_name("compare_hints.py")
+    done = subprocess.run([sys.executable, str(script), "--size", "64", "--steps", "40", "--refine", "5", "--sheet",
+                           str(tmp_path / "sheet.png"), "--no-record"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(("| look-alike |", "| mirr"))]
+    assert [(row[0][2:], int(row[1])) for row in rows] == [(pair, count) for pair in ("look-alike", "mirrored")
+                                                          for count in (0, 2, 4, 8)]
+    hinted = [float(row[2].split(" ")[0]) for row in rows if row[2] != "—"]
+    assert len(hinted) == 6 and max(hinted) < 0.02 * 64 * 2**0.5  # every hinted point within 2 % of the diagonal
+    assert (tmp_path / "sheet.png").stat().st_size > 10_000
+
+
 def test_bench_gif_measures_each_palette():
     done = subprocess.run(
         [sys.executable, str(BENCH_MORPH.with_name("bench_gif.py")), "--frames", "4", "--options",

@@ -117,9 +117,20 @@ def test_a_mask_reaches_the_fit(client, pictures, tmp_path):
     with pytest.raises(gradio_client.exceptions.AppError, match="the mask of B marks nothing"):
         client.predict(images=upload(*pictures[:2]), mask_b=gradio_client.handle_file(str(tmp_path / "empty.png")),
                        **FAST, api_name="/morph")
-    with pytest.raises(gradio_client.exceptions.AppError, match="masks guide a pair"):
+    with pytest.raises(gradio_client.exceptions.AppError, match="masks and points guide a pair"):
         client.predict(images=upload(*pictures), mask_a=gradio_client.handle_file(str(tmp_path / "mask.png")),
                        **FAST, api_name="/morph")
+
+
+def test_point_pairs_reach_the_fit(client, pictures):
+    *_, summary, maps, _ = client.predict(images=upload(*pictures[:2]), points="10,20,30,20\n5,5,40,5",
+                                          **FAST, api_name="/morph")
+    assert "2 point pair(s) pinned" in summary
+    assert len(MorphResult.load(maps).segments[0].start.points) == 2
+    with pytest.raises(gradio_client.exceptions.AppError, match="the point pairs, line 2: give four numbers"):
+        client.predict(images=upload(*pictures[:2]), points="10,20,30,20\n5,5", **FAST, api_name="/morph")
+    with pytest.raises(gradio_client.exceptions.AppError, match=r"pair 1: \(10, 200\) is outside A"):
+        client.predict(images=upload(*pictures[:2]), points="10,200,30,20", **FAST, api_name="/morph")
 
 
 def test_three_image_chain(client, pictures):

@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,78 +36,111 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_morph_and_rerender_in_the_browser(tmp_path):
+@contextmanager
+def served_pair(tmp_path: Path, width: int, height: int, **page_options):
+    """The page served here, open in Chromium with the demo pair drawn at ``width`` x ``height`` uploaded:
+    ``(app, page)``."""
     assert CHROMIUM is not None, "Chromium is not installed: apt-get install chromium"
     pictures = []
-    for index, image in enumerate(demo_pair(240, 180)):
+    for index, image in enumerate(demo_pair(width, height)):
         pictures.append(tmp_path / f"{index}.png")
         Image.fromarray((image * 255).round().astype("uint8")).save(pictures[-1])
     app = serve(port=free_port(), limits=UiLimits(), device="cpu", block=False)
     try:
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page = browser.new_page(**page_options)
             page.goto(app.local_url)
             page.locator("#images input[type=file]").set_input_files([str(p) for p in pictures])
-            page.locator("#frames input").fill("6")
-            page.get_by_text("Advanced").click()
-            page.locator("#steps input").fill("40")
-            page.locator("#size input").fill("32")
-            page.locator("#morph").click()
-            first = page.wait_for_function(PLAYABLE, timeout=120_000).json_value()
-            assert "6 frames" in page.locator("#summary").inner_text()
-
-            page.get_by_text("Re-render settings").click()
-            # The re-render's widgets start from the morph just made; a blank one would keep its own.
-            page.wait_for_function("() => document.querySelector('#rerender_frames input')?.value === '6'",
-                                   timeout=30_000)
-            page.locator("#rerender_frames input").fill("9")
-            page.locator("#rerender_frames input").press("Tab")  # the page takes a typed number when it loses focus
-            page.locator("#rerender").click()
-            page.wait_for_function(f"() => ({PLAYABLE})() !== null && ({PLAYABLE})() !== {first!r}",
-                                   timeout=120_000)
-            page.wait_for_function("() => document.querySelector('#summary').innerText.includes('9 frames')",
-                                   timeout=60_000)
-            # The README's picture: DIFFMORPH_UI_SCREENSHOT=docs/ui.png python3 -m pytest tests/test_ui_browser.py
-            shot = Path(os.environ.get("DIFFMORPH_UI_SCREENSHOT", tmp_path / "ui.png"))
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
+            yield app, page
             browser.close()
     finally:
         app.close()
+
+
+def test_morph_and_rerender_in_the_browser(tmp_path):
+    with served_pair(tmp_path, 240, 180, viewport={"width": 1280, "height": 1100}) as (_, page):
+        page.locator("#frames input").fill("6")
+        page.get_by_text("Advanced").click()
+        page.locator("#steps input").fill("40")
+        page.locator("#size input").fill("32")
+        page.locator("#morph").click()
+        first = page.wait_for_function(PLAYABLE, timeout=120_000).json_value()
+        assert "6 frames" in page.locator("#summary").inner_text()
+
+        page.get_by_text("Re-render settings").click()
+        # The re-render's widgets start from the morph just made; a blank one would keep its own.
+        page.wait_for_function("() => document.querySelector('#rerender_frames input')?.value === '6'",
+                               timeout=30_000)
+        page.locator("#rerender_frames input").fill("9")
+        page.locator("#rerender_frames input").press("Tab")  # the page takes a typed number when it loses focus
+        page.locator("#rerender").click()
+        page.wait_for_function(f"() => ({PLAYABLE})() !== null && ({PLAYABLE})() !== {first!r}",
+                               timeout=120_000)
+        page.wait_for_function("() => document.querySelector('#summary').innerText.includes('9 frames')",
+                               timeout=60_000)
+        # The README's picture: DIFFMORPH_UI_SCREENSHOT=docs/ui.png python3 -m pytest tests/test_ui_browser.py
+        shot = Path(os.environ.get("DIFFMORPH_UI_SCREENSHOT", tmp_path / "ui.png"))
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
 
 
 def test_a_tab_closed_mid_job_stops_the_work(tmp_path):
-    assert CHROMIUM is not None, "Chromium is not installed: apt-get install chromium"
-    pictures = []
-    for index, image in enumerate(demo_pair(120, 90)):
-        pictures.append(tmp_path / f"{index}.png")
-        Image.fromarray((image * 255).round().astype("uint8")).save(pictures[-1])
-    app = serve(port=free_port(), limits=UiLimits(), device="cpu", block=False)
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page()
-            page.goto(app.local_url)
-            page.locator("#images input[type=file]").set_input_files([str(p) for p in pictures])
-            page.get_by_text("Advanced").click()
-            page.locator("#steps input").fill("5000")
-            page.locator("#size input").fill("32")
-            page.locator("#morph").click()
-            deadline = time.monotonic() + 60
-            while not app.sessions.running and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert app.sessions.running, "the morph never started"
-            page.close()  # mid-fit: 5000 steps would take minutes
-            deadline = time.monotonic() + 5
-            while app.sessions.running and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert not app.sessions.running, "the job went on after its tab closed"
-            cpu = time.process_time()  # the server runs in this process
-            time.sleep(3)
-            assert time.process_time() - cpu < 1.0
-            made = [path for path in app.sessions.root.rglob("*") if path.is_file() and ".demo" not in path.parts]
-            assert made == []  # the visitor's folder went with its tab (the demo pair is the server's)
-            browser.close()
-    finally:
-        app.close()
+    with served_pair(tmp_path, 120, 90) as (app, page):
+        page.get_by_text("Advanced").click()
+        page.locator("#steps input").fill("5000")
+        page.locator("#size input").fill("32")
+        page.locator("#morph").click()
+        deadline = time.monotonic() + 60
+        while not app.sessions.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app.sessions.running, "the morph never started"
+        page.close()  # mid-fit: 5000 steps would take minutes
+        deadline = time.monotonic() + 5
+        while app.sessions.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not app.sessions.running, "the job went on after its tab closed"
+        cpu = time.process_time()  # the server runs in this process
+        time.sleep(3)
+        assert time.process_time() - cpu < 1.0
+        made = [path for path in app.sessions.root.rglob("*") if path.is_file() and ".demo" not in path.parts]
+        assert made == []  # the visitor's folder went with its tab (the demo pair is the server's)
+
+
+def test_a_mask_uploaded_on_the_page_reaches_the_fit(tmp_path):
+    mask = tmp_path / "mask.png"
+    region = Image.new("L", (120, 90), 0)
+    region.paste(255, (0, 0, 60, 90))  # A's left half
+    region.save(mask)
+    with served_pair(tmp_path, 120, 90) as (_, page):
+        page.get_by_text("Advanced").click()
+        page.locator("#steps input").fill("20")
+        page.locator("#size input").fill("32")
+        page.locator("#mask_a input[type=file]").set_input_files(str(mask))
+        page.locator("#morph").click()
+        page.wait_for_function("() => document.querySelector('#summary').innerText.includes('masked')",
+                               timeout=120_000)
+        assert "masked (A's 50% of the frame): kept still" in page.locator("#summary").inner_text()
+
+
+def test_point_pairs_clicked_on_the_page_reach_the_fit(tmp_path):
+    with served_pair(tmp_path, 120, 90) as (_, page):
+        page.get_by_text("Point pairs (a pair of images)").click()
+        page.locator("#pick_a img").wait_for(timeout=30_000)
+        page.locator("#pick_b img").wait_for(timeout=30_000)
+        for picked, (x, y) in (("#pick_a", (0.25, 0.5)), ("#pick_b", (0.75, 0.4))):
+            image = page.locator(f"{picked} img")
+            box = image.bounding_box()
+            image.click(position={"x": box["width"] * x, "y": box["height"] * y})
+            page.wait_for_timeout(500)
+        page.wait_for_function("() => document.querySelector('#points textarea').value.split(',').length === 4",
+                               timeout=30_000)
+        ax, ay, bx, by = (float(v) for v in page.locator("#points textarea").input_value().split(","))
+        assert abs(ax - 30) <= 3 and abs(ay - 45) <= 3 and abs(bx - 90) <= 3 and abs(by - 36) <= 3  # image pixels
+        page.get_by_text("Advanced").click()
+        page.locator("#steps input").fill("20")
+        page.locator("#size input").fill("32")
+        page.locator("#morph").click()
+        page.wait_for_function("() => document.querySelector('#summary').innerText.includes('pinned')",
+                               timeout=120_000)
+        assert "1 point pair(s) pinned" in page.locator("#summary").inner_text()

@@ -118,7 +118,7 @@ def _cmd_morph(args: argparse.Namespace, log: _Log) -> int:
     elif args.mask_mode:
         raise ConfigError("--mask-mode says what a mask means: give --mask-a or --mask-b too")
     return _fit_and_export(args.images, args, log, loop=args.loop, max_pixels=args.max_pixels, masks=masks,
-                           mask_mode=args.mask_mode or "keep")
+                           mask_mode=args.mask_mode or "keep", points=args.points)
 
 
 def _cmd_demo(args: argparse.Namespace, log: _Log) -> int:

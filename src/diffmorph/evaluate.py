@@ -22,6 +22,8 @@ All metrics work on 8-bit RGB frames; differences are in grey levels (0-255).
   each window weighted by how little the warped image's structure agrees with the other image there. A warp
   that follows real correspondence agrees and counts little; one that swirls or stretches a region it cannot
   match (a busy background that differs) counts in full.
+- *Hint error* (with a maps file of a morph given point hints): the farthest, in pixels of the frame, that a
+  hinted point of A lands from its partner on B when the maps are fully applied (either direction).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from diffmorph.io.writers import WRITTEN, WriterOptions
 from diffmorph.ops import MapScales, flow_from_warp_map, luma, resize, warp
 from diffmorph.perceptual import MissingExtraError, PerceptualPath
 from diffmorph.render import fidelity
+from diffmorph.start.points import as_hints, landing_errors
 
 LUMA = np.array(ops.LUMA)  # the greyscale of the detail metric
 ENDPOINT_TOLERANCE = 1.0  # grey levels: rounding and resampling; a frame one step off a 100-frame morph is 5 or more
@@ -120,6 +123,7 @@ class EvalReport:
     perceptual_step_cv: float | None = None
     perceptual_max_over_median: float | None = None
     warp_melt: float | None = None
+    hint_error_px: float | None = None
     codec_loss_first: float | None = None
     codec_loss_last: float | None = None
 
@@ -263,8 +267,14 @@ def evaluate(animation: str | Path, a: ImageSource, b: ImageSource, *, maps_file
     renderer = result.renderer(0, "cpu")
     measured = fidelity(renderer)
     melt = warp_melt(result.segments[0].maps, renderer.a, renderer.b, renderer.scales)
+    start = result.segments[0].start
+    hinted = None
+    if start is not None and start.points:  # the farthest a hinted point lands from its partner at t = 1
+        width, height = result.images[0].shape[-1], result.images[0].shape[-2]
+        hinted = max(landing_errors(result.segments[0].maps, as_hints(start.points), result.config.warp_scale,
+                                    width, height))
     return replace(report, fidelity_a_to_b_db=measured["a_to_b_psnr"], fidelity_b_to_a_db=measured["b_to_a_psnr"],
-                   warp_melt=melt)
+                   warp_melt=melt, hint_error_px=hinted)
 
 
 def codec_losses(animation: str | Path, images: list[np.ndarray]) -> list[float] | None:
@@ -344,6 +354,7 @@ GOOD_VALUES = {
     "perceptual_step_cv": "≤ 0.2",
     "perceptual_max_over_median": "≤ 1.5",
     "warp_melt": "lower is better (% of the frame; 0: affine)",
+    "hint_error_px": "≤ 2 % of the diagonal (the farthest hinted point from its partner, pixels)",
     "codec_loss_first": "A written alone in this format, read back",
     "codec_loss_last": "B written alone in this format, read back",
 }

@@ -71,6 +71,34 @@ def mapping_errors(a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor, scales:
     return _mse_each(mapped[:pairs], b), _mse_each(mapped[pairs:], a)
 
 
+def hint_errors(maps: torch.Tensor, hints: list[torch.Tensor | None], scales: MapScales) -> torch.Tensor:
+    """Per pair, how far each direction's warp misses the hinted points: the mean over the points of the squared
+    distance, in fractions of the frame, summed over both directions; ``(K,)`` (0 for a pair without hints).
+
+    Args:
+        maps: ``(K, 16, S, S)`` both directions' maps.
+        hints: per pair, None or ``(N, 4)``: each point on A then its partner on B, as ``(ay, ax, by, bx)`` in
+            fractions of the frame from its top-left corner.
+    """
+    errors = []
+    for k, points in enumerate(hints):
+        if points is None:
+            errors.append(maps.new_zeros(()))
+            continue
+        a, b = points[:, 0:2], points[:, 2:4]
+        # A backward warp fetches: B at b shows A at a when the A->B flow there is b - a, and the reverse.
+        ab = _sampled(maps[k:k + 1, 6:8], b) * scales.warp
+        ba = _sampled(maps[k:k + 1, 14:16], a) * scales.warp
+        errors.append((ab - (b - a)).square().sum(dim=1).mean() + (ba - (a - b)).square().sum(dim=1).mean())
+    return torch.stack(errors)
+
+
+def _sampled(field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``field`` (``(1, 2, h, w)``) at ``points`` (``(N, 2)`` as (y, x) fractions), bilinearly: ``(N, 2)``."""
+    grid = (points.flip(-1) * 2.0 - 1.0).view(1, -1, 1, 2).to(field.dtype)  # grid_sample takes (x, y) in [-1, 1]
+    return F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, :, 0].T
+
+
 def _mse_each(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(K, ...)`` twice -> ``(K,)``: the mean square error of each item.
 

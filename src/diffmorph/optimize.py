@@ -13,7 +13,7 @@ import torch
 from diffmorph.adam import Adam, per_member
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
-from diffmorph.loss import MAPPING_WEIGHT, mapping_errors, morph_loss, round_trip_error
+from diffmorph.loss import MAPPING_WEIGHT, hint_errors, mapping_errors, morph_loss, round_trip_error
 from diffmorph.model import MAP_CHANNELS, MAP_SIZE, WARP_CHANNELS, MapNet
 from diffmorph.ops import MapScales, coordinate_grid, gaussian_blur, resize, scales_of
 from diffmorph.start import Start, StartParams, StartRecord, starting_maps
@@ -36,6 +36,9 @@ class FitParams:
     refine_lr: float = 0.02  # the refinement's Adam rate on the colour maps' raw values, annealed to 0
     refine_warp_share: float = 0.25  # the warp maps' share of that rate: 1/4000 of the frame a step
     refine_zoom: int = 2  # the refinement compares the images at this many times the working size
+    # Weight of the point hints' term: a hinted point missed by 1 % of the frame costs about what a fit's final
+    # reproduction error does, so the warp follows the hints without tearing the images to reach them.
+    hint_weight: float = 10.0
     adam_eps: float = 1e-7  # Keras' default, as in the original
     # Steps between reads of the losses from the device (progress, divergence checks). Reading waits for the
     # device to finish: free on a CPU, a stall of a GPU's queue. 0: every step on a CPU, every 25 elsewhere.
@@ -163,7 +166,8 @@ def find_starts(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: Morp
 
 def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphConfig, device: torch.device, *,
               progress: ProgressCallback | None = None, params: FitParams = FitParams(),
-              start_params: StartParams = StartParams(), starts: Sequence[Start] | None = None) -> list[FitResult]:
+              start_params: StartParams = StartParams(), starts: Sequence[Start] | None = None,
+              hints: Sequence[torch.Tensor | None] | None = None) -> list[FitResult]:
     """Fit several independent pairs in one pass: one network per pair, held side by side.
 
     Each pair gets the maps :func:`fit_maps` would give it alone (the same start, its own gradient,
@@ -174,6 +178,8 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         progress: called as ``progress(steps_done, loss)`` with the steps of every pair counted and the
             mean loss.
         starts: each pair's start, found before (:func:`find_starts`); by default found here.
+        hints: per pair, None or its point hints ``(N, 4)`` (see :func:`~diffmorph.loss.hint_errors`): the warp
+            carries each hinted point onto its partner, as a soft term of the loss.
 
     Returns:
         One :class:`FitResult` per pair; ``seconds`` is the time of the whole pass.
@@ -238,6 +244,8 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
     # 3. Gradient steps. Losses stay on the device and are read back in blocks (params.read_every):
     #    reading every step would stall a GPU. On a CPU reading is free, so progress and NaN checks are per step.
     sync_every = params.read_every or (1 if device.type == "cpu" else 25)
+    hinted = None if hints is None or all(h is None for h in hints) else [
+        None if h is None else h.to(device) for h in hints]
     losses = torch.empty(config.steps, count, device=device)
     history: list[list[float]] = []
     coarse = config.objective == "coarse-to-fine"
@@ -255,6 +263,8 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         maps = resize(raw, size, size)  # (K, 16, S, S): the warps and the loss stay float32
         loss = morph_loss(net_input, *targets, maps, scales, colour_weight=colour_weight,
                           round_trip_weights=round_trips)  # (K,)
+        if hinted is not None:
+            loss = loss + params.hint_weight * hint_errors(maps, hinted, scales)
         with torch.no_grad():
             current = loss.detach()
             improved, spiked = current < best_loss, current > params.spike * best_loss
@@ -292,7 +302,7 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
         a_fine, b_fine = _stacked(pairs, fine, device)
         advice = "give --refine 0 to keep the network's maps"
         raw = _refine(raw, net_input, a_fine, b_fine, round_trips, free, scales, config.refine, sync_every,
-                      lambda block: _take(block, history, count, progress, advice), params)
+                      lambda block: _take(block, history, count, progress, advice), params, hinted)
     raw = raw.cpu()
     seconds = time.perf_counter() - started
     return [FitResult(maps=raw[k].contiguous(), losses=[values[k] for values in history], seconds=seconds,
@@ -302,7 +312,8 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
 
 def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_fine: torch.Tensor,
             round_trips: list[torch.Tensor | None] | None, free: torch.Tensor | None, scales: MapScales,
-            steps: int, sync_every: int, take: Callable[[torch.Tensor], None], params: FitParams) -> torch.Tensor:
+            steps: int, sync_every: int, take: Callable[[torch.Tensor], None], params: FitParams,
+            hints: list[torch.Tensor | None] | None = None) -> torch.Tensor:
     """The fitted maps refined without the network: ``steps`` Adam steps on the maps' own values.
 
     The network makes smooth maps and, at the end of its steps, still lowers the loss slowly; changing the
@@ -319,6 +330,7 @@ def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_
         a_fine, b_fine: ``(K, 3, F, F)`` the images at the finer size.
         sync_every, take: every ``sync_every`` steps (and at the last), ``take`` is given the block of losses
             since, ``(steps, K)``, as the fit's own are.
+        hints: per pair, None or its point hints, kept as in the network's steps.
 
     Returns:
         ``(K, 16, 84, 84)``.
@@ -335,6 +347,8 @@ def _refine(raw: torch.Tensor, net_input: torch.Tensor, a_fine: torch.Tensor, b_
         a_to_b, b_to_a = mapping_errors(a_fine, b_fine, resize(maps, fine, fine), scales)
         loss = (round_trip_error(net_input, resize(maps, size, size), scales, round_trips)
                 + MAPPING_WEIGHT * a_to_b + MAPPING_WEIGHT * b_to_a)
+        if hints is not None:
+            loss = loss + params.hint_weight * hint_errors(maps, hints, scales)
         change.grad = None
         loss.sum().backward()
         optimizer.step(params.refine_lr * (math.cos(math.pi * step / steps) + 1.0) / 2.0, 0.9)

@@ -88,6 +88,9 @@ CLI_OPTIONS = (
            "--mask-mode); a pair only", "", ("morph",), kwargs={"type": Path, "metavar": "PNG"}),
     Option(("--mask-b",), "start", "the same for B; an image without a mask takes the other's", "", ("morph",),
            kwargs={"type": Path, "metavar": "PNG"}),
+    Option(("--points",), "start", "point hints: a CSV with the header ax,ay,bx,by, one pair a line, each point in "
+           "its own image's pixels; the warp carries each point on A onto its partner on B. A chain takes a file "
+           "per segment", "", ("morph",), kwargs={"type": Path, "nargs": "+", "metavar": "CSV"}),
     Option(("--mask-mode",), "start", "what the masked region is: keep (it stays still and crossfades) or subject "
            "(it corresponds; the rest crossfades unwarped)", "keep", ("morph",),
            kwargs={"choices": ("keep", "subject"), "default": None}),

@@ -17,15 +17,18 @@ from dataclasses import dataclass, field
 from diffmorph.optimize import FitParams
 from diffmorph.render import FrameParams, PaceParams
 from diffmorph.start import StartParams
+from diffmorph.start.points import HintParams
 from diffmorph.threads import ThreadParams
 
 
 @dataclass(frozen=True)
 class Params:
-    """The start's, the fit's, the sharp frames', even pacing's and the thread count's tuned numbers."""
+    """The start's, the fit's, the sharp frames', even pacing's, the thread count's and point hints' tuned
+    numbers."""
 
     start: StartParams = field(default_factory=StartParams)
     fit: FitParams = field(default_factory=FitParams)
     frames: FrameParams = field(default_factory=FrameParams)
     pace: PaceParams = field(default_factory=PaceParams)
     threads: ThreadParams = field(default_factory=ThreadParams)
+    hints: HintParams = field(default_factory=HintParams)

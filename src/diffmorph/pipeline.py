@@ -40,7 +40,10 @@ from diffmorph.plan import Plan, make_plan, render_config
 from diffmorph.render import Renderer, fidelity, to_uint8
 from diffmorph.start import StartRecord
 from diffmorph.start.masks import MASK_MODES, load_masks, masked
+from diffmorph.start.points import hinted, in_frame, read_points
 from diffmorph.threads import CpuTimes, using_threads
+
+PointsSource = np.ndarray | str | Path | None  # one segment's point hints: an array, a CSV file, or none
 
 NOT_RECORDED = "not recorded (a maps file from an earlier diffmorph)"  # the start of a file that did not store it
 
@@ -200,7 +203,8 @@ def prepare_images(sources: Sequence[ImageSource], config: MorphConfig, *, max_p
 def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, loop: bool = False,
           progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, batch: bool | None = None,
           params: Params = Params(), plan: Plan | None = None, masks: Sequence[ImageSource | None] | None = None,
-          mask_mode: str = "keep", **overrides: object) -> MorphResult:
+          mask_mode: str = "keep", points: PointsSource | Sequence[PointsSource] | None = None,
+          **overrides: object) -> MorphResult:
     """Fit the maps that morph each image into the next.
 
     Args:
@@ -220,6 +224,9 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
             size whose white part is a region (see :mod:`diffmorph.start.masks`).
         mask_mode: what the regions are: "keep" (they stay still and crossfade) or "subject" (they correspond;
             the rest crossfades unwarped).
+        points: optional point hints, per segment (one for a pair): an ``(N, 4)`` array of ``ax, ay, bx, by``
+            in each image's own pixels, or a CSV file of them (see :mod:`diffmorph.start.points`), or None;
+            the warp carries each point on A onto its partner on B.
         **overrides: config fields to change, e.g. ``steps=300``.
 
     Returns:
@@ -251,7 +258,8 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
     tensors, sizes = prepare_images(images, config, max_pixels=max_pixels)
     if known != sizes[0]:
         plan.check_size(*sizes[0])
-    regions = None  # the masks, checked before any work on the images
+    hints = _hints(points, plan.segments, sizes, config.fit, plan.loop)  # checked before any work, as the masks
+    regions = None
     if masks is not None and any(mask is not None for mask in masks):
         regions = load_masks(masks, sizes, config.fit, image_labels(len(images)))
     pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if plan.loop else [])
@@ -261,8 +269,10 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
     with using_threads(config.threads, since=started, params=params.threads):
         found = time.perf_counter()
         starts = find_starts(pairs, config, params.start)  # before any fit: what each warp starts from
+        starts = [start if pins is None else hinted(start, pins, config.warp_scale, params.hints)
+                  for start, pins in zip(starts, hints, strict=True)]
         if regions is not None:
-            ends = list(itertools.pairwise(range(len(images)))) + ([(len(images) - 1, 0)] if plan.loop else [])
+            ends = _ends(len(images), plan.loop)
             starts = [masked(start, regions[i], regions[j], mask_mode)
                       for start, (i, j) in zip(starts, ends, strict=True)]
         finding = (time.perf_counter() - found) / len(pairs)  # each segment's share, counted in its fit's time
@@ -274,10 +284,38 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
                     progress(offset + done, loss)
 
             fits = fit_batch(chunk, config, plan.device, progress=report, params=params.fit,
-                             starts=starts[first:first + at_once])
+                             starts=starts[first:first + at_once], hints=hints[first:first + at_once])
             segments += [Segment(maps=fit.maps, losses=fit.losses, fit_seconds=fit.seconds / len(chunk) + finding,
                                  start=fit.start) for fit in fits]
     return MorphResult(images=tensors, segments=segments, config=config, loop=plan.loop, source_sizes=sizes)
+
+
+def _ends(images: int, loop: bool) -> list[tuple[int, int]]:
+    """The images each segment morphs between, in order."""
+    return list(itertools.pairwise(range(images))) + ([(images - 1, 0)] if loop else [])
+
+
+def _hints(points: PointsSource | Sequence[PointsSource] | None, segments: int, sizes: list[tuple[int, int]],
+           fit: str, loop: bool) -> list[torch.Tensor | None]:
+    """Each segment's point hints in the frame's fractions, or None; checked (see :func:`morph`)."""
+    if points is None:
+        return [None] * segments
+    if isinstance(points, str | Path) or (isinstance(points, np.ndarray) and points.ndim == 2):
+        points = [points]
+    if len(points) != segments:
+        raise ConfigError(f"give point hints for each of the {segments} segment(s) (None for a segment without), "
+                          f"got {len(points)}")
+    framings = [Framing(fit, size, sizes[0]) for size in sizes]
+    hints = []
+    for index, ((i, j), given) in enumerate(zip(_ends(len(sizes), loop), points, strict=True)):
+        if given is None:
+            hints.append(None)
+            continue
+        where = f"points file {given}" if isinstance(given, str | Path) else (
+            "points" if segments == 1 else f"points of segment {index + 1}")
+        values = read_points(given) if isinstance(given, str | Path) else given
+        hints.append(in_frame(values, framings[i], framings[j], where))
+    return hints
 
 
 def _segments_at_once(device: torch.device, config: MorphConfig, segments: int) -> int:

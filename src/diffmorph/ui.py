@@ -24,7 +24,16 @@ from diffmorph.allocator import share_heaps
 from diffmorph.config import ZERO_MEANS_NATIVE, MorphConfig
 from diffmorph.errors import DiffmorphError, InputImageError
 from diffmorph.options import DEFAULTS, FIELDS
-from diffmorph.visitors import Sessions, UiLimits, check_mask, check_uploads, gradio_files, safe_name
+from diffmorph.start.points import parse_points
+from diffmorph.visitors import (
+    Sessions,
+    UiLimits,
+    check_mask,
+    check_uploads,
+    gradio_files,
+    pinned_pictures,
+    safe_name,
+)
 
 __all__ = ["UiLimits", "build_app", "gradio_files", "serve"]
 
@@ -116,10 +125,11 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                      steps: float = defaults.steps, size: float = defaults.size, ease: str = defaults.ease,
                      hold: float = defaults.hold, width: float = defaults.width, seed: float = defaults.seed,
                      pacing: str = defaults.pacing, mask_a: str | None = None, mask_b: str | None = None,
-                     mask_mode: str = "keep", request: gr.Request = None,
+                     mask_mode: str = "keep", points: str = "", request: gr.Request = None,
                      progress: gr.Progress = gr.Progress()) -> tuple:
         """Fit and render a morph of the uploaded images, in order; for a pair, optionally guided by a mask of
-        either image (white: the region; ``mask_mode`` keep or subject)."""
+        either image (white: the region; ``mask_mode`` keep or subject) and by point pairs (``points``:
+        ``ax,ay,bx,by`` a line, in each image's pixels)."""
         session = request.session_hash if request else "anonymous"
         try:
             with sessions.job(session) as check:
@@ -129,9 +139,10 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                                      pacing=pacing, device=device)
                 plan = make_plan(config, len(files), loop=loop, formats=PAGE_FORMATS)
                 masks = None
+                hints = parse_points(points.splitlines(), "the point pairs") if (points or "").strip() else None
+                if (mask_a or mask_b or hints is not None) and len(files) != 2:
+                    raise InputImageError("masks and points guide a pair: upload two images, or remove them")
                 if mask_a or mask_b:
-                    if len(files) != 2:
-                        raise InputImageError("masks guide a pair: upload two images, or remove the masks")
                     masks = [check_mask(path, name, limits) for path, name in ((mask_a, "A"), (mask_b, "B"))]
 
                 def on_step(done: int, loss: float) -> None:
@@ -139,7 +150,7 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                     progress((done, plan.fit_steps), desc="fitting", unit="steps")
 
                 result = morph(files, plan=plan, progress=on_step, max_pixels=limits.max_pixels, masks=masks,
-                               mask_mode=mask_mode)
+                               mask_mode=mask_mode, points=hints)
                 return run(session, result, plan, progress, check)
         except (DiffmorphError, MemoryError) as error:
             raise failing(error, [*(images or []), *(path for path in (mask_a, mask_b) if path)]) from None
@@ -189,6 +200,19 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         result = sessions.results.get(safe_name(request.session_hash))
         return rerender_widgets(result.config if result is not None else None)
 
+    def picked_on_a(files: list[str] | None, text: str, event: gr.SelectData) -> tuple:
+        """A point clicked on A: it waits, drawn, for its partner on B."""
+        pending = [float(event.index[0]), float(event.index[1])]
+        return (pending, *pinned_pictures(files, text, pending, limits.max_pixels))
+
+    def picked_on_b(text: str, pending: list[float] | None, event: gr.SelectData) -> tuple:
+        """A point clicked on B: the partner of the one waiting on A, a new line of the point pairs."""
+        if pending is None:
+            gr.Info("Click a point on A first, then its partner on B.")
+            return text, None
+        line = ",".join(f"{value:g}" for value in (*pending, event.index[0], event.index[1]))
+        return (f"{text.rstrip()}\n{line}" if text.strip() else line), None
+
     def cancel(request: gr.Request) -> None:
         """Stop this session's running job at its next fit step or frame."""
         sessions.flag(request.session_hash).set()
@@ -221,6 +245,17 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                         mask_mode = gr.Dropdown(["keep", "subject"], value="keep", label="The masked region",
                                                 info="keep: stays still and crossfades; subject: corresponds, "
                                                      "the rest crossfades")
+                with gr.Accordion("Point pairs (a pair of images)", open=False):
+                    gr.Markdown("Click a point on A, then its partner on B: the morph carries one onto the other.")
+                    with gr.Row():
+                        pick_a = gr.Image(label="A", interactive=False, elem_id="pick_a")
+                        pick_b = gr.Image(label="B", interactive=False, elem_id="pick_b")
+                    points = gr.Textbox("", label="Point pairs: ax,ay,bx,by a line, in each image's pixels", lines=2,
+                                        elem_id="points")
+                    with gr.Row():
+                        unpin = gr.Button("Remove the last pair", size="sm", elem_id="unpin")
+                        clear = gr.Button("Remove all", size="sm")
+                    waiting = gr.State(None)  # a point clicked on A, waiting for its partner on B
                 with gr.Accordion("Re-render settings", open=False):
                     gr.Markdown("A new video from the same maps, no refit. A blank setting keeps the morph's own.")
                     with gr.Row():
@@ -247,8 +282,19 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         outputs = [video, gif, sheet, summary, maps_out, bundle]
         rerendered = [again[name] for name in RERENDER_SETTINGS]
         morphing = morph_button.click(morph_images, [images, frames, fps, loop, mode, align, steps, size, ease, hold,
-                                                     width, seed, pacing, mask_a, mask_b, mask_mode], outputs,
+                                                     width, seed, pacing, mask_a, mask_b, mask_mode, points], outputs,
                                       api_name="morph")
+        pictures = [pick_a, pick_b]
+        shown = {"outputs": pictures, "api_visibility": "private", "queue": False}
+        images.change(lambda files: ("", None, *pinned_pictures(files, "", None, limits.max_pixels)), [images],
+                      [points, waiting, *pictures], api_visibility="private", queue=False)
+        points.change(lambda files, text, pending: pinned_pictures(files, text, pending, limits.max_pixels),
+                      [images, points, waiting], **shown)
+        pick_a.select(picked_on_a, [images, points], [waiting, *pictures], api_visibility="private", queue=False)
+        pick_b.select(picked_on_b, [points, waiting], [points, waiting], api_visibility="private", queue=False)
+        unpin.click(lambda text: "\n".join(text.strip().splitlines()[:-1]), [points], [points],
+                    api_visibility="private", queue=False)
+        clear.click(lambda: "", None, [points], api_visibility="private", queue=False)
         morphing.success(own_settings, None, rerendered, api_visibility="private")
         rendering = rerender_button.click(rerender, [maps_file, *rerendered, pingpong], outputs, api_name="rerender")
         cancel_button.click(cancel, None, None, cancels=[morphing, rendering], queue=False, api_name="cancel")

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
 from gradio.utils import get_upload_folder
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from diffmorph.allocator import release_freed_memory
 from diffmorph.config import DEFAULT_MAX_PIXELS
@@ -184,6 +186,43 @@ def check_mask(path: str | None, name: str, limits: UiLimits) -> Path | None:
         return None
     regular_file(Path(path), f"the mask of {name}", InputImageError, limits.max_bytes)
     return Path(path)
+
+
+def pinned_pictures(files: list[str] | None, text: str | None, pending: list[float] | None,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The first two uploads with the point pairs of ``text`` (``ax,ay,bx,by`` a line) drawn on them, numbered,
+    and a point of A that waits for its partner (``pending``) drawn too; None where there is no such upload. Lines
+    that are not four numbers are left out: the morph names them."""
+    pairs = []
+    for line in (text or "").splitlines():
+        try:
+            values = [float(cell) for cell in line.split(",")]
+        except ValueError:
+            continue
+        if len(values) == 4 and all(np.isfinite(values)):
+            pairs.append(values)
+    pictures = []
+    for side, path in enumerate((files or [])[:2]):
+        try:
+            with Image.open(path) as opened:
+                if opened.width * opened.height > max_pixels:
+                    raise ValueError("too large to show")
+                picture = ImageOps.exif_transpose(opened).convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            pictures.append(None)
+            continue
+        draw = ImageDraw.Draw(picture)
+        radius = max(4, round(max(picture.size) / 80))
+        marks = [(number, values[2 * side], values[2 * side + 1]) for number, values in enumerate(pairs, start=1)]
+        if pending and side == 0:
+            marks.append(("?", *pending))
+        for label, x, y in marks:
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=(255, 255, 0), width=2)
+            draw.text((x + radius + 2, y - radius - 2), str(label), fill=(255, 255, 0),
+                      font=ImageFont.load_default(size=max(12, 3 * radius)))
+        pictures.append(np.asarray(picture))
+    pictures += [None] * (2 - len(pictures))
+    return pictures[0], pictures[1]
 
 
 def gradio_files(app: gr.Blocks) -> set[Path]:

@@ -73,7 +73,8 @@ class Start:
             :mod:`.matches`), or None where it may change it everywhere.
         round_trip: ``(size, size)`` on A's grid, how much each pixel counts in the fit's round trip (the
             consistency term of :func:`~diffmorph.loss.morph_loss`), or None where every pixel counts fully.
-        guide: one line on what the user's guidance (masks) holds, or None.
+        guide: one line on what the user's guidance (points, masks) does, or None.
+        points: the point hints it carries, ``(ay, ax, by, bx)`` in fractions of the frame each.
     """
 
     maps: torch.Tensor | None
@@ -83,10 +84,11 @@ class Start:
     free: torch.Tensor | None = None
     round_trip: torch.Tensor | None = None
     guide: str | None = None
+    points: tuple[tuple[float, float, float, float], ...] = ()
 
     def record(self, align: str) -> StartRecord:
         """What this start is, without its maps, for the ``align`` setting it was found under."""
-        return StartRecord(align, self.move, self.bent, self.subject, guide=self.guide)
+        return StartRecord(align, self.move, self.bent, self.subject, guide=self.guide, points=self.points)
 
 
 def starting_maps(a: torch.Tensor, b: torch.Tensor, how: str, warp_scale: float, size: int,

@@ -20,7 +20,8 @@ class StartRecord:
         bent: whether the warp started from that move (or none) bent region by region.
         subject: the move of the pair's one subject the warp carried it by, or None.
         line: for a maps file that stored a line of text only (or nothing), that line; None otherwise.
-        guide: one line on what the user's masks held, or None.
+        guide: one line on what the user's guidance (points, masks) did, or None.
+        points: the point hints the fit honoured, ``(ay, ax, by, bx)`` in fractions of the frame each.
     """
 
     align: str
@@ -29,6 +30,7 @@ class StartRecord:
     subject: SubjectMove | None = None
     line: str | None = None
     guide: str | None = None
+    points: tuple[tuple[float, float, float, float], ...] = ()
 
     def describe(self) -> str | None:
         """One line on where the warp started, or None where it started from nothing (and no mask held it)."""
@@ -47,9 +49,9 @@ class StartRecord:
             ValueError: a missing or unknown field, or a value of the wrong kind or not finite.
         """
         fields = {"align", "move", "bent", "subject", "line"}
-        if not isinstance(data, dict) or not fields <= set(data) <= fields | {"guide"}:
+        if not isinstance(data, dict) or not fields <= set(data) <= fields | {"guide", "points"}:
             raise ValueError("a start record is not the one diffmorph writes")
-        data = {"guide": None, **data}  # records written before guidance existed
+        data = {"guide": None, "points": [], **data}  # records written before guidance existed
         if not isinstance(data["align"], str) or not isinstance(data["bent"], bool) or not all(
                 data[name] is None or isinstance(data[name], str) for name in ("line", "guide")):
             raise ValueError("a start record has a field of the wrong kind")
@@ -58,7 +60,8 @@ class StartRecord:
         subject = data["subject"] and SubjectMove(_number(data["subject"]["scale"]), _pair(data["subject"]["centre_a"]),
                                                   _pair(data["subject"]["centre_b"]),
                                                   _number(data["subject"]["overlap"]))
-        return cls(data["align"], move or None, data["bent"], subject or None, data["line"], data["guide"])
+        points = tuple(_point(point) for point in data["points"])
+        return cls(data["align"], move or None, data["bent"], subject or None, data["line"], data["guide"], points)
 
 
 def describe(move: Alignment | None, bent: bool, subject: SubjectMove | None = None, how: str = "auto"
@@ -79,6 +82,15 @@ def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"a start record holds {value!r} where a finite number belongs")
     return float(value)
+
+
+def _point(value: Any) -> tuple[float, float, float, float]:
+    if not isinstance(value, list | tuple) or len(value) != 4:
+        raise ValueError(f"a start record holds {value!r} where a point pair belongs")
+    numbers = tuple(_number(v) for v in value)
+    if not all(0.0 <= v <= 1.0 for v in numbers):
+        raise ValueError("a start record holds a point outside the frame")
+    return numbers  # type: ignore[return-value]
 
 
 def _pair(value: Any) -> tuple[float, float]:
