@@ -116,6 +116,7 @@ def test_a_mask_uploaded_on_the_page_reaches_the_fit(tmp_path):
         page.get_by_text("Advanced").click()
         page.locator("#steps input").fill("20")
         page.locator("#size input").fill("32")
+        page.get_by_text("Masks (a pair of images)").click()
         page.locator("#mask_a input[type=file]").set_input_files(str(mask))
         page.locator("#morph").click()
         page.wait_for_function("() => document.querySelector('#summary').innerText.includes('masked')",
@@ -144,3 +145,24 @@ def test_point_pairs_clicked_on_the_page_reach_the_fit(tmp_path):
         page.wait_for_function("() => document.querySelector('#summary').innerText.includes('pinned')",
                                timeout=120_000)
         assert "1 point pair(s) pinned" in page.locator("#summary").inner_text()
+
+
+def test_a_mask_painted_on_the_page_reaches_the_fit(tmp_path):
+    with served_pair(tmp_path, 120, 90) as (_, page):
+        page.get_by_text("Advanced").click()
+        page.locator("#steps input").fill("20")
+        page.locator("#size input").fill("32")
+        page.get_by_text("Masks (a pair of images)").click()
+        canvas = page.locator("#draw_a canvas").last
+        canvas.wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)  # the editor draws A under the brush
+        box = canvas.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 40, y - 20)
+        page.mouse.down()
+        page.mouse.move(x + 40, y + 20, steps=20)  # a stroke across A's middle
+        page.mouse.up()
+        page.locator("#morph").click()
+        page.wait_for_function("() => document.querySelector('#summary').innerText.includes('masked')",
+                               timeout=120_000)
+        assert "masked (A's" in page.locator("#summary").inner_text()  # no mask was uploaded: the paint is it

@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from diffmorph.allocator import share_heaps
 from diffmorph.config import ZERO_MEANS_NATIVE, MorphConfig
@@ -213,6 +215,30 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         line = ",".join(f"{value:g}" for value in (*pending, event.index[0], event.index[1]))
         return (f"{text.rstrip()}\n{line}" if text.strip() else line), None
 
+    def uploaded(files: list[str] | None) -> tuple:
+        """New uploads: no point pairs yet; the first two shown to pick points on and to paint masks over."""
+        first_two = [*(files or [])[:2], None, None][:2]
+        return ("", None, *pinned_pictures(files, "", None, limits.max_pixels), *first_two)
+
+    def painted(draw_a: dict | None, draw_b: dict | None, mask_a: str | None, mask_b: str | None,
+                request: gr.Request) -> tuple:
+        """The masks to morph with: each image's uploaded mask, or what the visitor painted over it (white:
+        painted) as a mask file in their folder, or None."""
+        return tuple(_painted(drawn, given, request, name)
+                     for drawn, given, name in ((draw_a, mask_a, "a"), (draw_b, mask_b, "b")))
+
+    def _painted(drawn: dict | None, given: str | None, request: gr.Request, name: str) -> str | None:
+        ours = sessions.root / safe_name(request.session_hash) / f"painted-mask-{name}.png"
+        if given and Path(given).name != ours.name:
+            return given  # an upload: the visitor's own mask (a painted one, served back, bears our name)
+        layers = (drawn or {}).get("layers") or []
+        paint = [layer[..., 3] > 0 for layer in layers if layer is not None and layer.ndim == 3 and layer.shape[2] == 4]
+        if not paint or not any(layer.any() for layer in paint):
+            return None
+        sessions.folder(request.session_hash)
+        Image.fromarray((np.logical_or.reduce(paint) * 255).astype(np.uint8)).save(ours)
+        return str(ours)
+
     def cancel(request: gr.Request) -> None:
         """Stop this session's running job at its next fit step or frame."""
         sessions.flag(request.session_hash).set()
@@ -238,9 +264,17 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                     with gr.Row():
                         steps, size = widget("steps", elem_id="steps"), widget("size", elem_id="size")
                         hold, width, seed = (widget(name) for name in ("hold", "width", "seed"))
-                    with gr.Row():  # guidance, for a pair: a region of either image the fit honours
-                        mask_a = gr.File(label="Mask of A (white: the region)", file_types=["image"],
-                                         type="filepath", elem_id="mask_a")
+                with gr.Accordion("Masks (a pair of images)", open=False):
+                    gr.Markdown("Paint a region white on A or B (or upload a mask: white on black, the image's "
+                                "size); an image without a mask takes the other's.")
+                    with gr.Row():
+                        brush = gr.Brush(colors=["#ffffff"], color_mode="fixed")
+                        draw_a = gr.ImageEditor(label="Paint on A", type="numpy", sources=(), layers=False,
+                                                transforms=(), brush=brush, elem_id="draw_a")
+                        draw_b = gr.ImageEditor(label="Paint on B", type="numpy", sources=(), layers=False,
+                                                transforms=(), brush=brush, elem_id="draw_b")
+                    with gr.Row():
+                        mask_a = gr.File(label="Mask of A", file_types=["image"], type="filepath", elem_id="mask_a")
                         mask_b = gr.File(label="Mask of B", file_types=["image"], type="filepath", elem_id="mask_b")
                         mask_mode = gr.Dropdown(["keep", "subject"], value="keep", label="The masked region",
                                                 info="keep: stays still and crossfades; subject: corresponds, "
@@ -281,13 +315,16 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                     bundle = gr.File(label="All outputs (zip)")
         outputs = [video, gif, sheet, summary, maps_out, bundle]
         rerendered = [again[name] for name in RERENDER_SETTINGS]
-        morphing = morph_button.click(morph_images, [images, frames, fps, loop, mode, align, steps, size, ease, hold,
-                                                     width, seed, pacing, mask_a, mask_b, mask_mode, points], outputs,
-                                      api_name="morph")
+        # A painted mask is read when Morph is pressed (an editor sends its strokes with the event that reads it),
+        # kept as the mask file beside an uploaded one, then the morph runs.
+        morphing = morph_button.click(painted, [draw_a, draw_b, mask_a, mask_b], [mask_a, mask_b],
+                                      api_visibility="private", queue=False).then(
+            morph_images, [images, frames, fps, loop, mode, align, steps, size, ease, hold, width, seed, pacing,
+                           mask_a, mask_b, mask_mode, points], outputs, api_name="morph")
         pictures = [pick_a, pick_b]
         shown = {"outputs": pictures, "api_visibility": "private", "queue": False}
-        images.change(lambda files: ("", None, *pinned_pictures(files, "", None, limits.max_pixels)), [images],
-                      [points, waiting, *pictures], api_visibility="private", queue=False)
+        images.change(uploaded, [images], [points, waiting, *pictures, draw_a, draw_b], api_visibility="private",
+                      queue=False)
         points.change(lambda files, text, pending: pinned_pictures(files, text, pending, limits.max_pixels),
                       [images, points, waiting], **shown)
         pick_a.select(picked_on_a, [images, points], [waiting, *pictures], api_visibility="private", queue=False)
