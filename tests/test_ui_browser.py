@@ -37,9 +37,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def served_pair(tmp_path: Path, width: int, height: int, **page_options):
-    """The page served here, open in Chromium with the demo pair drawn at ``width`` x ``height`` uploaded:
-    ``(app, page)``."""
+def served_pair(tmp_path: Path, width: int, height: int, more: tuple[Path, ...] = (), **page_options):
+    """The page served here, open in Chromium with the demo pair drawn at ``width`` x ``height`` uploaded (and
+    the images ``more`` after it): ``(app, page)``."""
     assert CHROMIUM is not None, "Chromium is not installed: apt-get install chromium"
     pictures = []
     for index, image in enumerate(demo_pair(width, height)):
@@ -51,7 +51,7 @@ def served_pair(tmp_path: Path, width: int, height: int, **page_options):
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(**page_options)
             page.goto(app.local_url)
-            page.locator("#images input[type=file]").set_input_files([str(p) for p in pictures])
+            page.locator("#images input[type=file]").set_input_files([str(p) for p in (*pictures, *more)])
             yield app, page
             browser.close()
     finally:
@@ -166,3 +166,24 @@ def test_a_mask_painted_on_the_page_reaches_the_fit(tmp_path):
         page.wait_for_function("() => document.querySelector('#summary').innerText.includes('masked')",
                                timeout=120_000)
         assert "masked (A's" in page.locator("#summary").inner_text()  # no mask was uploaded: the paint is it
+
+
+def test_the_uploads_show_in_order_and_move(tmp_path):
+    third = tmp_path / "2.png"
+    Image.new("RGB", (120, 90), (30, 60, 200)).save(third)
+    with served_pair(tmp_path, 120, 90, more=(third,)) as (_, page):
+        thumbnails = page.locator("#thumbs img")
+        page.wait_for_function("() => document.querySelectorAll('#thumbs img').length === 3", timeout=30_000)
+        thumbnails.nth(2).click()
+        page.locator("#earlier").click()
+        page.wait_for_timeout(500)
+        page.locator("#earlier").click()  # the third image is now the first
+
+        def order() -> list[str]:
+            text = page.locator("#images").inner_text().replace("\n", "")
+            return sorted((name for name in ("0.png", "1.png", "2.png") if name in text), key=text.find)
+
+        deadline = time.monotonic() + 30
+        while order() != ["2.png", "0.png", "1.png"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert order() == ["2.png", "0.png", "1.png"]

@@ -33,6 +33,7 @@ from diffmorph.visitors import (
     check_mask,
     check_uploads,
     gradio_files,
+    moved,
     pinned_pictures,
     safe_name,
 )
@@ -216,9 +217,13 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
         return (f"{text.rstrip()}\n{line}" if text.strip() else line), None
 
     def uploaded(files: list[str] | None) -> tuple:
-        """New uploads: no point pairs yet; the first two shown to pick points on and to paint masks over."""
+        """New uploads, or new order: thumbnails in order; no point pairs yet; the first two shown to pick points
+        on and to paint masks over."""
         first_two = [*(files or [])[:2], None, None][:2]
-        return ("", None, *pinned_pictures(files, "", None, limits.max_pixels), *first_two)
+        return (files or [], "", None, *pinned_pictures(files, "", None, limits.max_pixels), *first_two)
+
+    def clicked(event: gr.SelectData) -> int:
+        return event.index
 
     def painted(draw_a: dict | None, draw_b: dict | None, mask_a: str | None, mask_b: str | None,
                 request: gr.Request) -> tuple:
@@ -255,6 +260,12 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
             with gr.Column():
                 images = gr.File(label="Images, in order (two or more)", file_count="multiple",
                                  file_types=["image"], type="filepath", elem_id="images")
+                thumbs = gr.Gallery(label="The images, in order: click one to move it", columns=6, height=130,
+                                    allow_preview=False, elem_id="thumbs")
+                with gr.Row():
+                    earlier = gr.Button("Move earlier", size="sm", elem_id="earlier")
+                    later = gr.Button("Move later", size="sm", elem_id="later")
+                    chosen = gr.State(None)  # the thumbnail clicked last
                 with gr.Row():
                     frames, fps = widget("frames", elem_id="frames"), widget("fps", elem_id="fps")
                     loop = gr.Checkbox(False, label="Loop back to the first image")
@@ -323,8 +334,12 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                            mask_a, mask_b, mask_mode, points], outputs, api_name="morph")
         pictures = [pick_a, pick_b]
         shown = {"outputs": pictures, "api_visibility": "private", "queue": False}
-        images.change(uploaded, [images], [points, waiting, *pictures, draw_a, draw_b], api_visibility="private",
-                      queue=False)
+        images.change(uploaded, [images], [thumbs, points, waiting, *pictures, draw_a, draw_b],
+                      api_visibility="private", queue=False)
+        thumbs.select(clicked, None, [chosen], api_visibility="private", queue=False)
+        private = {"api_visibility": "private", "queue": False}
+        earlier.click(lambda files, index: moved(files, index, -1), [images, chosen], [images, chosen], **private)
+        later.click(lambda files, index: moved(files, index, 1), [images, chosen], [images, chosen], **private)
         points.change(lambda files, text, pending: pinned_pictures(files, text, pending, limits.max_pixels),
                       [images, points, waiting], **shown)
         pick_a.select(picked_on_a, [images, points], [waiting, *pictures], api_visibility="private", queue=False)

@@ -188,6 +188,19 @@ def check_mask(path: str | None, name: str, limits: UiLimits) -> Path | None:
     return Path(path)
 
 
+def moved(files: list[str] | None, index: int | None, step: int) -> tuple[list[str], int | None]:
+    """The uploads with the one at ``index`` moved ``step`` places, and where it is now (unchanged at an end).
+
+    >>> moved(["a", "b", "c"], 2, -1)
+    (['a', 'c', 'b'], 1)
+    """
+    files = list(files or [])
+    if index is None or not 0 <= index < len(files) or not 0 <= index + step < len(files):
+        return files, index
+    files.insert(index + step, files.pop(index))
+    return files, index + step
+
+
 def pinned_pictures(files: list[str] | None, text: str | None, pending: list[float] | None,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The first two uploads with the point pairs of ``text`` (``ax,ay,bx,by`` a line) drawn on them, numbered,
