@@ -52,6 +52,11 @@ def test_a_subject_mask_leaves_the_rest_unwarped(moved):
     result = diffmorph.morph(list(moved), masks=[right, right], mask_mode="subject", **FAST)
     for lengths in flow_lengths(result).values():
         assert lengths[:, :20].max() < 1.0 and lengths[:, 44:].mean() > 5
+    renderer = result.renderer(0, "cpu", frames=9)
+    a, b = result.images
+    for t in (0.25, 0.5, 0.75):
+        off = (renderer.frame(t) - torch.lerp(a, b, renderer.paced(t))).abs()
+        assert off[..., :20].mean() < 0.15 < off[..., 44:].mean()  # outside the subject, a crossfade
 
 
 def test_no_masks_change_nothing(moved):
