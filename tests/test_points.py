@@ -93,6 +93,8 @@ def test_bad_hints_are_refused_before_any_work():
     pair = look_alike()
     with pytest.raises(ConfigError, match=r"pair 2: \(70, 3\) is outside B, which is 64 x 64 pixels"):
         diffmorph.morph(pair, points=np.array([[1, 2, 3, 4], [5, 6, 70, 3]]), **FAST)
+    with pytest.raises(ConfigError, match="pairs 1 and 2 are less than a pixel apart on B"):
+        diffmorph.morph(pair, points=np.array([[1, 2, 3, 4], [5, 6, 3.2, 4]]), **FAST)
     with pytest.raises(ConfigError, match="give point pairs as rows of ax, ay, bx, by"):
         diffmorph.morph(pair, points=np.array([[1, 2, 3]]), **FAST)
     with pytest.raises(ConfigError, match=r"each of the 2 segment\(s\)"):

@@ -103,6 +103,13 @@ def in_frame(points: np.ndarray, framing_a: Framing, framing_b: Framing, where: 
     if len(outside):
         raise ConfigError(f"{where}, pair {outside[0] + 1}: the point falls outside the frame once its image is "
                           f"fitted to the first one's (--fit {framing_b.method})")
+    for columns, name in ((slice(0, 2), "A"), (slice(2, 4), "B")):  # two pins on one spot contradict each other
+        spots = fractions[:, columns] * (height, width)
+        apart = np.hypot(*(spots[:, None] - spots[None]).transpose(2, 0, 1)) + np.eye(len(spots)) * 1e9
+        if apart.min() < 1.0:
+            first, second = sorted(np.unravel_index(apart.argmin(), apart.shape))
+            raise ConfigError(f"{where}: pairs {first + 1} and {second + 1} are less than a pixel apart on {name}; "
+                              f"give one of them")
     return torch.from_numpy(fractions.astype(np.float32))
 
 
