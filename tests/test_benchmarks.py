@@ -60,7 +60,7 @@ def test_compare_masks_measures_a_kept_badge_and_draws_a_sheet(tmp_path):
 
 def test_compare_hints_measures_each_count_and_draws_a_sheet(tmp_path):
     script = BENCH_MORPH.with_name("compare_hints.py")
-    done = subprocess.run([sys.executable, str(script), "--size", "64", "--steps", "40", "--refine", "5", "--sheet",
+    done = subprocess.run([sys.executable, str(script), "--size", "64", "--steps", "20", "--refine", "5", "--sheet",
                            str(tmp_path / "sheet.png"), "--no-record"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith(("| look-alike |", "| mirr"))]

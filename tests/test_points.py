@@ -14,7 +14,7 @@ from diffmorph.errors import ConfigError
 from diffmorph.io.images import Framing, fit_to_frame
 from diffmorph.start.points import _framed, landing_errors, read_points
 
-FAST = {"steps": 100, "size": 32, "refine": 20, "device": "cpu", "frames": 5}
+FAST = {"steps": 60, "size": 32, "refine": 10, "device": "cpu", "frames": 5}
 SIDE = 64
 # The striped disc of A on its left, and on B's right; B's left holds a plain look-alike, which an unguided fit
 # takes for it (points in each image's pixels: the centre, the top, the right edge and the stripe's left end).
@@ -121,7 +121,7 @@ def test_hints_from_the_command_line_and_eval(tmp_path):
     hints, bad = tmp_path / "hints.csv", tmp_path / "bad.csv"
     hints.write_text("ax,ay,bx,by\n" + "".join(",".join(f"{v:g}" for v in row) + "\n" for row in HINTS))
     bad.write_text("ax,ay,bx,by\n1,2,3,4\n1,2,300,4\n")
-    fast = ["--steps", "100", "--size", "32", "--refine", "20", "--frames", "5", "--format", "gif"]
+    fast = ["--steps", "60", "--size", "32", "--refine", "10", "--frames", "5", "--format", "gif"]
     out = tmp_path / "out"
 
     def run(*args):
