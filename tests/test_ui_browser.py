@@ -58,12 +58,17 @@ def served_pair(tmp_path: Path, width: int, height: int, more: tuple[Path, ...] 
         app.close()
 
 
+def quick_fit(page, steps: int) -> None:
+    """Under *Advanced*, a fit of ``steps`` steps at a 32-pixel working size."""
+    page.get_by_text("Advanced").click()
+    page.locator("#steps input").fill(str(steps))
+    page.locator("#size input").fill("32")
+
+
 def test_morph_and_rerender_in_the_browser(tmp_path):
     with served_pair(tmp_path, 240, 180, viewport={"width": 1280, "height": 1100}) as (_, page):
         page.locator("#frames input").fill("6")
-        page.get_by_text("Advanced").click()
-        page.locator("#steps input").fill("40")
-        page.locator("#size input").fill("32")
+        quick_fit(page, 40)
         page.locator("#morph").click()
         first = page.wait_for_function(PLAYABLE, timeout=120_000).json_value()
         assert "6 frames" in page.locator("#summary").inner_text()
@@ -87,9 +92,7 @@ def test_morph_and_rerender_in_the_browser(tmp_path):
 
 def test_a_tab_closed_mid_job_stops_the_work(tmp_path):
     with served_pair(tmp_path, 120, 90) as (app, page):
-        page.get_by_text("Advanced").click()
-        page.locator("#steps input").fill("5000")
-        page.locator("#size input").fill("32")
+        quick_fit(page, 5000)
         page.locator("#morph").click()
         deadline = time.monotonic() + 60
         while not app.sessions.running and time.monotonic() < deadline:
@@ -121,9 +124,7 @@ def test_point_pairs_clicked_on_the_page_reach_the_fit(tmp_path):
                                timeout=30_000)
         ax, ay, bx, by = (float(v) for v in page.locator("#points textarea").input_value().split(","))
         assert abs(ax - 30) <= 3 and abs(ay - 45) <= 3 and abs(bx - 90) <= 3 and abs(by - 36) <= 3  # image pixels
-        page.get_by_text("Advanced").click()
-        page.locator("#steps input").fill("20")
-        page.locator("#size input").fill("32")
+        quick_fit(page, 20)
         page.locator("#morph").click()
         page.wait_for_function("() => document.querySelector('#summary').innerText.includes('pinned')",
                                timeout=120_000)
@@ -132,9 +133,7 @@ def test_point_pairs_clicked_on_the_page_reach_the_fit(tmp_path):
 
 def test_a_mask_painted_on_the_page_reaches_the_fit(tmp_path):
     with served_pair(tmp_path, 120, 90) as (_, page):
-        page.get_by_text("Advanced").click()
-        page.locator("#steps input").fill("20")
-        page.locator("#size input").fill("32")
+        quick_fit(page, 20)
         page.get_by_text("Masks (a pair of images)").click()
         canvas = page.locator("#draw_a canvas").last
         canvas.wait_for(timeout=30_000)
