@@ -85,18 +85,31 @@ def hint_errors(maps: torch.Tensor, hints: list[torch.Tensor | None], scales: Ma
         if points is None:
             errors.append(maps.new_zeros(()))
             continue
-        a, b = points[:, 0:2], points[:, 2:4]
-        # A backward warp fetches: B at b shows A at a when the A->B flow there is b - a, and the reverse.
-        ab = _sampled(maps[k:k + 1, 6:8], b) * scales.warp
-        ba = _sampled(maps[k:k + 1, 14:16], a) * scales.warp
-        errors.append((ab - (b - a)).square().sum(dim=1).mean() + (ba - (a - b)).square().sum(dim=1).mean())
+        errors.append(hint_misses(maps[k], points, scales.warp).square().sum(dim=-1).mean(dim=-1).sum())
     return torch.stack(errors)
 
 
-def _sampled(field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """``field`` (``(1, 2, h, w)``) at ``points`` (``(N, 2)`` as (y, x) fractions), bilinearly: ``(N, 2)``."""
+def hint_misses(maps: torch.Tensor, hints: torch.Tensor, warp_scale: float) -> torch.Tensor:
+    """How far each direction's warp misses each hint: ``(2, N, 2)``, (dy, dx) in fractions of the frame.
+
+    A backward warp fetches: at B's point the A->B warp should fetch A's point, and at A's the B->A warp B's.
+    Row 0 is where A->B fetches less A's point, row 1 where B->A fetches less B's.
+
+    Args:
+        maps: ``(16, h, w)`` both directions' maps.
+        hints: ``(N, 4)`` as :func:`hint_errors` takes them.
+    """
+    a, b = hints[:, 0:2], hints[:, 2:4]
+    fetched_by_b = b - sample_points(maps[6:8], b) * warp_scale
+    fetched_by_a = a - sample_points(maps[14:16], a) * warp_scale
+    return torch.stack((fetched_by_b - a, fetched_by_a - b))
+
+
+def sample_points(field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``field`` ``(C, h, w)`` at ``points`` ``(N, 2)``, (y, x) in fractions of the frame with pixel centres at
+    ``(i + 0.5) / n``, bilinearly, the border repeated: ``(N, C)``."""
     grid = (points.flip(-1) * 2.0 - 1.0).view(1, -1, 1, 2).to(field.dtype)  # grid_sample takes (x, y) in [-1, 1]
-    return F.grid_sample(field, grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, :, 0].T
+    return F.grid_sample(field[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, :, 0].T
 
 
 def _mse_each(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import torch
 
 from diffmorph.errors import ConfigError
 from diffmorph.io.images import Framing
+from diffmorph.loss import hint_misses, sample_points
 from diffmorph.model import MAP_SIZE
 from diffmorph.start import Start
 
@@ -144,19 +145,11 @@ def hinted(start: Start, hints: torch.Tensor, warp_scale: float, params: HintPar
     a, b = hints[:, 0:2].double(), hints[:, 2:4].double()
     for channels, ends, starts_at in ((slice(6, 8), b, a), (slice(14, 16), a, b)):
         field = maps[channels].double() * warp_scale  # fractions of the frame
-        missing = (ends - starts_at) - _sampled(field, ends)  # (N, 2)
+        missing = (ends - starts_at) - sample_points(field, ends)  # (N, 2)
         maps[channels] += (_spread(ends, missing, size, params.spread) / warp_scale).float()
     points = tuple(tuple(round(float(v), 6) for v in point) for point in hints.tolist())
     return replace(start, maps=maps, free=None, guide=_joined(start.guide, f"{len(hints)} point pair(s) pinned"),
                    points=points)
-
-
-def _sampled(field: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """``field`` ``(2, n, n)`` at ``points`` ``(N, 2)`` (y, x fractions), bilinearly: ``(N, 2)``."""
-    grid = (points.flip(-1) * 2.0 - 1.0).view(1, -1, 1, 2).to(field.dtype)
-    sampled = torch.nn.functional.grid_sample(field[None], grid, mode="bilinear", padding_mode="border",
-                                              align_corners=False)
-    return sampled[0, :, :, 0].T
 
 
 def _spread(points: torch.Tensor, values: torch.Tensor, size: int, spread: float) -> torch.Tensor:
@@ -179,12 +172,8 @@ def landing_errors(maps: torch.Tensor, hints: torch.Tensor, warp_scale: float, w
                    ) -> list[float]:
     """For each hint, how far in the frame's pixels the fitted A->B warp lands A's point from where B's partner
     fetches it, the larger of that and the same for B->A."""
-    scale = torch.tensor([height, width], dtype=torch.float64)
-    a, b = hints[:, 0:2].double(), hints[:, 2:4].double()
-    fetched_ab = b - _sampled(maps[6:8].double() * warp_scale, b)  # where B's point fetches A from
-    fetched_ba = a - _sampled(maps[14:16].double() * warp_scale, a)
-    errors = torch.maximum(((fetched_ab - a) * scale).norm(dim=1), ((fetched_ba - b) * scale).norm(dim=1))
-    return errors.tolist()
+    misses = hint_misses(maps.double(), hints.double(), warp_scale) * torch.tensor([height, width]).double()
+    return misses.norm(dim=-1).amax(dim=0).tolist()
 
 
 def as_hints(values: Sequence[Sequence[float]]) -> torch.Tensor:
