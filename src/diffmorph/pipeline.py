@@ -251,18 +251,24 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
         raise ConfigError(f"give one mask (or None) per image: {len(images)} images")
     if mask_mode not in MASK_MODES:
         raise ConfigError(f"unknown mask mode {mask_mode!r}; choose keep or subject")
+    given_points = _point_values(points, plan.segments)  # a malformed file is told before any image is read
     started = CpuTimes.now()  # the machine's load is watched while the images are read
-    known = header_size(images[0])  # the request is refused before any image is decoded or fitted
-    if known is not None:
-        plan.check_size(*known)
+    ends = _ends(len(images), plan.loop)  # the images each segment morphs between
+    # The request is refused before any image is decoded or fitted, where the files' headers tell their sizes.
+    known = [header_size(image) for image in images]
+    if known[0] is not None:
+        plan.check_size(*known[0])
+    if None not in known:
+        hints = _hints(given_points, ends, known, config.fit)
     tensors, sizes = prepare_images(images, config, max_pixels=max_pixels)
-    if known != sizes[0]:
+    if known[0] != sizes[0]:
         plan.check_size(*sizes[0])
-    hints = _hints(points, plan.segments, sizes, config.fit, plan.loop)  # checked before any work, as the masks
+    if known != sizes:  # arrays, or a header that said otherwise: checked against the decoded sizes
+        hints = _hints(given_points, ends, sizes, config.fit)
     regions = None
     if masks is not None and any(mask is not None for mask in masks):
         regions = load_masks(masks, sizes, config.fit, image_labels(len(images)))
-    pairs = list(itertools.pairwise(tensors)) + ([(tensors[-1], tensors[0])] if plan.loop else [])
+    pairs = [(tensors[i], tensors[j]) for i, j in ends]
     at_once = _segments_at_once(plan.device, config, len(pairs)) if batch is None else (len(pairs) if batch else 1)
     per_segment = plan.fit_steps // plan.segments
     segments = []
@@ -272,7 +278,6 @@ def morph(images: Sequence[ImageSource], config: MorphConfig | None = None, *, l
         starts = [start if pins is None else hinted(start, pins, config.warp_scale, params.hints)
                   for start, pins in zip(starts, hints, strict=True)]
         if regions is not None:
-            ends = _ends(len(images), plan.loop)
             starts = [masked(start, regions[i], regions[j], mask_mode)
                       for start, (i, j) in zip(starts, ends, strict=True)]
         finding = (time.perf_counter() - found) / len(pairs)  # each segment's share, counted in its fit's time
@@ -295,9 +300,9 @@ def _ends(images: int, loop: bool) -> list[tuple[int, int]]:
     return list(itertools.pairwise(range(images))) + ([(images - 1, 0)] if loop else [])
 
 
-def _hints(points: PointsSource | Sequence[PointsSource] | None, segments: int, sizes: list[tuple[int, int]],
-           fit: str, loop: bool) -> list[torch.Tensor | None]:
-    """Each segment's point hints in the frame's fractions, or None; checked (see :func:`morph`)."""
+def _point_values(points: PointsSource | Sequence[PointsSource] | None, segments: int
+                  ) -> list[tuple[np.ndarray, str] | None]:
+    """Each segment's point hints as given (files read) with how messages name them, or None; the count checked."""
     if points is None:
         return [None] * segments
     if isinstance(points, str | Path) or (isinstance(points, np.ndarray) and points.ndim == 2):
@@ -305,17 +310,23 @@ def _hints(points: PointsSource | Sequence[PointsSource] | None, segments: int, 
     if len(points) != segments:
         raise ConfigError(f"give point hints for each of the {segments} segment(s) (None for a segment without), "
                           f"got {len(points)}")
-    framings = [Framing(fit, size, sizes[0]) for size in sizes]
-    hints = []
-    for index, ((i, j), given) in enumerate(zip(_ends(len(sizes), loop), points, strict=True)):
+    values: list[tuple[np.ndarray, str] | None] = []
+    for index, given in enumerate(points):
         if given is None:
-            hints.append(None)
-            continue
-        where = f"points file {given}" if isinstance(given, str | Path) else (
-            "points" if segments == 1 else f"points of segment {index + 1}")
-        values = read_points(given) if isinstance(given, str | Path) else given
-        hints.append(in_frame(values, framings[i], framings[j], where))
-    return hints
+            values.append(None)
+        elif isinstance(given, str | Path):
+            values.append((read_points(given), f"points file {given}"))
+        else:
+            values.append((given, "points" if segments == 1 else f"points of segment {index + 1}"))
+    return values
+
+
+def _hints(given: list[tuple[np.ndarray, str] | None], ends: list[tuple[int, int]], sizes: list[tuple[int, int]],
+           fit: str) -> list[torch.Tensor | None]:
+    """Each segment's point hints in the frame's fractions (see :func:`~diffmorph.start.points.in_frame`)."""
+    framings = [Framing(fit, size, sizes[0]) for size in sizes]
+    return [None if pins is None else in_frame(pins[0], framings[i], framings[j], pins[1])
+            for pins, (i, j) in zip(given, ends, strict=True)]
 
 
 def _segments_at_once(device: torch.device, config: MorphConfig, segments: int) -> int:
