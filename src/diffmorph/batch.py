@@ -27,14 +27,13 @@ from typing import TYPE_CHECKING, Any
 from diffmorph.allocator import keep_freed_memory
 from diffmorph.config import DEFAULT_FORMATS, MorphConfig
 from diffmorph.errors import ConfigError, DiffmorphError
-from diffmorph.options import COLUMNS
+from diffmorph.options import COLUMNS, FIELDS
 from diffmorph.reaper import start_watching
 
 if TYPE_CHECKING:
     from diffmorph.plan import Plan
 
 LOG = "batch.jsonl"
-_FIELDS = {item.name: item for item in dataclasses.fields(MorphConfig)}
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ def read_manifest(path: str | Path, defaults: MorphConfig, *, loop: bool = False
             if len(images) < 2:
                 raise ConfigError(f"{len(images)} image(s); a morph needs at least 2")
             options = {key.replace("-", "_"): value for key, value in record.items()}
-            unknown = sorted(set(options) - set(_FIELDS) - set(COLUMNS))
+            unknown = sorted(set(options) - set(FIELDS) - set(COLUMNS))
             if unknown:
                 raise ConfigError(f"unknown option {unknown[0]!r}")
             own = {"loop": loop, "pingpong": pingpong, "format": list(formats)}
@@ -135,7 +134,7 @@ def _records(path: Path, problems: list[str]) -> list[tuple[int, dict[str, Any]]
     reader = csv.DictReader(text.splitlines())
     columns = reader.fieldnames or []
     numbered = sorted((int(c[6:]), c) for c in columns if c.startswith("image_") and c[6:].isdigit())
-    known = {"name", *(c for _, c in numbered), *_FIELDS, *COLUMNS}
+    known = {"name", *(c for _, c in numbered), *FIELDS, *COLUMNS}
     for column in columns:
         if column.replace("-", "_") not in known:
             problems.append(f"row 1: unknown column {column!r}")
@@ -160,7 +159,7 @@ def _parse(name: str, value: Any) -> Any:
         return text in ("true", "1", "yes")
     if name == "format":
         return [part for part in (value if isinstance(value, list) else str(value).replace(",", " ").split()) if part]
-    kind = _FIELDS[name].type
+    kind = FIELDS[name].type
     try:
         if name == "durations":
             return tuple(float(v) for v in (value if isinstance(value, list) else str(value).split()))

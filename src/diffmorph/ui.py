@@ -233,16 +233,16 @@ def build_app(limits: UiLimits = UiLimits(), device: str = "auto", verbose: bool
                      for drawn, given, name in ((draw_a, mask_a, "a"), (draw_b, mask_b, "b")))
 
     def _painted(drawn: dict | None, given: str | None, request: gr.Request, name: str) -> str | None:
-        ours = sessions.root / safe_name(request.session_hash) / f"painted-mask-{name}.png"
-        if given and Path(given).name != ours.name:
+        ours = f"painted-mask-{name}.png"
+        if given and Path(given).name != ours:
             return given  # an upload: the visitor's own mask (a painted one, served back, bears our name)
         layers = (drawn or {}).get("layers") or []
         paint = [layer[..., 3] > 0 for layer in layers if layer is not None and layer.ndim == 3 and layer.shape[2] == 4]
         if not paint or not any(layer.any() for layer in paint):
             return None
-        sessions.folder(request.session_hash)
-        Image.fromarray((np.logical_or.reduce(paint) * 255).astype(np.uint8)).save(ours)
-        return str(ours)
+        path = sessions.folder(request.session_hash) / ours
+        Image.fromarray((np.logical_or.reduce(paint) * 255).astype(np.uint8)).save(path)
+        return str(path)
 
     def cancel(request: gr.Request) -> None:
         """Stop this session's running job at its next fit step or frame."""

@@ -26,8 +26,9 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from diffmorph.allocator import release_freed_memory
 from diffmorph.config import DEFAULT_MAX_PIXELS
-from diffmorph.errors import DiffmorphError, InputImageError
+from diffmorph.errors import ConfigError, DiffmorphError, InputImageError
 from diffmorph.io.images import regular_file
+from diffmorph.start.points import parse_points
 
 
 @dataclass(frozen=True)
@@ -208,12 +209,8 @@ def pinned_pictures(files: list[str] | None, text: str | None, pending: list[flo
     that are not four numbers are left out: the morph names them."""
     pairs = []
     for line in (text or "").splitlines():
-        try:
-            values = [float(cell) for cell in line.split(",")]
-        except ValueError:
-            continue
-        if len(values) == 4 and all(np.isfinite(values)):
-            pairs.append(values)
+        with contextlib.suppress(ConfigError):  # a line being typed, or a wrong one: the morph names it
+            pairs.extend(parse_points([line], "").tolist())
     pictures = []
     for side, path in enumerate((files or [])[:2]):
         try:
