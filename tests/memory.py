@@ -7,6 +7,12 @@ import os
 import threading
 from pathlib import Path
 
+# Runs the command line on its arguments and prints its own peak resident memory in bytes on stderr's last line:
+# VmHWM, the peak since this process's exec. (ru_maxrss would keep the peak of the process it was forked from,
+# the test suite itself, across exec.)
+PEAK_SCRIPT = ("import sys\nfrom diffmorph.cli import main\ncode = main(sys.argv[1:])\n"
+               "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')][0].split()[1]\n"
+               "print(int(peak) * 1024, file=sys.stderr)\nsys.exit(code)")
 INTERVAL_S = 0.2  # a morph's peak lasts seconds; a test's subprocess at least a few tenths of one
 
 

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from diffmorph.cli import main
 from diffmorph.io.outputs import PARTIAL, remove_leftovers
+from memory import PEAK_SCRIPT
 from synthetic import blobs
 
 FAST = ["--steps", "3", "--refine", "1", "--size", "16", "--frames", "3", "--device", "cpu", "-q"]
@@ -241,9 +242,7 @@ def test_a_very_long_thin_image_is_refused_before_memory_is_spent(tmp_path, pair
     Image.fromarray(np.zeros((4, 20000, 3), np.uint8)).save(thin)
     # In a process of its own, to read its own peak memory: fitting the other image to a 20000 x 4 frame first
     # took over 14 GB.
-    script = ("import resource, sys\nfrom diffmorph.cli import main\ncode = main(sys.argv[1:])\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\nsys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", script, "morph", str(thin), str(pair[0]), "-o",
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, "morph", str(thin), str(pair[0]), "-o",
                            str(tmp_path / "out"), *FAST], capture_output=True, text=True, timeout=120)
     *lines, peak = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1 and "over 16384 on a side" in lines[0]

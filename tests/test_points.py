@@ -13,6 +13,7 @@ import diffmorph
 from diffmorph.errors import ConfigError
 from diffmorph.io.images import Framing, fit_to_frame
 from diffmorph.start.points import _framed, landing_errors, read_points
+from memory import PEAK_SCRIPT
 
 FAST = {"steps": 60, "size": 32, "refine": 10, "device": "cpu", "frames": 5}
 SIDE = 64
@@ -140,18 +141,16 @@ def test_hints_from_the_command_line_and_eval(tmp_path):
 
 
 def test_a_point_outside_an_image_is_refused_before_the_images_are_decoded(tmp_path):
-    # Two 7000 x 7000 images (each near 600 MB once decoded) and a point beyond B's side: told from the files'
-    # headers, in a process of its own to read its own peak memory (torch's CUDA build alone takes near 900 MB).
+    # Two 6000 x 6000 images (each over 400 MB once decoded) and a point beyond B's side: told from the files'
+    # headers, in a process of its own to read its own peak memory.
     paths = []
     for name in "ab":
         paths.append(tmp_path / f"{name}.png")
-        Image.fromarray(np.zeros((7000, 7000, 3), np.uint8)).save(paths[-1])
+        Image.fromarray(np.zeros((6000, 6000, 3), np.uint8)).save(paths[-1])
     hints = tmp_path / "hints.csv"
-    hints.write_text("ax,ay,bx,by\n10,10,7500,10\n")
-    script = ("import resource, sys\nfrom diffmorph.cli import main\ncode = main(sys.argv[1:])\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\nsys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", script, "morph", *map(str, paths), "-o", str(tmp_path / "out"),
+    hints.write_text("ax,ay,bx,by\n10,10,6500,10\n")
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, "morph", *map(str, paths), "-o", str(tmp_path / "out"),
                            "--points", str(hints)], capture_output=True, text=True, timeout=120)
     *lines, peak = done.stderr.strip().splitlines()
-    assert done.returncode == 1 and len(lines) == 1 and "(7500, 10) is outside B, which is 7000 x 7000" in lines[0]
-    assert int(peak) < 2**30 and not (tmp_path / "out").exists()
+    assert done.returncode == 1 and len(lines) == 1 and "(6500, 10) is outside B, which is 6000 x 6000" in lines[0]
+    assert int(peak) < 700 * 2**20 and not (tmp_path / "out").exists()
