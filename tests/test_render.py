@@ -286,6 +286,7 @@ def test_a_window_upsampled_alone_matches_the_whole_upsampling(corners):
 def test_untrusted_pixels_are_filled_where_the_whole_frame_filling_would_put_them():
     from diffmorph.ops import fill_holes, resize
     from diffmorph.render.filling import fill_untrusted
+    from diffmorph.render.sampling import shrink
 
     generator = torch.Generator().manual_seed(1)
     layers = torch.rand(2, 3, 64, 96, generator=generator)
@@ -294,7 +295,7 @@ def test_untrusted_pixels_are_filled_where_the_whole_frame_filling_would_put_the
     trust[0, :, 6, 10:15] = 0.5  # fading into the filling
     # The filling of the whole frame: at the trust's size, upsampled, blended by the trust upsampled.
     known = -torch.nn.functional.max_pool2d(-trust, 3, stride=1, padding=1) >= 1.0
-    filling = resize(fill_holes(resize(layers, 16, 24, antialias=True), known), 64, 96)
+    filling = resize(fill_holes(shrink(layers, 16, 24), known), 64, 96)
     weight = torch.nn.functional.interpolate(trust, size=(64, 96), mode="bilinear", align_corners=True)
     expected = filling.lerp(layers, weight)
     filled = fill_untrusted(layers.clone(), trust)
@@ -309,3 +310,47 @@ def test_a_numpy_time_renders_as_a_python_float_does(mode):
     result.config = MorphConfig(frames=7, device="cpu", mode=mode)
     renderer = result.renderer(0, "cpu")
     assert torch.equal(renderer.frame(np.float64(0.4)), renderer.frame(0.4))
+
+
+def test_opencv_and_torch_fetch_the_sharp_frames_alike(fitted_motion):
+    # On a CPU, OpenCV samples the detail band; torch's bicubic grid_sample does it on other devices. The two
+    # agree up to rounding where the frame is carried (the two upsample the grids a little differently), and both
+    # keep the ends exact.
+    from diffmorph.ops import scales_of
+    from diffmorph.render.frames import FrameParams
+
+    a, b = fitted_motion.images
+    scales = scales_of(fitted_motion.config)
+    renderers = [Renderer(fitted_motion.segments[0].maps, a, b, scales, torch.device("cpu"), frames=9,
+                          params=FrameParams(opencv=opencv)) for opencv in (True, False)]
+    assert renderers[0]._full.sampler is not None and renderers[1]._full.sampler is None
+    for t in frame_times(9):
+        fast, plain = (to_uint8(renderer.frame(t)).astype(int) for renderer in renderers)
+        assert np.abs(fast - plain).mean() < 0.2 and np.abs(fast - plain).max() <= 8, t
+        if t in (0.0, 1.0):
+            assert np.array_equal(fast, to_uint8(a if t == 0.0 else b).astype(int)) and np.array_equal(fast, plain)
+    middle = to_uint8(renderers[0].frame(0.5)).astype(int)
+    assert np.abs(middle - to_uint8(a).astype(int)).mean() > 1  # it moved: the comparison above is not of still frames
+
+
+def test_the_remap_sampler_fetches_where_grid_sample_does():
+    from diffmorph.ops import sampling_grid
+    from diffmorph.render.sampling import RemapSampler
+
+    generator = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, 40, 56, generator=generator) * 2 - 1
+    flow = torch.nn.functional.interpolate(torch.randn(2, 2, 3, 4, generator=generator) * 4, size=(10, 14),
+                                           mode="bicubic", align_corners=True)
+    small = sampling_grid(flow)  # (2, 10, 14, 2), smooth, up to 4 px of the 10 x 14 frame
+    sampler = RemapSampler(images)
+    fetched = sampler(small, (40, 56), [False, False]).clone()  # the sampler's buffer is used again below
+    # torch upsamples the grid as a departure from no warp too, with half-pixel centres
+    identity = sampling_grid(torch.zeros(1, 2, 40, 56))
+    departure = torch.nn.functional.interpolate((small - sampling_grid(torch.zeros(1, 2, 10, 14))).permute(0, 3, 1, 2),
+                                                size=(40, 56), mode="bilinear", align_corners=False)
+    expected = torch.nn.functional.grid_sample(images, identity + departure.permute(0, 2, 3, 1), mode="bicubic",
+                                               padding_mode="border", align_corners=True)
+    assert fetched.shape == (2, 3, 40, 56) and fetched.is_contiguous(memory_format=torch.channels_last)
+    assert (fetched - expected).abs().max() < 1e-3
+    still = sampler(small, (40, 56), [True, False])
+    assert torch.equal(still[0], images[0]) and torch.allclose(still[1], fetched[1])

@@ -111,7 +111,8 @@ class MorphConfig:
     width: int = option(0, "width of every output in pixels, aspect kept; 0 keeps the first image's size",
                         "encoding",
                         bounds=(4, 16384), expected="0 (native size) or a width from 4 to 16384")
-    gif_width: int = option(0, "largest width of morph.gif, aspect kept; 0 keeps the output size", "encoding",
+    gif_width: int = option(512, "largest width of morph.gif, aspect kept (wider GIFs are slow to write and to load: "
+                                 "the MP4 keeps the full size); 0 keeps the output size", "encoding",
                             bounds=(1, 16384), expected="0 (native size) or a positive width up to 16384")
     gif_palette: str = option("frame", "colours of morph.gif: frame (256 colours fitted to each frame, so "
                               "gradients keep their colours), smooth (median cut per frame: glows and skies of drawn "

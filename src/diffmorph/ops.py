@@ -97,8 +97,8 @@ def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
     return source.flip(1).permute(0, 2, 3, 1)  # grid_sample wants (B, H, W, 2) as x, y
 
 
-def sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear sampling at a :func:`sampling_grid`, the border repeated outside the image.
+def sample(image: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Bilinear (or ``mode="bicubic"``) sampling at a :func:`sampling_grid`, the border repeated outside the image.
 
     Args:
         image: ``(B, C, H, W)``.
@@ -109,7 +109,7 @@ def sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """
     if grid.shape[0] != image.shape[0]:
         grid = grid.expand(image.shape[0], -1, -1, -1)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(image, grid, mode=mode, padding_mode="border", align_corners=True)
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

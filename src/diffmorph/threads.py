@@ -97,13 +97,17 @@ def chosen_threads(requested: int = 0, since: CpuTimes | None = None, params: Th
 @contextlib.contextmanager
 def using_threads(requested: int = 0, since: CpuTimes | None = None, params: ThreadParams = ThreadParams()
                   ) -> Iterator[int]:
-    """PyTorch's CPU threads set to :func:`chosen_threads` for the block, then set back; yields the count."""
+    """PyTorch's and OpenCV's CPU threads set to :func:`chosen_threads` for the block, then set back; yields the
+    count."""
+    import cv2
     import torch
 
-    before = torch.get_num_threads()
+    before = torch.get_num_threads(), cv2.getNumThreads()
     count = chosen_threads(requested, since, params)
     torch.set_num_threads(count)
+    cv2.setNumThreads(count)
     try:
         yield count
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])

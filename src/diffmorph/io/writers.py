@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 import av
+import cv2
 import numpy as np
 from PIL import GifImagePlugin, Image
 
@@ -131,10 +132,10 @@ class GifWriter:
         self._started = False
 
     def add(self, frame: np.ndarray) -> None:
+        if 0 < self._max_width < frame.shape[1]:  # each small pixel the mean of those it covers
+            height = max(1, round(frame.shape[0] * self._max_width / frame.shape[1]))
+            frame = cv2.resize(frame, (self._max_width, height), interpolation=cv2.INTER_AREA)
         image = Image.fromarray(frame)
-        if 0 < self._max_width < image.width:
-            height = max(1, round(image.height * self._max_width / image.width))
-            image = image.resize((self._max_width, height), Image.Resampling.LANCZOS)
         if self._palette is None and self._smooth:
             image = image.quantize(palette=smooth_palette(image), dither=Image.Dither.NONE)
         elif self._palette is None:

@@ -7,7 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from diffmorph.ops import fill_holes, resize
+from diffmorph.ops import fill_holes
+from diffmorph.render.sampling import shrink
 
 
 def fill_untrusted(layers: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
@@ -21,7 +22,7 @@ def fill_untrusted(layers: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
     """
     (height, width), (low_height, low_width) = layers.shape[-2:], trust.shape[-2:]
     known = -F.max_pool2d(-trust, 3, stride=1, padding=1) >= 1.0  # trusted, and so are its 8 neighbours
-    filling = fill_holes(resize(layers, low_height, low_width, antialias=True), known)  # (2, C, h, w)
+    filling = fill_holes(shrink(layers, low_height, low_width), known)  # (2, C, h, w)
     untrusted = trust[:, 0] < 1.0  # (2, h, w)
     for k in range(layers.shape[0]):
         rows, columns = untrusted[k].any(dim=1).nonzero()[:, 0], untrusted[k].any(dim=0).nonzero()[:, 0]

@@ -28,6 +28,7 @@ from diffmorph.ops import (
 )
 from diffmorph.render.filling import fill_untrusted
 from diffmorph.render.pacing import PaceParams, Schedule, even_schedule
+from diffmorph.render.sampling import RemapSampler, upsample
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -49,9 +50,10 @@ class FrameParams:
 
     detail_band: int = 96  # longest side in pixels of the colour band; finer structure is detail
     max_detail_gain: float = 2.0**0.5  # at most the contrast a half-and-half blend of unrelated detail loses
-    # The detail band samples a bicubic upsampling of the images this many times finer, so that bilinear
-    # sampling between pixels blurs less; each step finer costs more memory traffic per frame.
-    source_zoom: int = 2
+    # On a CPU the detail band is sampled by OpenCV (one bicubic pass, several times faster); False: by torch,
+    # as on other devices (the same sampling, for comparing the two).
+    opencv: bool = True
+    energy_side: int = 256  # the detail band's energy is measured on a lattice of about this many pixels a side
     splat_size: int = 192  # longest side at which content is carried forward; the maps themselves are 84 x 84
     # Where carried pixels land on each other, those that move further cover the rest, as nearer things do in a
     # camera move: their weight grows by e for each 1 % of the frame further, up to half the frame.
@@ -128,30 +130,29 @@ class _Stack:
     """Both directions' maps at one resolution, batched (A->B first) so one call serves both."""
 
     images: torch.Tensor  # (2, 3, H, W) A and B, the images each direction moves
-    sources: torch.Tensor  # what the warps sample: the images, or for "sharp" a finer bicubic upsampling
     maps: torch.Tensor  # (2, 8, h, w) raw maps, any resolution
     identity: torch.Tensor  # (1, H, W, 2) sampling grid of no warp
     grids: torch.Tensor  # (2, H, W, 2) sampling grids of the full warps
     colour: torch.Tensor | None  # (2, 6, H, W) raw mult and add maps at the images' size, when frames need them
+    # For "sharp" frames, the images the carried grids fetch detail from, bicubically (any size: the small
+    # frames that measure the pace fetch from the full-size images), and OpenCV's sampler of them on a CPU.
+    sources: torch.Tensor | None = None
+    sampler: RemapSampler | None = None
 
     @classmethod
-    def build(cls, images: torch.Tensor, maps: torch.Tensor, scales: MapScales, *, zoom: int, colour: bool
-              ) -> _Stack:
-        """``zoom`` > 0: the warps sample ``sources``, a bicubic upsampling that many times finer (1: the
-        images), stored channels-last; 0: the images themselves, as they are."""
+    def build(cls, images: torch.Tensor, maps: torch.Tensor, scales: MapScales, *, sharp: bool, colour: bool,
+              opencv: bool = True) -> _Stack:
+        """``sharp``: the detail band is fetched from the images bicubically, by OpenCV where ``opencv`` and the
+        images are on a CPU; otherwise every warp samples bilinearly, as the original did."""
         height, width = images.shape[-2:]
         identity = sampling_grid(torch.zeros(1, 2, height, width, device=images.device))  # (1, H, W, 2)
         grids = sampling_grid(flow_from_warp_map(resize(maps[:, 6:8], height, width), scales.warp))  # (2, H, W, 2)
-        # Bicubic through the original samples (align_corners): pixel i lands exactly on pixel zoom * i, so
-        # the identity warp still returns the image itself, while bilinear sampling of the finer image
-        # blurs less than sampling the image would. Stored channels-last, a pixel's three values side by
-        # side: sampling them reads one place in memory rather than three planes apart (same values, faster).
-        sources = images.contiguous(memory_format=torch.channels_last) if zoom > 0 else images
-        if zoom > 1:  # channels-last in, channels-last out: no second full copy
-            sources = F.interpolate(sources, size=(zoom * (height - 1) + 1, zoom * (width - 1) + 1), mode="bicubic",
-                                    align_corners=True)
-        return cls(images=images, sources=sources, maps=maps, identity=identity, grids=grids,
-                   colour=resize(maps[:, 0:6], height, width) if colour else None)
+        sampler = None
+        if sharp and opencv and images.device.type == "cpu" and images.dtype == torch.float32:
+            sampler = RemapSampler(images)
+        return cls(images=images, maps=maps, identity=identity, grids=grids,
+                   colour=resize(maps[:, 0:6], height, width) if colour else None,
+                   sources=images if sharp else None, sampler=sampler)
 
     def warped(self, strengths: torch.Tensor, images: torch.Tensor | None = None, *,
                carried: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
@@ -162,7 +163,8 @@ class _Stack:
             carried: :meth:`_Carrier.grids` at these strengths, any size: sample there instead, and fill
                 in the pixels that are not trusted.
         """
-        images = self.sources if images is None else images
+        detail = images is None  # the sharp frames' detail band: fetched bicubically from the sources
+        images = self.sources if detail else images
         if carried is None:
             return sample(images, torch.lerp(self.identity, self.grids, strengths.view(2, 1, 1, 1)))
         grids, trust = carried
@@ -171,16 +173,21 @@ class _Stack:
         trust = torch.where(still, 1.0, trust)
         if bool((trust >= 1.0).all()):  # decided small: then the full-size trust is not needed
             trust = None
-        if grids.shape[1:3] != (height, width):  # align_corners: the identity grid stays exactly itself
-            # Upsampled as two planes and sampled from as a strided view, with the same values: torch's CPU
-            # kernel upsamples the interleaved (x, y) grid several times slower, and interleaving the planes
-            # again would cost a copy that the sampling does not need.
-            grids = F.interpolate(grids.permute(0, 3, 1, 2).contiguous(), size=(height, width), mode="bilinear",
-                                  align_corners=True).permute(0, 2, 3, 1)
-        if bool(still.any()):  # at strength 0 exactly the image, whatever the rounding of the resize
-            grids = torch.where(still, self.identity, grids)
-        layers = sample(images, grids)
-        del grids  # a full-size grid: freed before the filling allocates its own buffers
+        if detail and self.sampler is not None:
+            layers = self.sampler(grids, (height, width), still.view(-1).tolist())
+        else:
+            if grids.shape[1:3] != (height, width):  # align_corners: the identity grid stays exactly itself
+                # Upsampled as two planes and sampled from as a strided view, with the same values: torch's CPU
+                # kernel upsamples the interleaved (x, y) grid several times slower, and interleaving the planes
+                # again would cost a copy that the sampling does not need.
+                grids = F.interpolate(grids.permute(0, 3, 1, 2).contiguous(), size=(height, width), mode="bilinear",
+                                      align_corners=True).permute(0, 2, 3, 1)
+            if bool(still.any()):  # at strength 0 exactly the image, whatever the rounding of the resize
+                grids = torch.where(still, self.identity, grids)
+            layers = sample(images, grids, mode="bicubic" if detail else "bilinear")
+            del grids  # a full-size grid: freed before the filling allocates its own buffers
+            if bool(still.any()) and images.shape[-2:] == (height, width):  # bicubic weights round off the pixel
+                layers = torch.where(still, images, layers)
         if trust is None:
             return layers
         if trust.shape[-1] < width:  # layers finer than the trust: filled at its size
@@ -257,17 +264,16 @@ class Renderer:
         self._mapped: torch.Tensor | None = None
         stacked_maps = maps.view(2, 8, *maps.shape[-2:]).to(device)  # (2, 8, h, w): A->B, B->A
         sharp = mode == "sharp"
-        self._full = _Stack.build(images, stacked_maps, scales, zoom=params.source_zoom if sharp else 0,
-                                  colour=not sharp)
+        self._full = _Stack.build(images, stacked_maps, scales, sharp=sharp, colour=not sharp, opencv=params.opencv)
         if sharp:
             longest = max(height, width)
             band = (max(2, round(height * params.detail_band / longest)),
                     max(2, round(width * params.detail_band / longest)))
             small = resize(images, *band, antialias=True)  # (2, 3, h, w)
-            self._low = _Stack.build(small, stacked_maps, scales, zoom=0, colour=True)
+            self._low = _Stack.build(small, stacked_maps, scales, sharp=False, colour=True)
             self._carrier = _Carrier.build(stacked_maps, scales, height, width, params)
-            fine = images - resize(small, height, width)  # (2, 3, H, W): A's and B's own detail bands
-            self._detail_energy = fine.square().mean(dim=(1, 2, 3)).tolist()
+            # A's and B's own detail bands' energy, measured as the frames' is, so that it is the same at the ends
+            self._detail_energy = [self._energy(images[k:k + 1], small[k:k + 1]) for k in range(2)]
 
     def _strengths(self, t: float) -> torch.Tensor:
         return torch.tensor([t, 1.0 - t], dtype=self.a.dtype, device=self.a.device)  # t may be a NumPy float64
@@ -291,11 +297,25 @@ class Renderer:
         coarse = torch.lerp(both[0:1, 0:3], both[1:2, 0:3], t)
         moved = both[:, 3:6].clamp_(-1.0, 1.0)
         wanted = (1.0 - t) * self._detail_energy[0] + t * self._detail_energy[1]
-        present = float((detail - resize(coarse, height, width)).square_().mean())  # the detail band's energy
+        present = self._energy(detail, coarse)
         gain = max(1.0, min(self.params.max_detail_gain, (wanted / present) ** 0.5)) if present > 0 else 1.0
         # colour band + gain * (detail - its coarse part); upsampling is linear, so once is enough.
         colour = torch.lerp(moved[0:1], moved[1:2], t).sub_(coarse, alpha=gain)
-        return torch.add(resize(colour, height, width), detail, alpha=gain).clamp_(-1.0, 1.0)
+        colour = upsample(colour, height, width) if self._full.sampler is not None else resize(colour, height, width)
+        return colour.add_(detail, alpha=gain).clamp_(-1.0, 1.0)
+
+    def _energy(self, detail: torch.Tensor, coarse: torch.Tensor) -> float:
+        """The mean square of the detail band, ``detail`` less ``coarse`` upsampled, on a lattice of the frame's
+        pixels (:attr:`FrameParams.energy_side`): an estimate of a mean over a million pixels needs far fewer."""
+        height, width = detail.shape[-2:]
+        step = max(1, max(height, width) // self.params.energy_side)
+        lattice = detail[:, :, ::step, ::step]
+        # The coarse band where resize() would put it at those pixels: half-pixel centres, the border repeated.
+        y = (torch.arange(0, height, step, device=detail.device, dtype=detail.dtype) + 0.5) * (2.0 / height) - 1.0
+        x = (torch.arange(0, width, step, device=detail.device, dtype=detail.dtype) + 0.5) * (2.0 / width) - 1.0
+        grid = torch.stack(torch.meshgrid(x, y, indexing="xy"), dim=-1)[None]  # (1, h', w', 2) as x, y
+        below = F.grid_sample(coarse, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return float((lattice - below).square_().mean())
 
     @torch.no_grad()
     def frame(self, t: float) -> torch.Tensor:
@@ -344,7 +364,7 @@ class Renderer:
         small = Renderer(self._maps, a, b, self.scales, self.a.device, mode=self.mode, pacing="linear",
                          params=self.params, pace=self.pace)
         if self.mode == "sharp":  # sample the full-size images where the full-size frames do
-            small._full = replace(small._full, sources=self._full.sources)
+            small._full = replace(small._full, sources=self._full.sources, sampler=self._full.sampler)
             small._carrier = self._carrier
             small._detail_energy = self._detail_energy
         return small
