@@ -219,8 +219,8 @@ class Renderer:
       towards the middle of the morph.
     - ``"sharp"`` splits the frame in two bands. The colour band is the classic frame rendered at
       ``params.detail_band`` pixels and upsampled; the detail band (everything finer) is the blend of
-      the two images warped at full resolution, sampled from a 2x bicubic upsampling so that
-      sub-pixel warps do not blur them. Blending two unaligned details halves their contrast, so
+      the two images warped at full resolution, sampled bicubically (see :mod:`diffmorph.render.sampling`)
+      so that sub-pixel warps do not blur them. Blending two unaligned details halves their contrast, so
       the detail band's energy is restored to the interpolation of A's and B's (gain at most
       ``params.max_detail_gain``). Both bands carry content along straight lines from where each warp
       fetches it to where it puts it (see :class:`_Carrier`), rather than scaling the warps. Both equal
