@@ -354,8 +354,8 @@ class Renderer:
         """A renderer of frames at most ``pace.size`` on a side, for measuring the pace.
 
         The "sharp" small frames are a lattice of the full-size frame's pixels: they sample the full-size
-        images (and share this renderer's detail energy), so the change of detail finer than the small frames
-        counts. They carry content forward at ``pace.splat_size``, coarser than the frames.
+        images (and share this renderer's carried grids and detail energy), so the change of detail finer
+        than the small frames counts.
         """
         height, width = self.a.shape[-2:]
         scale = min(1.0, self.pace.size / max(height, width))
@@ -365,9 +365,7 @@ class Renderer:
                          params=self.params, pace=self.pace)
         if self.mode == "sharp":  # sample the full-size images where the full-size frames do
             small._full = replace(small._full, sources=self._full.sources, sampler=self._full.sampler)
-            small._carrier = _Carrier.build(self._maps.view(2, 8, *self._maps.shape[-2:]).to(self.a.device),
-                                            self.scales, height, width,
-                                            replace(self.params, splat_size=self.pace.splat_size))
+            small._carrier = self._carrier
             small._detail_energy = self._detail_energy
         return small
 

@@ -25,9 +25,6 @@ class PaceParams:
     samples: int = 64  # small frames that measure the change along the morph when the frame count is unknown
     first: int = 32  # as many, where the frames' own times are measured again after (the frame count is known)
     size: int = 192  # longest side of those frames
-    # Longest side at which those frames carry content forward (FrameParams.splat_size for the frames themselves):
-    # the carried grids are most of a small frame's cost, and a change measured over the whole frame needs less.
-    splat_size: int = 96
 
 
 def frame_times(count: int) -> list[float]:
