@@ -50,8 +50,8 @@ class FrameParams:
 
     detail_band: int = 96  # longest side in pixels of the colour band; finer structure is detail
     max_detail_gain: float = 2.0**0.5  # at most the contrast a half-and-half blend of unrelated detail loses
-    # On a CPU the detail band is sampled by OpenCV (one bicubic pass, several times faster); False: by torch,
-    # as on other devices (the same sampling, for comparing the two).
+    # On a CPU the detail band is sampled by OpenCV (one bicubic pass, about twice as fast as torch's); False:
+    # by torch, as on other devices (the same sampling, for comparing the two).
     opencv: bool = True
     energy_side: int = 256  # the detail band's energy is measured on a lattice of about this many pixels a side
     splat_size: int = 192  # longest side at which content is carried forward; the maps themselves are 84 x 84

@@ -1,8 +1,8 @@
 """Where the sharp frames fetch the images' own pixels: bicubic sampling at a carried grid, the frame's costliest step.
 
 On a GPU, torch's ``grid_sample`` does it. On a CPU, OpenCV's ``remap`` does the same sampling (Keys' cubic,
-``a = -0.75``, as torch's; the border repeated) in one pass over the image and from its own layout, several times
-faster than ``grid_sample`` there, and ``resize`` upsamples the carried grid (costs in docs/method.md).
+``a = -0.75``, as torch's; the border repeated) in one pass over the image and from its own layout, about twice
+as fast as ``grid_sample`` there, and ``resize`` upsamples the carried grid (costs in docs/method.md).
 """
 
 from __future__ import annotations
