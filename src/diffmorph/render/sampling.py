@@ -48,9 +48,8 @@ class RemapSampler:
         height, width = size
         source_height, source_width = self.size
         if (height, width) not in self._buffers:
-            self._buffers = {(height, width): (np.empty((2, height, width, 3), dtype=np.float32),
-                                                np.empty((height, width, 2), dtype=np.float32)),
-                             **self._buffers}
+            self._buffers[height, width] = (np.empty((2, height, width, 3), dtype=np.float32),
+                                            np.empty((height, width, 2), dtype=np.float32))
         out, positions = self._buffers[height, width]
         to_pixels = torch.tensor([(source_width - 1) / 2.0, (source_height - 1) / 2.0])
         if grids.shape[1:3] == (height, width):
@@ -81,7 +80,6 @@ class RemapSampler:
             self._identities[height, width] = np.stack(np.broadcast_arrays(x[None, :], y[:, None]), axis=-1
                                                        ).astype(np.float32)
         return self._identities[height, width]
-
 
 
 def upsample(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
