@@ -376,3 +376,17 @@ def test_align_subject_carries_the_subject_or_says_there_is_none(image_files, tm
 def test_ui_refuses_bad_settings_in_one_line(flags, message, capsys):
     code, _, err = run(["ui", *flags], capsys)
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_version_and_help_start_without_the_heavy_libraries():
+    # torch and OpenCV take a second or more to import: the CLI answers --version and --help without them.
+    code = ("import runpy, sys\n"
+            "for argv in (['diffmorph', '--version'], ['diffmorph', 'morph', '--help']):\n"
+            "    sys.argv = argv\n"
+            "    try:\n"
+            "        runpy.run_module('diffmorph', run_name='__main__')\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(sorted(name for name in ('torch', 'cv2') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Protocol
 
 import av
-import cv2
 import numpy as np
 from PIL import GifImagePlugin, Image
 
@@ -133,6 +132,8 @@ class GifWriter:
 
     def add(self, frame: np.ndarray) -> None:
         if 0 < self._max_width < frame.shape[1]:  # each small pixel the mean of those it covers
+            import cv2  # here, not at the top: the CLI's start-up (--help, --version) imports this module
+
             height = max(1, round(frame.shape[0] * self._max_width / frame.shape[1]))
             frame = cv2.resize(frame, (self._max_width, height), interpolation=cv2.INTER_AREA)
         image = Image.fromarray(frame)
