@@ -65,6 +65,12 @@ def quick_fit(page, steps: int) -> None:
     page.locator("#size input").fill("32")
 
 
+def settled(page) -> None:
+    """Wait two animation frames: the page sets a widget from an event's output in more than one step, and a
+    value typed between them is overwritten (the re-render's frames went back to 6 in about one run of four)."""
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+
+
 def test_morph_and_rerender_in_the_browser(tmp_path):
     with served_pair(tmp_path, 240, 180, viewport={"width": 1280, "height": 1100}) as (_, page):
         page.locator("#frames input").fill("6")
@@ -77,8 +83,11 @@ def test_morph_and_rerender_in_the_browser(tmp_path):
         # The re-render's widgets start from the morph just made; a blank one would keep its own.
         page.wait_for_function("() => document.querySelector('#rerender_frames input')?.value === '6'",
                                timeout=30_000)
+        settled(page)
         page.locator("#rerender_frames input").fill("9")
         page.locator("#rerender_frames input").press("Tab")  # the page takes a typed number when it loses focus
+        settled(page)
+        assert page.locator("#rerender_frames input").input_value() == "9"
         page.locator("#rerender").click()
         page.wait_for_function(f"() => ({PLAYABLE})() !== null && ({PLAYABLE})() !== {first!r}",
                                timeout=120_000)
