@@ -195,7 +195,8 @@ def test_even_pacing_measures_the_frames_it_is_given():
 
     measured_again = cv(result.renderer(frames=41))
     assert measured_again <= 0.1 and measured_again < 0.6 * cv(result.renderer())
-    assert measured_again == pytest.approx(frame_metrics(list(render(result)))[1])
+    # render() makes its frames on threads of one PyTorch thread each: a pixel may round to the next level
+    assert measured_again == pytest.approx(frame_metrics(list(render(result)))[1], rel=1e-3)
     with pytest.raises(ValueError, match="at least 2 frames"):
         result.renderer(frames=1)
 

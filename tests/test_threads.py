@@ -5,11 +5,21 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
 
-from diffmorph.threads import CpuTimes, ThreadParams, chosen_threads, idle_between, idle_cores, using_threads
+from diffmorph.threads import (
+    CpuTimes,
+    ThreadParams,
+    chosen_threads,
+    frame_map,
+    idle_between,
+    idle_cores,
+    using_threads,
+)
 
 WATCH = ThreadParams(window_s=0.6)
 
@@ -48,3 +58,47 @@ def test_a_busy_process_is_seen_on_the_machine():
         busy.kill()
         busy.wait()
     assert loaded < quiet - 0.6
+
+
+def test_frames_are_made_on_threads_of_one_thread_each_and_come_back_in_order():
+    cpu = torch.device("cpu")
+    started, names, counts = [], set(), set()
+
+    def slow_square(item: int) -> int:
+        started.append(item)
+        names.add(threading.current_thread().name)
+        counts.add(torch.get_num_threads())
+        time.sleep(0.02 * (item % 3))  # finishing out of order
+        return item * item
+
+    with using_threads(2), frame_map(cpu, ahead=2) as mapper:
+        squares = mapper(slow_square, range(40))
+        assert [next(squares) for _ in range(3)] == [0, 1, 4]
+        time.sleep(0.2)
+        assert len(started) <= 3 + 2 * 2  # no more than two items a thread ahead of the caller
+        assert list(squares) == [k * k for k in range(3, 40)]
+        assert counts == {1} and len(names) == 2 and threading.current_thread().name not in names
+    with using_threads(2):
+        with frame_map(cpu) as mapper:
+            pass
+        assert torch.get_num_threads() == 2  # set back
+    with using_threads(1), frame_map(cpu) as mapper:
+        assert mapper is map  # one thread: in the caller's
+    with frame_map(torch.device("meta")) as mapper:
+        assert mapper is map  # not a CPU: the device's own queue orders the work
+
+
+def test_a_failing_frame_stops_the_rest():
+    done = []
+
+    def failing(item: int) -> int:
+        if item == 5:
+            raise ValueError("frame 5")
+        time.sleep(0.01)
+        done.append(item)
+        return item
+
+    cpu = torch.device("cpu")
+    with using_threads(2), pytest.raises(ValueError, match="frame 5"), frame_map(cpu) as mapper:
+        list(mapper(failing, range(1000)))
+    assert len(done) < 20  # what was queued went with the error

@@ -41,7 +41,7 @@ from diffmorph.render import Renderer, fidelity, to_uint8
 from diffmorph.start import StartRecord
 from diffmorph.start.masks import MASK_MODES, load_masks, masked
 from diffmorph.start.points import hinted, in_frame, read_points
-from diffmorph.threads import CpuTimes, using_threads
+from diffmorph.threads import CpuTimes, frame_map, using_threads
 
 PointsSource = np.ndarray | str | Path | None  # one segment's point hints: an array, a CSV file, or none
 
@@ -367,15 +367,22 @@ def timed_frames(result: MorphResult, plan: Plan, *, params: Params = Params(),
     result, plan = replace(result, config=plan.config), plan.resolved()
     counts = plan.frame_counts
     kept = {} if renderers is None else renderers
-    shown, frame = None, None
-    for segment, t in plan.timeline:
-        if (segment, t) != shown:
+    with frame_map(plan.device) as mapper:
+        for segment, run in itertools.groupby(plan.timeline, key=lambda shown: shown[0]):
             if segment not in kept:
                 if renderers is None:
                     kept.clear()  # one segment's full-size maps in memory at a time
                 kept[segment] = result.renderer(segment, plan.device, frames=counts[segment], params=params)
-            shown, frame = (segment, t), to_uint8(kept[segment].frame(t))
-        yield segment, t, frame
+            renderer = kept[segment]
+            renderer.measure_pace(mapper)
+            times = [t for _, t in run]
+            fresh = [t for k, t in enumerate(times) if k == 0 or t != times[k - 1]]  # a held frame is rendered once
+            rendered = mapper(lambda t, renderer=renderer: to_uint8(renderer.frame(t)), fresh)
+            frame = None
+            for k, t in enumerate(times):
+                if k == 0 or t != times[k - 1]:
+                    frame = next(rendered)
+                yield segment, t, frame
 
 
 def load_maps(path: str | Path) -> MorphResult:

@@ -6,16 +6,30 @@ for it: a fit with two threads on two cores, one of them taken, ran 4 to 10 time
 (docs/benchmarks.md). So, unless told otherwise, a morph uses as many threads as the machine has idle cores, read
 from the kernel's CPU time counters (/proc/stat) over a short window; where those cannot be read (not Linux), or
 ``OMP_NUM_THREADS`` is set, PyTorch's own choice is kept.
+
+Frames are another matter: each is independent of the others, and one frame's operations are too short for
+several threads to share well (two threads on one frame cost about 40 % more CPU time than one for the same wall
+time). So :func:`frame_map` renders as many frames at once as there are threads, one thread each.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import torch
+
+Item, Result = TypeVar("Item"), TypeVar("Result")
+Mapper = Callable[[Callable[[Item], Result], Iterable[Item]], Iterator[Result]]
+"""``map``'s signature: ``mapper(function, items)`` yields ``function(item)`` for each item, in order."""
 
 STAT = Path("/proc/stat")
 
@@ -111,3 +125,44 @@ def using_threads(requested: int = 0, since: CpuTimes | None = None, params: Thr
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+@contextlib.contextmanager
+def frame_map(device: torch.device, ahead: int = 2) -> Iterator[Mapper]:
+    """A :data:`Mapper` that renders on ``device``: on a CPU with several PyTorch threads, as many items at once on
+    as many threads of its own, PyTorch and OpenCV set to one thread each for the block; elsewhere ``map``.
+
+    Results come back in order; at most ``ahead`` items a thread are started before the caller takes the first
+    of them, so memory does not grow with the count. Items not started when the block ends are dropped.
+    """
+    import cv2
+    import torch
+
+    workers = torch.get_num_threads()
+    if device.type != "cpu" or workers < 2:
+        yield map
+        return
+    before = cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="diffmorph-frames")
+
+    def mapped(function: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
+        started: collections.deque[Future[Result]] = collections.deque()
+        try:
+            for item in items:
+                started.append(pool.submit(function, item))
+                if len(started) >= ahead * workers:
+                    yield started.popleft().result()
+            while started:
+                yield started.popleft().result()
+        finally:
+            for future in started:
+                future.cancel()
+
+    try:
+        yield mapped
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(workers)
+        cv2.setNumThreads(before)

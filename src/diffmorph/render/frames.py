@@ -29,6 +29,7 @@ from diffmorph.ops import (
 from diffmorph.render.filling import fill_untrusted
 from diffmorph.render.pacing import PaceParams, Schedule, even_schedule
 from diffmorph.render.sampling import RemapSampler, upsample
+from diffmorph.threads import Mapper
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -346,9 +347,14 @@ class Renderer:
         """The maps' strength shown at time ``t``: ``t`` itself, or re-timed for even pacing."""
         if self.pacing == "linear" or t <= 0.0 or t >= 1.0:
             return t
-        if self._schedule is None:
-            self._schedule = even_schedule(self._small().at, self.frames, self.pace)
+        self.measure_pace()
         return self._schedule(t)
+
+    def measure_pace(self, mapper: Mapper = map) -> None:
+        """Measure the even pacing's schedule now, rendering its small frames with ``mapper`` (see
+        :func:`~diffmorph.threads.frame_map`), where the pacing is even and it is not measured yet."""
+        if self.pacing == "even" and self._schedule is None:
+            self._schedule = even_schedule(self._small().at, self.frames, self.pace, mapper)
 
     def _small(self) -> Renderer:
         """A renderer of frames at most ``pace.size`` on a side, for measuring the pace.

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from diffmorph.threads import Mapper
+
 EASES = ("linear", "in", "out", "in-out")
 
 
@@ -99,7 +101,7 @@ class Schedule:
 
 
 def even_schedule(frame: Callable[[float], torch.Tensor], frames: int | None,
-                  params: PaceParams = PaceParams()) -> Schedule:
+                  params: PaceParams = PaceParams(), mapper: Mapper = map) -> Schedule:
     """Measure the change along a morph on small frames and time it evenly.
 
     The change between two frames is less than the sum of the changes in between where fine detail moves
@@ -109,21 +111,22 @@ def even_schedule(frame: Callable[[float], torch.Tensor], frames: int | None,
     Args:
         frame: a frame at a strength, ``(1, 3, h, w)``, made small (at most ``params.size`` on a side).
         frames: the frames from A to B the morph is shown in, at times :func:`frame_times`, or None.
+        mapper: renders the small frames (see :func:`~diffmorph.threads.frame_map`).
     """
     strengths = np.linspace(0.0, 1.0, (params.samples if frames is None else params.first) + 1)
-    travelled = _travelled(frame, strengths)
+    travelled = _travelled(frame, strengths, mapper)
     if frames is not None:
         strengths = np.interp(np.linspace(0.0, travelled[-1], frames), travelled, strengths)
-        travelled = _travelled(frame, strengths)
+        travelled = _travelled(frame, strengths, mapper)
     return Schedule(strengths, travelled)
 
 
-def _travelled(frame: Callable[[float], torch.Tensor], strengths: np.ndarray) -> np.ndarray:
+def _travelled(frame: Callable[[float], torch.Tensor], strengths: np.ndarray, mapper: Mapper) -> np.ndarray:
     """The picture's cumulative change (RMSE) from the frame at ``strengths[0]`` to each frame."""
-    steps, previous = [], frame(float(strengths[0]))
-    for strength in strengths[1:]:
-        current = frame(float(strength))
-        steps.append(float((current - previous).square().mean().sqrt()))  # RMSE
+    steps, previous = [], None
+    for current in mapper(frame, [float(strength) for strength in strengths]):
+        if previous is not None:
+            steps.append(float((current - previous).square().mean().sqrt()))  # RMSE
         previous = current
     # A tiny floor per step keeps the curve strictly increasing where nothing changes.
     return np.concatenate(([0.0], np.cumsum(np.asarray(steps) + 1e-9)))

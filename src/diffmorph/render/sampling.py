@@ -7,6 +7,8 @@ as fast as ``grid_sample`` there, and ``resize`` upsamples the carried grid (cos
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 import torch
@@ -27,7 +29,7 @@ class RemapSampler:
         # Each image channels-last, (H, W, 3): OpenCV's layout.
         self.sources = [np.ascontiguousarray(image.permute(1, 2, 0).numpy()) for image in images]
         self._identities: dict[tuple[int, int], np.ndarray] = {}
-        self._buffers: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # per frame size: out, positions
+        self._local = threading.local()  # each thread's buffers, per frame size: out, positions
 
     @property
     def size(self) -> tuple[int, int]:
@@ -47,10 +49,11 @@ class RemapSampler:
         """
         height, width = size
         source_height, source_width = self.size
-        if (height, width) not in self._buffers:
-            self._buffers[height, width] = (np.empty((2, height, width, 3), dtype=np.float32),
-                                            np.empty((height, width, 2), dtype=np.float32))
-        out, positions = self._buffers[height, width]
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        if (height, width) not in buffers:
+            buffers[height, width] = (np.empty((2, height, width, 3), dtype=np.float32),
+                                      np.empty((height, width, 2), dtype=np.float32))
+        out, positions = buffers[height, width]
         to_pixels = torch.tensor([(source_width - 1) / 2.0, (source_height - 1) / 2.0])
         if grids.shape[1:3] == (height, width):
             fetched = ((grids + 1.0) * to_pixels).numpy()  # (2, h, w, 2): x, y in the source's pixels
