@@ -345,7 +345,9 @@ def render(result: MorphResult, *, frames: int | None = None, pingpong: bool = F
     """Yield the morph's frames as ``(H, W, 3)`` uint8 arrays at its :attr:`~MorphResult.size`, the first image
     first; a held frame repeats the one before it.
 
-    The config's ``ease``, ``hold`` and ``pacing`` set the timing, its ``mode`` how frames are made.
+    The config's ``ease``, ``hold`` and ``pacing`` set the timing, its ``mode`` how frames are made. On a CPU the
+    frames are made on as many threads as PyTorch has, with PyTorch set to one thread each until the last frame
+    is taken (see :func:`~diffmorph.threads.frame_map`).
 
     Args:
         frames: frames per segment, both ends included (by default the config's ``frames``, or its
