@@ -11,6 +11,7 @@ import time
 import pytest
 import torch
 
+from diffmorph.budget import Budget, frames_at_once
 from diffmorph.threads import (
     CpuTimes,
     ThreadParams,
@@ -84,6 +85,8 @@ def test_frames_are_made_on_threads_of_one_thread_each_and_come_back_in_order():
         assert torch.get_num_threads() == 2  # set back
     with using_threads(1), frame_map(cpu) as mapper:
         assert mapper is map  # one thread: in the caller's
+    with using_threads(2), frame_map(cpu, most=1) as mapper:
+        assert mapper is map and torch.get_num_threads() == 2  # room for one frame: made as before, on both threads
     with frame_map(torch.device("meta")) as mapper:
         assert mapper is map  # not a CPU: the device's own queue orders the work
 
@@ -102,3 +105,11 @@ def test_a_failing_frame_stops_the_rest():
     with using_threads(2), pytest.raises(ValueError, match="frame 5"), frame_map(cpu) as mapper:
         list(mapper(failing, range(1000)))
     assert len(done) < 20  # what was queued went with the error
+
+
+def test_the_frames_made_at_once_fit_in_half_the_free_memory():
+    budget = Budget()
+    frame = budget.frame_bytes_per_pixel * 3840 * 2160  # about 530 MB a 4K frame
+    assert frames_at_once(3840, 2160, budget, available=int(8 * frame)) == 4
+    assert frames_at_once(3840, 2160, budget, available=int(frame)) == 1  # at least one, whatever is free
+    assert frames_at_once(1024, 1024, budget, available=16 * 2**30) > 64

@@ -22,6 +22,10 @@ class Budget:
     baseline_mb: float = 400.0  # the process with torch loaded, before any image
     render_bytes_per_pixel: float = 450.0  # per output pixel: both images, their 2x upsamplings, the grids
     fit_bytes_per_pixel: float = 2048.0  # per pixel of the refinement's working size (FitParams.refine_side)
+    # Frames made at once on a CPU (one per thread): each takes about this much per output pixel while it is made
+    # (its layers, grids and bands), and together they take at most frame_share of the memory free before them.
+    frame_bytes_per_pixel: float = 64.0
+    frame_share: float = 0.5
 
 
 def check_frames(frames: int, budget: Budget = Budget(), lower: str = "lower --frames") -> None:
@@ -58,6 +62,15 @@ def check_size(config: MorphConfig, width: int, height: int, fit_side: int, budg
         lower = "--width (or use smaller images)" if render >= fit else "--size"
         raise ConfigError(f"this morph needs about {need / 2**30:.1f} GiB of memory and {free / 2**30:.1f} GiB is "
                           f"free; lower {lower}")
+
+
+def frames_at_once(width: int, height: int, budget: Budget = Budget(), available: int | None = None) -> int | None:
+    """How many frames of ``width`` x ``height`` may be made at once in the memory free now (at least 1), or None
+    where it is unknown."""
+    free = free_memory() if available is None else available
+    if free is None:
+        return None
+    return max(1, int(budget.frame_share * free // (budget.frame_bytes_per_pixel * width * height)))
 
 
 def free_memory() -> int | None:

@@ -369,7 +369,7 @@ def timed_frames(result: MorphResult, plan: Plan, *, params: Params = Params(),
     result, plan = replace(result, config=plan.config), plan.resolved()
     counts = plan.frame_counts
     kept = {} if renderers is None else renderers
-    with frame_map(plan.device) as mapper:
+    with frame_map(plan.device, most=plan.frames_at_once(*result.size)) as mapper:
         for segment, run in itertools.groupby(plan.timeline, key=lambda shown: shown[0]):
             if segment not in kept:
                 if renderers is None:

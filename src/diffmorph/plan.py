@@ -13,7 +13,7 @@ from functools import cached_property
 
 import torch
 
-from diffmorph.budget import Budget, check_frames, check_size
+from diffmorph.budget import Budget, check_frames, check_size, frames_at_once
 from diffmorph.config import DEFAULT_FORMATS, RENDER_SETTINGS, MorphConfig
 from diffmorph.device import resolve_device
 from diffmorph.errors import ConfigError
@@ -86,6 +86,11 @@ class Plan:
         """Refuse, in one line naming the option to lower, a first image of ``width`` x ``height`` whose
         morph this machine cannot finish (see :func:`diffmorph.budget.check_size`)."""
         check_size(self.config, width, height, self.refine_side, self.budget, available)
+
+    def frames_at_once(self, width: int, height: int) -> int | None:
+        """How many frames of ``width`` x ``height`` the free memory holds at once (see
+        :func:`diffmorph.budget.frames_at_once`); None where it is unknown."""
+        return frames_at_once(width, height, self.budget)
 
     def resolved(self) -> Plan:
         """This plan with its device resolved from the config, where it was not yet."""

@@ -128,9 +128,10 @@ def using_threads(requested: int = 0, since: CpuTimes | None = None, params: Thr
 
 
 @contextlib.contextmanager
-def frame_map(device: torch.device, ahead: int = 2) -> Iterator[Mapper]:
+def frame_map(device: torch.device, ahead: int = 2, most: int | None = None) -> Iterator[Mapper]:
     """A :data:`Mapper` that renders on ``device``: on a CPU with several PyTorch threads, as many items at once on
-    as many threads of its own, PyTorch and OpenCV set to one thread each for the block; elsewhere ``map``.
+    as many threads of its own (at most ``most``), PyTorch and OpenCV set to one thread each for the block;
+    elsewhere ``map``.
 
     Results come back in order; at most ``ahead`` items a thread are started before the caller takes the first
     of them, so memory does not grow with the count. Items not started when the block ends are dropped.
@@ -138,7 +139,8 @@ def frame_map(device: torch.device, ahead: int = 2) -> Iterator[Mapper]:
     import cv2
     import torch
 
-    workers = torch.get_num_threads()
+    threads = torch.get_num_threads()
+    workers = min(threads, most or threads)
     if device.type != "cpu" or workers < 2:
         yield map
         return
@@ -164,5 +166,5 @@ def frame_map(device: torch.device, ahead: int = 2) -> Iterator[Mapper]:
         yield mapped
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(workers)
+        torch.set_num_threads(threads)
         cv2.setNumThreads(before)
