@@ -378,13 +378,11 @@ def timed_frames(result: MorphResult, plan: Plan, *, params: Params = Params(),
             renderer = kept[segment]
             renderer.measure_pace(mapper)
             times = [t for _, t in run]
-            fresh = [t for k, t in enumerate(times) if k == 0 or t != times[k - 1]]  # a held frame is rendered once
-            rendered = mapper(lambda t, renderer=renderer: to_uint8(renderer.frame(t)), fresh)
-            frame = None
-            for k, t in enumerate(times):
-                if k == 0 or t != times[k - 1]:
-                    frame = next(rendered)
-                yield segment, t, frame
+            shown = [t for t, _ in itertools.groupby(times)]  # a held frame is rendered once
+            rendered = mapper(lambda t, renderer=renderer: to_uint8(renderer.frame(t)), shown)
+            for (t, held), frame in zip(itertools.groupby(times), rendered, strict=True):
+                for _ in held:
+                    yield segment, t, frame
 
 
 def load_maps(path: str | Path) -> MorphResult:
