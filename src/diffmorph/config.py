@@ -78,8 +78,9 @@ class MorphConfig:
                        bounds=(8, 1024), expected="an integer from 8 to 1024")
     steps: int = option(250, "gradient steps of the fit", "fit",
                         bounds=(1, 100000), expected="a positive integer up to 100000")
-    refine: int = option(100, "steps refining the fitted maps themselves at twice --size; 0 keeps the network's "
-                         "maps, as the original", "fit",
+    refine: int = option(100, "steps refining the fitted maps themselves at twice --size (the network then makes "
+                         "their smooth part, at 66 x 66); 0 keeps the network's maps, fitted at 96 x 96 as the "
+                         "original", "fit",
                          bounds=(0, 100000), expected="0 (none) or a positive number of steps up to 100000")
     schedule: str = option("onecycle", "learning-rate schedule: onecycle (warm up, then anneal) or constant (the "
                            "original)", "expert", SCHEDULES)

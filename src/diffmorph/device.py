@@ -1,6 +1,9 @@
-"""Which torch device a run uses: the one place a ``--device`` value becomes a :class:`torch.device`."""
+"""Which torch device a run uses (the one place a ``--device`` value becomes a :class:`torch.device`) and what it
+runs natively."""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -35,3 +38,24 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` means bfloat16 autocast for the network on ``device``."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and _cpu_has_native_bf16()
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    # oneDNN also "supports" bf16 on CPUs that only emulate it, where it is slower than float32, so
+    # look for the instructions themselves (Linux; elsewhere auto stays float32).
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

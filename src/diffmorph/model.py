@@ -1,8 +1,8 @@
 """The small convolutional network that produces the maps of one image pair.
 
 It is a temporary functional mapping: fitted to one pair, read once, discarded. Its input is always
-resized to 96 x 96, so the maps it produces do not depend on the working resolution and transfer to
-any output size.
+resized to a fixed side (96 x 96, the original's, or smaller where the maps are refined after), so the maps
+it produces do not depend on the working resolution and transfer to any output size.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from torch import nn
 
 from diffmorph.ops import resize
 
-NET_INPUT_SIZE = 96  # The original's map resolution; three valid 5x5 convolutions leave 84 x 84.
-MAP_SIZE = NET_INPUT_SIZE - 12  # The maps' resolution: 84 x 84.
+NET_INPUT_SIZE = 96  # The original's network input; three valid 5x5 convolutions leave 84 x 84.
+SHRINK = 12  # What the three valid 5x5 convolutions take off each side's length.
+MAP_SIZE = NET_INPUT_SIZE - SHRINK  # The maps' resolution: 84 x 84, whatever the network's input side.
 MAP_CHANNELS = 16  # 8 per direction: mult (3), add (3), warp (2).
 WARP_CHANNELS = [6, 7, 14, 15]  # The warp maps (dy, dx) of A->B, then of B->A, among the 16.
 
@@ -57,28 +58,32 @@ class MapNet(nn.Module):
                 nn.init.zeros_(layer.bias)
 
     @staticmethod
-    def prepare(net_input: torch.Tensor) -> torch.Tensor:
-        """Resize the network input to 96 x 96 (bilinear, half-pixel centres, no antialiasing).
+    def prepare(net_input: torch.Tensor, side: int = NET_INPUT_SIZE) -> torch.Tensor:
+        """Resize the network input to ``side`` x ``side`` (bilinear, half-pixel centres, no antialiasing).
 
         Split from :meth:`forward` because the input of a fit never changes: resize it once.
 
         Args:
             net_input: ``(B, C, H, W)``.
+            side: more than :data:`SHRINK`; the network's maps are ``SHRINK`` pixels smaller.
 
         Returns:
-            ``(B, C, 96, 96)``.
+            ``(B, C, side, side)``.
         """
-        return resize(net_input, NET_INPUT_SIZE, NET_INPUT_SIZE)
+        if side <= SHRINK:
+            raise ValueError(f"the network's input side must be more than {SHRINK} pixels, got {side}")
+        return resize(net_input, side, side)
 
     def forward(self, prepared: torch.Tensor) -> torch.Tensor:
         """Raw maps of both directions.
 
         Args:
-            prepared: ``(B, C, 96, 96)`` from :meth:`prepare`; with members, ``B`` equals ``members``
+            prepared: ``(B, C, S, S)`` from :meth:`prepare`; with members, ``B`` equals ``members``
                 and item ``k`` goes to member ``k``.
 
         Returns:
-            ``(B, 16, 84, 84)``: A->B mult, add, warp (0-7), then B->A (8-15).
+            ``(B, 16, S - 12, S - 12)``: A->B mult, add, warp (0-7), then B->A (8-15); 84 x 84 from the
+            original's 96 x 96.
         """
         if self.members == 1:
             return self.layers(prepared)
