@@ -260,15 +260,17 @@ def fit_batch(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], config: MorphC
             current = loss.detach()
             improved, spiked = current < best_loss, current > params.spike * best_loss
             best_loss = torch.where(improved, current, best_loss)
-            for saved, live in zip(best_state, state, strict=True):
-                saved.copy_(torch.where(per_member(live, improved), live, saved))
+            # In place, one mask per shape: as new tensors, this bookkeeping cost about 1 ms more a step on a CPU.
+            for saved, live, mask in zip(best_state, state, _state_masks(weights, improved), strict=True):
+                torch.where(mask, live, saved, out=saved)
         net.zero_grad(set_to_none=True)
         loss.sum().backward()
         with torch.no_grad():  # a pair that spiked goes back, and does not learn from the spike's gradient
-            for saved, live in zip(best_state, state, strict=True):
-                live.copy_(torch.where(per_member(live, spiked), saved, live))
-            for weight in weights:
-                weight.grad.mul_(per_member(weight, ~spiked))
+            back = _state_masks(weights, spiked)
+            for saved, live, mask in zip(best_state, state, back, strict=True):
+                torch.where(mask, saved, live, out=live)
+            for weight, mask in zip(weights, back, strict=False):  # the weights come first in the state
+                weight.grad.masked_fill_(mask, 0.0)
             rates = torch.where(spiked, rates * 0.5, rates)
         if config.grad_clip > 0:
             _clip_each(weights, count, config.grad_clip)
@@ -366,6 +368,12 @@ def _take(block: torch.Tensor, history: list[list[float]], count: int, progress:
         history.append(values)
     if progress is not None:
         progress(len(history) * count, sum(history[-1]) / count)
+
+
+def _state_masks(weights: list[torch.Tensor], members: torch.Tensor) -> list[torch.Tensor]:
+    """``members`` (one bool per member network) shaped for each tensor of the fit's state: the weights, then
+    Adam's first and second moments, which have the weights' shapes."""
+    return [per_member(weight, members) for weight in weights] * 3
 
 
 def _output(net: MapNet, prepared: torch.Tensor, free: torch.Tensor | None) -> torch.Tensor:
