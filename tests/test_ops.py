@@ -156,6 +156,20 @@ class TestLossAndFrames:
         assert held[0].item() == pytest.approx(plain[0].item() + 2.0 * 0.125)
         assert held[1].item() == pytest.approx(plain[1].item())
 
+    def test_each_pair_of_a_batch_is_measured_with_its_own_maps_of_each_direction(self):
+        generator = torch.Generator().manual_seed(4)
+        a, b = (torch.rand(3, 3, 12, 12, generator=generator) * 2 - 1 for _ in range(2))
+        net_input = torch.cat((coordinate_grid(12, 12).expand(3, -1, -1, -1), a * 0.1, b * 0.1), dim=1)
+        maps = (torch.rand(3, 16, 12, 12, generator=generator) - 0.5).requires_grad_()
+        batch = morph_loss(net_input, a, b, maps, MapScales())
+        batch.sum().backward()
+        for k in range(3):
+            alone = maps[k:k + 1].detach().clone().requires_grad_()
+            loss = morph_loss(net_input[k:k + 1], a[k:k + 1], b[k:k + 1], alone, MapScales())
+            loss.backward()
+            assert batch[k].item() == pytest.approx(loss.item(), rel=1e-6)
+            torch.testing.assert_close(maps.grad[k:k + 1], alone.grad, rtol=1e-5, atol=1e-7)
+
     def test_gaussian_blur_keeps_constants_and_mass(self):
         flat = torch.full((1, 3, 12, 10), 0.3)
         assert torch.allclose(gaussian_blur(flat, 4.0), flat)

@@ -51,8 +51,8 @@ def round_trip_error(net_input: torch.Tensor, maps: torch.Tensor, scales: MapSca
 
     ``maps`` must be at ``net_input``'s size; ``weights`` as :func:`morph_loss`'s ``round_trip_weights``.
     """
-    flow_ab = flow_from_warp_map(maps[:, 6:8], scales.warp)
-    flow_ba = flow_from_warp_map(maps[:, 14:16], scales.warp)
+    flow_ab, flow_ba = (flow_from_warp_map(warp_map, scales.warp)
+                        for warp_map in by_direction(maps)[:, :, 6:8].unbind(1))  # (K, 2, S, S) each
     round_trip = warp(warp(net_input, flow_ab), flow_ba)
     consistency = _mse_each(round_trip, net_input)
     if weights is None:
@@ -67,8 +67,18 @@ def mapping_errors(a: torch.Tensor, b: torch.Tensor, maps: torch.Tensor, scales:
     of :func:`morph_loss`; ``maps`` at the images' size."""
     pairs = a.shape[0]
     # Both directions as one batch: grid_sample parallelises over the batch on a CPU.
-    mapped = apply_maps(torch.cat((a, b)), torch.cat((maps[:, :8], maps[:, 8:])), scales)  # (2K, 3, S, S)
+    directions = by_direction(maps).transpose(0, 1).flatten(0, 1)  # (2K, 8, S, S): every A->B, then every B->A
+    mapped = apply_maps(torch.cat((a, b)), directions, scales)  # (2K, 3, S, S)
     return _mse_each(mapped[:pairs], b), _mse_each(mapped[pairs:], a)
+
+
+def by_direction(maps: torch.Tensor) -> torch.Tensor:
+    """``(K, 16, S, S)`` maps as ``(K, 2, 8, S, S)``: A->B, then B->A.
+
+    A view, where slicing the channels would not be: the gradient of each slice is a zero tensor of all 16 maps,
+    filled and added up.
+    """
+    return maps.unflatten(1, (2, 8))
 
 
 def hint_errors(maps: torch.Tensor, hints: list[torch.Tensor | None], scales: MapScales) -> torch.Tensor:

@@ -290,8 +290,9 @@ def apply_maps(image: torch.Tensor, maps: torch.Tensor, scales: MapScales) -> to
     if maps.dim() != 4 or maps.shape[1] != 8 or maps.shape[2:] != image.shape[2:]:
         raise ValueError(f"maps must be (B, 8, H, W) matching an image of shape {tuple(image.shape)}, "
                          f"got {tuple(maps.shape)}")
-    coloured = recolour(image, maps[:, 0:3], maps[:, 3:6], scales)
-    return warp(coloured, flow_from_warp_map(maps[:, 6:8], scales.warp))
+    # split, not three slices: each slice's gradient would be a zero tensor of all eight maps, filled
+    mult_map, add_map, warp_map = maps.split((3, 3, 2), dim=1)
+    return warp(recolour(image, mult_map, add_map, scales), flow_from_warp_map(warp_map, scales.warp))
 
 
 def recolour(image: torch.Tensor, mult_map: torch.Tensor, add_map: torch.Tensor, scales: MapScales,
