@@ -113,15 +113,22 @@ def using_threads(requested: int = 0, since: CpuTimes | None = None, params: Thr
                   ) -> Iterator[int]:
     """PyTorch's and OpenCV's CPU threads set to :func:`chosen_threads` for the block, then set back; yields the
     count."""
+    count = chosen_threads(requested, since, params)
+    with _threads_set(count):
+        yield count
+
+
+@contextlib.contextmanager
+def _threads_set(count: int) -> Iterator[None]:
+    """PyTorch's and OpenCV's CPU threads set to ``count`` for the block, then set back."""
     import cv2
     import torch
 
     before = torch.get_num_threads(), cv2.getNumThreads()
-    count = chosen_threads(requested, since, params)
     torch.set_num_threads(count)
     cv2.setNumThreads(count)
     try:
-        yield count
+        yield
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
@@ -136,7 +143,6 @@ def frame_map(device: torch.device, ahead: int = 2, most: int | None = None) -> 
     Results come back in order; at most ``ahead`` items a thread are started before the caller takes the first
     of them, so memory does not grow with the count. Items not started when the block ends are dropped.
     """
-    import cv2
     import torch
 
     threads = torch.get_num_threads()
@@ -144,9 +150,6 @@ def frame_map(device: torch.device, ahead: int = 2, most: int | None = None) -> 
     if device.type != "cpu" or workers < 2:
         yield map
         return
-    before = cv2.getNumThreads()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="diffmorph-frames")
 
     def mapped(function: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
@@ -162,9 +165,8 @@ def frame_map(device: torch.device, ahead: int = 2, most: int | None = None) -> 
             for future in started:
                 future.cancel()
 
-    try:
-        yield mapped
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(before)
+    with _threads_set(1):
+        try:
+            yield mapped
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
