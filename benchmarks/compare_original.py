@@ -26,9 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
-
-from diffmorph.demo import demo_pair
+from bench_morph import write_pair
 from report import add_record_flag, print_header, recorded
 
 EPOCHS = (10, 40)
@@ -72,9 +70,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        a, b = folder / "a.png", folder / "b.png"
-        for image, path in zip(demo_pair(args.size, args.size), (a, b), strict=True):
-            Image.fromarray((image * 255).round().astype("uint8")).save(path)
+        a, b = write_pair(folder, args.size, args.size, None)
         for round_ in range(1, args.rounds + 1):
             if args.full:
                 short, long, whole = None, None, original(args.python, args.original, a, b, 1000)
