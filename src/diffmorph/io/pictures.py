@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from diffmorph.ops import MULT_FLOOR, MapScales, flow_from_warp_map, resize
+from diffmorph.ops import MULT_FLOOR, MapScales, flow_from_warp_map, length, resize
 
 _BACKGROUND = (24, 24, 24)
 _TEXT = (235, 235, 235)
@@ -82,7 +82,7 @@ def maps_picture(maps: torch.Tensor, frame_width: int, frame_height: int, scales
         mult = (factor * 0.5).clamp(0, 1)
         add = (0.5 + direction[3:6] * scales.add).clamp(0, 1)
         warp_map = resize(maps[offset + 6:offset + 8].unsqueeze(0).float(), frame_height, frame_width)
-        longest = flow_from_warp_map(warp_map, scales.warp).norm(dim=1).max().item()
+        longest = length(flow_from_warp_map(warp_map, scales.warp)).max().item()
         flow = flow_from_warp_map(direction[6:8].unsqueeze(0), scales.warp)[0].numpy()
         as_u8 = [(x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for x in (mult, add)]
         rows.append([
