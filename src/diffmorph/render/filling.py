@@ -21,20 +21,18 @@ def fill_untrusted(layers: torch.Tensor, trust: torch.Tensor) -> torch.Tensor:
     Small pixels next to untrusted ones are left out of the filling, since they average some in.
     """
     (height, width), (low_height, low_width) = layers.shape[-2:], trust.shape[-2:]
-    known = -F.max_pool2d(-trust, 3, stride=1, padding=1) >= 1.0  # trusted, and so are its 8 neighbours
-    filling = fill_holes(shrink(layers, low_height, low_width), known)  # (2, C, h, w)
     untrusted = trust[:, 0] < 1.0  # (2, h, w)
-    for k in range(layers.shape[0]):
+    for k in untrusted.flatten(1).any(dim=1).nonzero()[:, 0].tolist():  # often only one image has any
+        known = -F.max_pool2d(-trust[k:k + 1], 3, stride=1, padding=1) >= 1.0  # trusted, and so are its 8 neighbours
+        filling = fill_holes(shrink(layers[k:k + 1], low_height, low_width), known)  # (1, C, h, w)
         rows, columns = untrusted[k].any(dim=1).nonzero()[:, 0], untrusted[k].any(dim=0).nonzero()[:, 0]
-        if rows.numel() == 0:
-            continue
         top, bottom = _reach(int(rows[0]), int(rows[-1]), low_height, height)
         left, right = _reach(int(columns[0]), int(columns[-1]), low_width, width)
         window = layers[k:k + 1, :, top:bottom, left:right]
         # The full-size upsamplings, within the window: the filling as resize() does it (half-pixel
         # centres), the trust as the grids (align_corners).
         weight = _upsampled(trust[k:k + 1], (top, bottom, left, right), (height, width), corners=True)
-        filled = _upsampled(filling[k:k + 1], (top, bottom, left, right), (height, width), corners=False)
+        filled = _upsampled(filling, (top, bottom, left, right), (height, width), corners=False)
         window.copy_(filled.lerp_(window, weight))
     return layers
 
