@@ -31,6 +31,21 @@ def test_frame_times():
         frame_times(1)
 
 
+def test_a_frame_becomes_its_nearest_levels_in_either_layout():
+    # Frames are channels-last on a CPU, which OpenCV converts; other tensors go through torch. Both round to
+    # the nearest level and saturate; only a value within rounding of a tie may land on the other level.
+    image = torch.rand(1, 3, 37, 29, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2
+    levels = image.add(1.0).mul(127.5)
+    expected = levels.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    near_tie = ((levels - levels.floor() - 0.5).abs() < 1e-3)[0].permute(1, 2, 0).numpy()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        frame = to_uint8(image.contiguous(memory_format=layout))
+        assert frame.shape == (37, 29, 3) and frame.dtype == np.uint8
+        assert np.array_equal(frame[~near_tie], expected[~near_tie])
+        assert np.abs(frame.astype(int) - expected).max() <= 1
+    assert (expected == 0).any() and (expected == 255).any()  # both ends were saturated
+
+
 @pytest.mark.parametrize("mode", ["sharp", "classic"])
 @pytest.mark.parametrize(("height", "width"), [(24, 40), (41, 17)])
 def test_frames_keep_the_native_size_and_exact_endpoints(height, width, mode):
