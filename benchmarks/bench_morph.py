@@ -19,6 +19,12 @@ Nothing is downloaded.
     python benchmarks/bench_morph.py --sizes 1024 --reference # with the original schedule, side by side
     python benchmarks/bench_morph.py --unrefined              # each size also without the refinement
     python benchmarks/bench_morph.py --device cuda
+    python benchmarks/bench_morph.py --sizes 512 1024 --no-4k --before /tmp/before/src   # against an earlier one
+
+With ``--before`` (the ``src`` folder of an earlier checkout: ``git worktree add /tmp/before <revision>``) every
+morph and render run is also run by that diffmorph, each of its runs just before this one's, so that both see
+the machine alike (its speed drifts from minute to minute), and the table adds each case's wall time ratio,
+this / before, run by run.
 """
 
 from __future__ import annotations
@@ -60,10 +66,14 @@ def write_pair(folder: Path, width: int, height: int, images: list[str] | None) 
     return paths
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    """Run ``command``; return its wall time in seconds and its own peak RSS in MB."""
+def timed(command: list[str], source: Path | None = None) -> tuple[float, float]:
+    """Run ``command`` (with the diffmorph in ``source`` first on Python's path, where given); return its wall time
+    in seconds and its own peak RSS in MB."""
+    env = None
+    if source is not None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(source), os.environ.get("PYTHONPATH")))))
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -72,30 +82,35 @@ def timed(command: list[str]) -> tuple[float, float]:
 
 
 def morph_runs(label: str, width: int, height: int, flags: list[str], args: argparse.Namespace) -> list[dict]:
-    """``--runs`` morphs of one pair, and (for the default case) as many renders of the first one's maps."""
+    """``--runs`` morphs of one pair, and (for the default case) as many renders of the first one's maps; with
+    ``--before``, each run by that diffmorph too, just before this one's (rows marked "before")."""
     rows = []
+    versions = [("before", args.before), ("", None)] if args.before else [("", None)]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         a, b = write_pair(folder, width, height, args.images)
         for run in range(args.runs):
-            out = folder / f"out{run}"
-            command = [sys.executable, "-m", "diffmorph", "morph", str(a), str(b), "-o", str(out),
-                       "--frames", str(args.frames), "--device", args.device, "-q", *shlex.split(args.options), *flags]
-            rows.append(row(label, width, height, run, *timed(command), out))
+            for version, source in versions:
+                out = folder / f"out{version}{run}"
+                command = [sys.executable, "-m", "diffmorph", "morph", str(a), str(b), "-o", str(out), "--frames",
+                           str(args.frames), "--device", args.device, "-q", *shlex.split(args.options), *flags]
+                rows.append(row(label, width, height, run, *timed(command, source), out, version))
         if label == "default":
             for run in range(args.runs):
-                out = folder / f"render{run}"
-                command = [sys.executable, "-m", "diffmorph", "render", str(folder / "out0" / "maps.safetensors"),
-                           "-o", str(out), "--frames", str(args.frames), "--device", args.device, "-q"]
-                rows.append(row("render", width, height, run, *timed(command), out))
+                for version, source in versions:  # each version renders its own first morph's maps
+                    out = folder / f"render{version}{run}"
+                    command = [sys.executable, "-m", "diffmorph", "render",
+                               str(folder / f"out{version}0" / "maps.safetensors"), "-o", str(out),
+                               "--frames", str(args.frames), "--device", args.device, "-q"]
+                    rows.append(row("render", width, height, run, *timed(command, source), out, version))
     return rows
 
 
-def row(label: str, width: int, height: int, run: int, wall: float, peak: float, out: Path) -> dict:
+def row(label: str, width: int, height: int, run: int, wall: float, peak: float, out: Path, version: str = "") -> dict:
     """One run's figures, from its wall time, peak memory and the ``config.json`` it wrote in ``out``."""
     summary = json.loads((out / "config.json").read_text())
     fitted = label != "render"
-    return {"case": label, "size": f"{width}×{height}", "run": run + 1, "wall": wall, "peak": peak,
+    return {"case": label, "version": version, "size": f"{width}×{height}", "run": run + 1, "wall": wall, "peak": peak,
             "fit": summary["fit"][0]["seconds"] if fitted else None, "steps": fit_steps(summary["config"]),
             "frames_s": summary["seconds"]["render_and_encode"], "export": summary["seconds"]["export"],
             **summary["fidelity_db"][0]}
@@ -145,6 +160,8 @@ def main() -> None:
                         help="also run each size with --refine 0 (the network's maps as they are), to time "
                              "the refinement")
     parser.add_argument("--no-4k", dest="render_4k", action="store_false", help="skip the 3840 x 2160 render")
+    parser.add_argument("--before", type=Path,
+                        help="the src folder of an earlier diffmorph: run every morph and render by it too, in turn")
     add_record_flag(parser)
     args = parser.parse_args()
 
@@ -179,12 +196,16 @@ def table(rows: list[dict], startup: list[float], args: argparse.Namespace) -> N
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         fit = "—" if r["fit"] is None else f"{r['fit']:.1f}"
-        print(f"| {r['case']} | {r['size']} | {r['run']} | {r['steps']} | {fit} | {r['frames_s']:.1f} | "
+        case = f"{r['case']}, before" if r["version"] else r["case"]
+        print(f"| {case} | {r['size']} | {r['run']} | {r['steps']} | {fit} | {r['frames_s']:.1f} | "
               f"{args.frames / r['frames_s']:.1f} | {r['wall']:.1f} | {r['peak']:.0f} | {r['a_to_b_psnr']:.2f} | "
               f"{r['b_to_a_psnr']:.2f} |")
     print()
     print(f"start-up (`python -m diffmorph --version`): {', '.join(f'{s:.2f}' for s in startup)} s")
-    morphs = [r for r in rows if r["case"] == "default" and r["size"] == f"{max(args.sizes)}×{max(args.sizes)}"]
+    if args.before:
+        ratios(rows, args)
+    morphs = [r for r in rows if r["case"] == "default" and not r["version"]
+              and r["size"] == f"{max(args.sizes)}×{max(args.sizes)}"]
     if morphs:
         r = sorted(morphs, key=lambda r: r["wall"])[len(morphs) // 2]
         parts = {"start-up, decoding, checks": r["wall"] - r["fit"] - r["export"], "fit": r["fit"],
@@ -197,6 +218,23 @@ def table(rows: list[dict], startup: list[float], args: argparse.Namespace) -> N
         print("|---|---|---|")
         for part, seconds in parts.items():
             print(f"| {part} | {seconds:.1f} | {seconds / r['wall']:.0%} |")
+
+
+def ratios(rows: list[dict], args: argparse.Namespace) -> None:
+    """Each case's wall time against the earlier diffmorph's: medians, and the ratio of each run to the run of
+    the earlier one just before it."""
+    print()
+    print(f"Against `--before {args.before}`, run in turn (wall s; ratio this / before):")
+    print()
+    print("| case | pair | before, median | this, median | ratio, median | ratio per run |")
+    print("|---|---|---|---|---|---|")
+    cases = dict.fromkeys((r["case"], r["size"]) for r in rows if r["version"])
+    for case, size in cases:
+        before, this = ([r["wall"] for r in rows if (r["case"], r["size"], r["version"]) == (case, size, version)]
+                        for version in ("before", ""))
+        per_run = [t / b for t, b in zip(this, before, strict=True)]
+        print(f"| {case} | {size} | {np.median(before):.1f} | {np.median(this):.1f} | {np.median(per_run):.2f} | "
+              f"{', '.join(f'{ratio:.2f}' for ratio in per_run)} |")
 
 
 if __name__ == "__main__":

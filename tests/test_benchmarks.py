@@ -30,6 +30,24 @@ def test_bench_morph_times_morphs_renders_and_start_up(device):
     assert "Where the median 48×48 morph's" in done.stdout and "| fit |" in done.stdout
 
 
+def test_bench_morph_runs_an_earlier_diffmorph_in_turn_and_gives_the_ratios():
+    # This checkout stands in for the earlier one: the rows and the ratio table are what is checked.
+    source = Path(__file__).resolve().parents[1] / "src"
+    done = subprocess.run(
+        [sys.executable, str(BENCH_MORPH), "--sizes", "40", "--no-4k", "--runs", "2", "--frames", "3",
+         "--options", "--steps 4 --refine 2 --align none", "--before", str(source), "--no-record"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    cases = [line.split(" | ")[0] + f" {line.split(' | ')[2]}" for line in done.stdout.splitlines()
+             if line.startswith(("| default", "| render"))]
+    assert cases[:8] == ["| default, before 1", "| default 1", "| default, before 2", "| default 2",
+                         "| render, before 1", "| render 1", "| render, before 2", "| render 2"]
+    after = done.stdout.split("Against `--before ")[1].split("Where the median")[0]
+    ratios = [line.split(" | ") for line in after.splitlines() if line.startswith(("| default", "| render"))]
+    assert [(row[0], row[1]) for row in ratios] == [("| default", "40×40"), ("| render", "40×40")]
+    assert all(len(row[5].split(", ")) == 2 and 0.2 < float(row[4]) < 5.0 for row in ratios)  # two runs, sane ratios
+
+
 def test_compare_starts_measures_each_start_and_draws_a_sheet(tmp_path):
     script = BENCH_MORPH.with_name("compare_starts.py")
     done = subprocess.run(
