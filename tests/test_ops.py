@@ -180,6 +180,14 @@ class TestLossAndFrames:
         assert blurred[0, 0, 10, 10].item() == pytest.approx(1 / (2 * math.pi * 4), rel=0.02)  # the Gaussian's peak
         assert gaussian_blur(spike, 0.2) is spike
 
+    def test_gaussian_blur_blurs_each_plane_of_a_batch_alone(self):
+        images = torch.rand(3, 2, 17, 23, generator=torch.Generator().manual_seed(0))
+        images[1, 0, 8, 11] = 50.0  # a spike in one plane must not leak into another
+        together = gaussian_blur(images, 1.5)
+        alone = torch.cat([gaussian_blur(images[k:k + 1, c:c + 1], 1.5) for k in range(3) for c in range(2)])
+        torch.testing.assert_close(together, alone.view(3, 2, 17, 23), rtol=0, atol=1e-5)  # up to rounding
+        assert together[1, 0].amax() > 1.0 and together[[0, 2]].amax() < 1.0 and together[1, 1].amax() < 1.0
+
     def test_endpoints_are_the_inputs(self):
         a, b = torch.rand(1, 3, 8, 8) * 2 - 1, torch.rand(1, 3, 8, 8) * 2 - 1
         maps_ab, maps_ba = torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8)
