@@ -43,8 +43,8 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     if pixels.device.type == "cpu" and pixels.dtype == torch.float32 and pixels.is_contiguous():
         # The frames' own layout: OpenCV scales, rounds and saturates in one pass, several times faster than
         # torch's four (ties may round the other way: a level at most, at a handful of pixels a frame)
-        planes = pixels.numpy()
-        return cv2.addWeighted(planes, 127.5, planes, 0.0, 127.5, dtype=cv2.CV_8U)
+        planes = pixels.detach().numpy()
+        return cv2.addWeighted(planes, 127.5, planes, 0.0, 127.5, dtype=cv2.CV_8U).reshape(planes.shape)
     levels = pixels.add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
     return levels.contiguous().cpu().numpy()
 
