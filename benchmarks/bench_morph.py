@@ -66,14 +66,19 @@ def write_pair(folder: Path, width: int, height: int, images: list[str] | None) 
     return paths
 
 
+def with_source(source: Path | None) -> dict[str, str] | None:
+    """A child's environment that imports the diffmorph in ``source`` (the ``src`` folder of another checkout)
+    first; None (this one's environment) where no source is given."""
+    if source is None:
+        return None
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(source), os.environ.get("PYTHONPATH")))))
+
+
 def timed(command: list[str], source: Path | None = None) -> tuple[float, float]:
-    """Run ``command`` (with the diffmorph in ``source`` first on Python's path, where given); return its wall time
+    """Run ``command`` (with the diffmorph in ``source``, where given: :func:`with_source`); return its wall time
     in seconds and its own peak RSS in MB."""
-    env = None
-    if source is not None:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(source), os.environ.get("PYTHONPATH")))))
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=with_source(source))
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:

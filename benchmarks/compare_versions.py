@@ -20,7 +20,6 @@ Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench_morph import with_source
 from compare_modes import moved_pair, pair_files, save_sheet, textured_pair
 from diffmorph.demo import demo_pair
 from diffmorph.evaluate import EvalReport, evaluate
@@ -40,13 +40,10 @@ SHEET_TIMES = (0.25, 0.5, 0.75)
 
 def morph(source: Path | None, a: Path, b: Path, out: Path, args: argparse.Namespace) -> tuple[float, EvalReport]:
     """``diffmorph morph`` of one pair with the defaults, by the diffmorph in ``source`` (None: this one)."""
-    env = dict(os.environ)
-    if source is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(source), env.get("PYTHONPATH"))))
     command = [sys.executable, "-m", "diffmorph", "morph", str(a), str(b), "-o", str(out), "--format", "frames",
                "--frames", str(args.frames), "--device", args.device, "-q"]
     started = time.perf_counter()
-    subprocess.run(command, check=True, env=env)
+    subprocess.run(command, check=True, env=with_source(source))
     wall = time.perf_counter() - started
     return wall, evaluate(out / "frames", a, b, maps_file=out / "maps.safetensors")
 
