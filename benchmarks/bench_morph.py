@@ -66,6 +66,16 @@ def write_pair(folder: Path, width: int, height: int, images: list[str] | None) 
     return paths
 
 
+def source_folder(text: str) -> Path:
+    """``--before``'s folder, refused unless it holds a diffmorph package: a wrong path would otherwise import this
+    checkout's diffmorph and compare it with itself."""
+    folder = Path(text)
+    if not (folder / "diffmorph" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text} holds no diffmorph package; give the src folder of another "
+                                         f"checkout (git worktree add /tmp/before <revision>: /tmp/before/src)")
+    return folder
+
+
 def with_source(source: Path | None) -> dict[str, str] | None:
     """A child's environment that imports the diffmorph in ``source`` (the ``src`` folder of another checkout)
     first; None (this one's environment) where no source is given."""
@@ -165,7 +175,7 @@ def main() -> None:
                         help="also run each size with --refine 0 (the network's maps as they are), to time "
                              "the refinement")
     parser.add_argument("--no-4k", dest="render_4k", action="store_false", help="skip the 3840 x 2160 render")
-    parser.add_argument("--before", type=Path,
+    parser.add_argument("--before", type=source_folder,
                         help="the src folder of an earlier diffmorph: run every morph and render by it too, in turn")
     add_record_flag(parser)
     args = parser.parse_args()

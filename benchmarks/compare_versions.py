@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench_morph import with_source
+from bench_morph import source_folder, with_source
 from compare_modes import moved_pair, pair_files, save_sheet, textured_pair
 from diffmorph.demo import demo_pair
 from diffmorph.evaluate import EvalReport, evaluate
@@ -60,7 +60,7 @@ def pairs(args: argparse.Namespace, folder: Path) -> list[tuple[str, Path, Path]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", type=Path, required=True,
+    parser.add_argument("--before", type=source_folder, required=True,
                         help="the src folder of the diffmorph to compare with (an earlier checkout)")
     parser.add_argument("--no-photos", dest="photos", action="store_false", help="leave the photo pairs out")
     parser.add_argument("--frames", type=int, default=100)

@@ -48,6 +48,14 @@ def test_bench_morph_runs_an_earlier_diffmorph_in_turn_and_gives_the_ratios():
     assert all(len(row[5].split(", ")) == 2 and 0.2 < float(row[4]) < 5.0 for row in ratios)  # two runs, sane ratios
 
 
+def test_an_earlier_diffmorph_that_is_not_there_is_refused_before_any_run(tmp_path):
+    # A folder without the package would import this checkout's diffmorph: the two would be compared with itself.
+    for script in (BENCH_MORPH, BENCH_MORPH.with_name("compare_versions.py")):
+        done = subprocess.run([sys.executable, str(script), "--before", str(tmp_path), "--no-record"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "holds no diffmorph package" in done.stderr, done.stderr
+
+
 def test_compare_starts_measures_each_start_and_draws_a_sheet(tmp_path):
     script = BENCH_MORPH.with_name("compare_starts.py")
     done = subprocess.run(
